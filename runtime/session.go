@@ -1,0 +1,469 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Provider names accepted by Options.Provider.
+const (
+	ProviderAuto     = "auto"
+	ProviderTensorRT = "tensorrt"
+	ProviderCUDA     = "cuda"
+	ProviderCPU      = "cpu"
+)
+
+// Providers lists the valid values of Options.Provider.
+var Providers = []string{ProviderAuto, ProviderTensorRT, ProviderCUDA, ProviderCPU}
+
+// ErrProviderUnavailable is wrapped by errors returned when an explicitly
+// requested execution provider cannot be used.
+var ErrProviderUnavailable = errors.New("execution provider not available")
+
+// TensorRTOptions configures the TensorRT execution provider.
+type TensorRTOptions struct {
+	FP16     bool   // allow FP16 kernels (trt_fp16_enable)
+	INT8     bool   // allow INT8 kernels (trt_int8_enable); Q/DQ models use explicit quantization
+	CacheDir string // engine and timing caches (trt_engine_cache_path, trt_timing_cache_path)
+	DLACore  int    // -1: no DLA; otherwise trt_dla_enable with this core
+	// WorkspaceBytes caps the TensorRT builder workspace; 0 leaves the default.
+	WorkspaceBytes int64
+}
+
+// Options configures a Session.
+type Options struct {
+	Provider string // auto, tensorrt, cuda or cpu; "" means auto
+	DeviceID int    // GPU index for CUDA and TensorRT
+	Threads  int    // intra-op threads; <= 0 means all cores
+	TensorRT TensorRTOptions
+	// OptimizedModelPath, when set, makes onnxruntime write the optimized graph
+	// there (used to check which Q/DQ patterns were fused).
+	OptimizedModelPath string
+	// DisableOptimizations runs the graph as written (ORT_DISABLE_ALL).
+	DisableOptimizations bool
+	Logger               *slog.Logger
+}
+
+// DefaultTensorRTOptions returns int8 and fp16 enabled, caches under dir.
+func DefaultTensorRTOptions(dir string) TensorRTOptions {
+	return TensorRTOptions{FP16: true, INT8: true, CacheDir: dir, DLACore: -1}
+}
+
+// ElemType is an ONNX tensor element type name such as "float32" or "uint8".
+type ElemType string
+
+// TensorInfo describes a model input or output. Dimensions that are dynamic
+// are -1.
+type TensorInfo struct {
+	Name  string
+	Type  ElemType
+	Shape []int64
+}
+
+// Dynamic reports whether dimension i is dynamic.
+func (t TensorInfo) Dynamic(i int) bool { return i < len(t.Shape) && t.Shape[i] < 0 }
+
+// String renders the info as name:type[d0,d1,...] with ? for dynamic dims.
+func (t TensorInfo) String() string {
+	dims := make([]string, len(t.Shape))
+	for i, d := range t.Shape {
+		if d < 0 {
+			dims[i] = "?"
+		} else {
+			dims[i] = strconv.FormatInt(d, 10)
+		}
+	}
+	return fmt.Sprintf("%s:%s[%s]", t.Name, t.Type, strings.Join(dims, ","))
+}
+
+// Session is one onnxruntime inference session on one model. A Session is
+// not safe for concurrent Run calls on the same Binding; different Bindings
+// of one Session may run concurrently.
+type Session struct {
+	path     string
+	sess     *ort.DynamicAdvancedSession
+	Inputs   []TensorInfo
+	Outputs  []TensorInfo
+	Metadata map[string]string
+	// Provider is the execution provider actually in use.
+	Provider string
+	// Threads is the intra-op thread count in use.
+	Threads int
+	log     *slog.Logger
+}
+
+// Path returns the model file path.
+func (s *Session) Path() string { return s.path }
+
+// providerChain returns the providers to try for a requested provider.
+func providerChain(p string) ([][]string, error) {
+	switch p {
+	case "", ProviderAuto:
+		return [][]string{{ProviderTensorRT, ProviderCUDA}, {ProviderCUDA}, {ProviderCPU}}, nil
+	case ProviderTensorRT:
+		return [][]string{{ProviderTensorRT, ProviderCUDA}}, nil
+	case ProviderCUDA:
+		return [][]string{{ProviderCUDA}}, nil
+	case ProviderCPU:
+		return [][]string{{ProviderCPU}}, nil
+	}
+	return nil, fmt.Errorf("unknown provider %q (want one of %s)", p, strings.Join(Providers, ", "))
+}
+
+// NewSession loads the model at path with the requested provider. Init must
+// have been called. With provider auto, TensorRT then CUDA then CPU are tried
+// and the one in use is logged and stored in Session.Provider; an explicit
+// provider that cannot be used is an error wrapping ErrProviderUnavailable.
+func NewSession(path string, opts Options) (*Session, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if !ort.IsInitialized() {
+		return nil, errors.New("onnxruntime is not initialized (call runtime.Init first)")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("model file %q: no such file", path)
+		}
+		return nil, fmt.Errorf("model file %q: %w", path, err)
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("model file %q is a directory", path)
+	}
+	chain, err := providerChain(opts.Provider)
+	if err != nil {
+		return nil, err
+	}
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = goruntime.NumCPU()
+	}
+	ins, outs, err := ort.GetInputOutputInfo(path)
+	if err != nil {
+		return nil, fmt.Errorf("model %q cannot be loaded by onnxruntime: %w", path, err)
+	}
+	s := &Session{path: path, Threads: threads, log: log}
+	for _, i := range ins {
+		s.Inputs = append(s.Inputs, infoFrom(i))
+	}
+	for _, o := range outs {
+		s.Outputs = append(s.Outputs, infoFrom(o))
+	}
+	var failures []string
+	for _, providers := range chain {
+		so, err := newSessionOptions(providers, threads, opts)
+		if err == nil {
+			names := func(t []TensorInfo) []string {
+				n := make([]string, len(t))
+				for i := range t {
+					n[i] = t[i].Name
+				}
+				return n
+			}
+			s.sess, err = ort.NewDynamicAdvancedSession(path, names(s.Inputs), names(s.Outputs), so)
+			so.Destroy()
+		}
+		if err != nil {
+			failures = append(failures, fmt.Sprintf("%s: %v", providers[0], err))
+			if opts.Provider != "" && opts.Provider != ProviderAuto {
+				return nil, fmt.Errorf("provider %s for model %q: %w: %v", providers[0], path, ErrProviderUnavailable, err)
+			}
+			if providers[0] == ProviderCPU {
+				return nil, fmt.Errorf("creating onnxruntime session for %q: %v", path, err)
+			}
+			log.Info("execution provider not available, trying the next", "provider", providers[0], "reason", firstLine(err.Error()))
+			continue
+		}
+		s.Provider = providers[0]
+		break
+	}
+	if s.sess == nil {
+		return nil, fmt.Errorf("no execution provider could run %q: %s", path, strings.Join(failures, "; "))
+	}
+	s.Metadata = readMetadata(s.sess)
+	log.Info("model loaded", "model", path, "provider", s.Provider, "threads", threads,
+		"inputs", fmt.Sprint(s.Inputs), "outputs", fmt.Sprint(s.Outputs))
+	return s, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func newSessionOptions(providers []string, threads int, opts Options) (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*ort.SessionOptions, error) {
+		so.Destroy()
+		return nil, err
+	}
+	if err := so.SetIntraOpNumThreads(threads); err != nil {
+		return fail(err)
+	}
+	if err := so.SetInterOpNumThreads(1); err != nil {
+		return fail(err)
+	}
+	if opts.DisableOptimizations {
+		if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
+			return fail(err)
+		}
+	}
+	if opts.OptimizedModelPath != "" {
+		if err := so.SetOptimizedModelFilePath(opts.OptimizedModelPath); err != nil {
+			return fail(err)
+		}
+	}
+	for _, p := range providers {
+		switch p {
+		case ProviderTensorRT:
+			if err := appendTensorRT(so, opts); err != nil {
+				return fail(fmt.Errorf("tensorrt: %w", err))
+			}
+		case ProviderCUDA:
+			if err := appendCUDA(so, opts); err != nil {
+				return fail(fmt.Errorf("cuda: %w", err))
+			}
+		}
+	}
+	return so, nil
+}
+
+// TensorRTProviderOptions returns the onnxruntime TensorRT EP option keys
+// yedge sets for opts. Exposed so that the keys can be tested and documented
+// without a GPU.
+func TensorRTProviderOptions(opts Options) map[string]string {
+	t := opts.TensorRT
+	m := map[string]string{
+		"device_id":       strconv.Itoa(opts.DeviceID),
+		"trt_fp16_enable": boolStr(t.FP16),
+		"trt_int8_enable": boolStr(t.INT8),
+	}
+	if t.CacheDir != "" {
+		m["trt_engine_cache_enable"] = "1"
+		m["trt_engine_cache_path"] = filepath.Join(t.CacheDir, "engines")
+		m["trt_timing_cache_enable"] = "1"
+		m["trt_timing_cache_path"] = filepath.Join(t.CacheDir, "timing")
+	}
+	if t.DLACore >= 0 {
+		m["trt_dla_enable"] = "1"
+		m["trt_dla_core"] = strconv.Itoa(t.DLACore)
+	}
+	if t.WorkspaceBytes > 0 {
+		m["trt_max_workspace_size"] = strconv.FormatInt(t.WorkspaceBytes, 10)
+	}
+	return m
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+func appendTensorRT(so *ort.SessionOptions, opts Options) error {
+	if dir := opts.TensorRT.CacheDir; dir != "" {
+		for _, sub := range []string{"engines", "timing"} {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+				return fmt.Errorf("TensorRT cache folder: %w", err)
+			}
+		}
+	}
+	to, err := ort.NewTensorRTProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer to.Destroy()
+	if err := to.Update(TensorRTProviderOptions(opts)); err != nil {
+		return err
+	}
+	return so.AppendExecutionProviderTensorRT(to)
+}
+
+func appendCUDA(so *ort.SessionOptions, opts Options) error {
+	co, err := ort.NewCUDAProviderOptions()
+	if err != nil {
+		return err
+	}
+	defer co.Destroy()
+	if err := co.Update(map[string]string{"device_id": strconv.Itoa(opts.DeviceID)}); err != nil {
+		return err
+	}
+	return so.AppendExecutionProviderCUDA(co)
+}
+
+func readMetadata(s *ort.DynamicAdvancedSession) map[string]string {
+	out := map[string]string{}
+	md, err := s.GetModelMetadata()
+	if err != nil {
+		return out
+	}
+	defer md.Destroy()
+	keys, err := md.GetCustomMetadataMapKeys()
+	if err != nil {
+		return out
+	}
+	for _, k := range keys {
+		if v, ok, err := md.LookupCustomMetadataMap(k); err == nil && ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func infoFrom(i ort.InputOutputInfo) TensorInfo {
+	return TensorInfo{Name: i.Name, Type: elemType(i.DataType), Shape: append([]int64(nil), i.Dimensions...)}
+}
+
+func elemType(t ort.TensorElementDataType) ElemType {
+	switch t {
+	case ort.TensorElementDataTypeFloat:
+		return "float32"
+	case ort.TensorElementDataTypeFloat16:
+		return "float16"
+	case ort.TensorElementDataTypeUint8:
+		return "uint8"
+	case ort.TensorElementDataTypeInt8:
+		return "int8"
+	case ort.TensorElementDataTypeInt32:
+		return "int32"
+	case ort.TensorElementDataTypeInt64:
+		return "int64"
+	case ort.TensorElementDataTypeDouble:
+		return "float64"
+	}
+	return ElemType(strings.ToLower(t.String()))
+}
+
+// Close releases the session.
+func (s *Session) Close() error {
+	if s.sess == nil {
+		return nil
+	}
+	err := s.sess.Destroy()
+	s.sess = nil
+	return err
+}
+
+// Binding is a pair of preallocated float32 tensors, one input and one
+// output, for repeated runs at one input shape without allocation.
+type Binding struct {
+	s      *Session
+	in     *ort.Tensor[float32]
+	out    *ort.Tensor[float32]
+	inIdx  int
+	outIdx int
+	ins    []ort.Value
+	outs   []ort.Value
+}
+
+// Bind allocates an input tensor of inputShape for input 0 and an output
+// tensor for output outputIndex; the output shape is learnt by one run. Only
+// float32 input and output are supported.
+func (s *Session) Bind(inputShape []int64, outputIndex int) (*Binding, error) {
+	if len(s.Inputs) != 1 {
+		return nil, fmt.Errorf("model %q has %d inputs; yedge needs exactly one image input", s.path, len(s.Inputs))
+	}
+	if outputIndex < 0 || outputIndex >= len(s.Outputs) {
+		return nil, fmt.Errorf("model %q has no output %d", s.path, outputIndex)
+	}
+	if s.Inputs[0].Type != "float32" || s.Outputs[outputIndex].Type != "float32" {
+		return nil, fmt.Errorf("model %q: input %s and output %s must be float32", s.path, s.Inputs[0], s.Outputs[outputIndex])
+	}
+	in, err := ort.NewEmptyTensor[float32](ort.NewShape(inputShape...))
+	if err != nil {
+		return nil, fmt.Errorf("allocating input %v: %w", inputShape, err)
+	}
+	b := &Binding{s: s, in: in, outIdx: outputIndex}
+	b.ins = []ort.Value{in}
+	b.outs = make([]ort.Value, len(s.Outputs))
+	// First run lets onnxruntime allocate outputs so that we learn the shape.
+	if err := s.sess.Run(b.ins, b.outs); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("running %q at input shape %v: %w", s.path, inputShape, err)
+	}
+	shape := b.outs[outputIndex].GetShape()
+	for i, v := range b.outs {
+		if v != nil {
+			v.Destroy()
+		}
+		b.outs[i] = nil
+	}
+	out, err := ort.NewEmptyTensor[float32](shape)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.out = out
+	b.outs[outputIndex] = out
+	return b, nil
+}
+
+// Input returns the input buffer to fill (NCHW float32).
+func (b *Binding) Input() []float32 { return b.in.GetData() }
+
+// InputShape returns the bound input shape.
+func (b *Binding) InputShape() []int64 { return b.in.GetShape() }
+
+// Output returns the output buffer of the last Run.
+func (b *Binding) Output() []float32 { return b.out.GetData() }
+
+// OutputShape returns the bound output shape.
+func (b *Binding) OutputShape() []int64 { return b.out.GetShape() }
+
+// Run runs the model on the input buffer. Outputs other than the bound one
+// are allocated by onnxruntime and released after the run.
+func (b *Binding) Run(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.s.sess.Run(b.ins, b.outs)
+	for i, v := range b.outs {
+		if i != b.outIdx && v != nil {
+			v.Destroy()
+			b.outs[i] = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("inference on %q: %w", b.s.path, err)
+	}
+	return nil
+}
+
+// Close releases the tensors.
+func (b *Binding) Close() {
+	if b.in != nil {
+		b.in.Destroy()
+		b.in = nil
+	}
+	if b.out != nil {
+		b.out.Destroy()
+		b.out = nil
+	}
+}
+
+// WarmUp runs the binding n times to let providers build engines and caches.
+func (b *Binding) WarmUp(ctx context.Context, n int) error {
+	for i := 0; i < n; i++ {
+		if err := b.Run(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for yedge: OpenCV (for gocv v0.31.0),
+# the official onnxruntime build (from the onnxruntime-node npm tarball, into
+# the git-ignored third_party/onnxruntime), Go modules, and bin/yedge.
+# Idempotent: steps that are already done are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORT_VERSION=1.24.3
+ORT_SHA256=aa1bb5fa261ea68de05dd53efbba210cd7adf2d2850f4c3a201054c74cc78040
+ORT_DIR=third_party/onnxruntime
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+# Debian packages: OpenCV 4.6 headers for gocv, pkg-config, and the tools
+# the test suite drives (Prometheus for the daemon integration test).
+pkgs=(libopencv-dev pkg-config gcc g++ make curl ca-certificates)
+# npm fetches the onnxruntime tarball; use the machine's Node.js when present.
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# onnxruntime: the official Linux build shipped inside onnxruntime-node.
+if [ ! -f "$ORT_DIR/linux-x64/libonnxruntime.so.1" ] || [ ! -f "$ORT_DIR/linux-arm64/libonnxruntime.so.1" ]; then
+  echo "setup: fetching onnxruntime $ORT_VERSION (npm onnxruntime-node@$ORT_VERSION)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ORT_VERSION" >/dev/null)
+  tgz="$tmp/onnxruntime-node-$ORT_VERSION.tgz"
+  echo "$ORT_SHA256  $tgz" | sha256sum -c --quiet
+  for arch in x64 arm64; do
+    tar -xzf "$tgz" -C "$tmp" "package/bin/napi-v6/linux/$arch/libonnxruntime.so.1"
+    mkdir -p "$ORT_DIR/linux-$arch"
+    mv "$tmp/package/bin/napi-v6/linux/$arch/libonnxruntime.so.1" "$ORT_DIR/linux-$arch/"
+  done
+  echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
+fi
+
+echo "setup: downloading Go modules"
+go mod download
+
+echo "setup: building bin/yedge"
+make build
+echo "setup: done ($(bin/yedge version | head -1))"
