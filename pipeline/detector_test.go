@@ -2,11 +2,16 @@ package pipeline
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testmodels"
 	"github.com/yedge/yedge/postprocess"
 	yrt "github.com/yedge/yedge/runtime"
 )
@@ -55,4 +60,100 @@ func TestDetectorVideoFrame(t *testing.T) {
 		t.Errorf("found %d people in the first vtest frame, want several", people)
 	}
 	_ = postprocess.DeployOptions
+}
+
+// Static models exported at other sizes and opsets, and the dynamic model
+// at sizes given by the user, run with the input size read from the model.
+func TestDetectorInputSizes(t *testing.T) {
+	initORT(t)
+	dyn := fixtures.Model(t, "yolov5n-dynamic.onnx")
+	video := fixtures.Path(t, "media", "vtest.avi")
+	cap, err := gocv.VideoCaptureFile(video)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cap.Close()
+	img := gocv.NewMat()
+	defer img.Close()
+	cap.Read(&img)
+	tests := []struct {
+		name         string
+		model        string
+		reqH, reqW   int
+		wantH, wantW int
+		wantErr      bool
+	}{
+		{"static 416 opset 13", testmodels.Static(t, dyn, 416, 416, 13), 0, 0, 416, 416, false},
+		{"static 320x640 opset 12", testmodels.Static(t, dyn, 320, 640, 12), 0, 0, 320, 640, false},
+		{"static size conflicts with request", testmodels.Static(t, dyn, 416, 416, 13), 640, 640, 0, 0, true},
+		{"dynamic default 640", dyn, 0, 0, 640, 640, false},
+		{"dynamic 416", dyn, 416, 416, 416, 416, false},
+		{"dynamic 320x640", dyn, 320, 640, 320, 640, false},
+		{"dynamic not a stride multiple", dyn, 400, 400, 0, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := New(Config{Model: tc.model, Runtime: yrt.Options{Provider: "cpu", Threads: 2}, Height: tc.reqH, Width: tc.reqW})
+			if tc.wantErr {
+				if err == nil {
+					d.Close()
+					t.Fatal("want an error")
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if d.Height != tc.wantH || d.Width != tc.wantW {
+				t.Errorf("input %dx%d, want %dx%d", d.Height, d.Width, tc.wantH, tc.wantW)
+			}
+			dets, _, err := d.Detect(context.Background(), img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			people := 0
+			for _, x := range dets {
+				if x.Class == 0 {
+					people++
+				}
+			}
+			if people < 2 {
+				t.Errorf("%d people found, want several", people)
+			}
+		})
+	}
+}
+
+func TestDetectorBadModels(t *testing.T) {
+	initORT(t)
+	good := fixtures.Model(t, "yolov5n.onnx")
+	dir := t.TempDir()
+	truncated := filepath.Join(dir, "truncated.onnx")
+	data, _ := os.ReadFile(good)
+	os.WriteFile(truncated, data[:len(data)/2], 0o644)
+	notOnnx := filepath.Join(dir, "notes.onnx")
+	os.WriteFile(notOnnx, []byte("hello, I am not a model"), 0o644)
+	tests := []struct {
+		name, model, want string
+	}{
+		{"missing", filepath.Join(dir, "missing.onnx"), "no such file"},
+		{"truncated", truncated, "truncated.onnx"},
+		{"not onnx", notOnnx, "notes.onnx"},
+		{"wrong output", testmodels.WrongOutput(t, good), "YOLOv5-shaped"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := New(Config{Model: tc.model, Runtime: yrt.Options{Provider: "cpu", Threads: 1}})
+			if err == nil {
+				d.Close()
+				t.Fatal("want an error")
+			}
+			var me *ModelError
+			if !errors.As(err, &me) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want a ModelError mentioning %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -182,7 +183,8 @@ func NewSession(path string, opts Options) (*Session, error) {
 			if providers[0] == ProviderCPU {
 				return nil, fmt.Errorf("creating onnxruntime session for %q: %v", path, err)
 			}
-			log.Info("execution provider not available, trying the next", "provider", providers[0], "reason", firstLine(err.Error()))
+			log.Info("execution provider not available, trying the next", "provider", providers[0], "reason", shortReason(err))
+			log.Debug("execution provider error", "provider", providers[0], "err", err)
 			continue
 		}
 		s.Provider = providers[0]
@@ -195,6 +197,17 @@ func NewSession(path string, opts Options) (*Session, error) {
 	log.Info("model loaded", "model", path, "provider", s.Provider, "threads", threads,
 		"inputs", fmt.Sprint(s.Inputs), "outputs", fmt.Sprint(s.Outputs))
 	return s, nil
+}
+
+var missingLib = regexp.MustCompile(`Failed to load library (\S+)`)
+
+// shortReason condenses onnxruntime's provider errors for logs.
+func shortReason(err error) string {
+	s := err.Error()
+	if m := missingLib.FindStringSubmatch(s); m != nil {
+		return "provider library not loadable: " + filepath.Base(m[1]) + " (this onnxruntime build has no GPU providers)"
+	}
+	return firstLine(s)
 }
 
 func firstLine(s string) string {

@@ -1,0 +1,206 @@
+// Command yedge is an int8 inference runtime for edge devices: it runs
+// YOLOv5 ONNX models (FP32 or Q/DQ int8) through onnxruntime on camera
+// streams, evaluates and inspects models.
+//
+// Exit codes: 0 success (also a clean stop by Ctrl-C/SIGTERM), 1 failure,
+// 2 usage error, 3 model error, 4 onnxruntime library or provider
+// unavailable, 5 source error, 130 interrupted before a result.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/yedge/yedge/pipeline"
+	yrt "github.com/yedge/yedge/runtime"
+)
+
+// isTerminal reports whether f is a terminal (for progress bars).
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitModel       = 3
+	exitRuntime     = 4
+	exitSource      = 5
+	exitInterrupted = 130
+)
+
+// exitError carries an exit code with an error.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code, err}
+}
+
+// globalFlags are shared by every command.
+type globalFlags struct {
+	ortLib    string
+	provider  string
+	threads   int
+	deviceID  int
+	trtCache  string
+	trtFP16   bool
+	trtINT8   bool
+	logLevel  string
+	logFormat string
+}
+
+func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+}
+
+// runtimeOptions returns the session options from the flags.
+func (g *globalFlags) runtimeOptions() yrt.Options {
+	t := yrt.DefaultTensorRTOptions(g.trtCache)
+	t.FP16, t.INT8 = g.trtFP16, g.trtINT8
+	return yrt.Options{Provider: g.provider, DeviceID: g.deviceID, Threads: g.threads, TensorRT: t}
+}
+
+// initRuntime loads the onnxruntime library and logs which one.
+func (g *globalFlags) initRuntime(log *slog.Logger) error {
+	c, err := yrt.Init(g.ortLib, "")
+	if err != nil {
+		return withCode(exitRuntime, err)
+	}
+	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", yrt.Version())
+	return nil
+}
+
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "yedge", "tensorrt")
+	}
+	return filepath.Join(os.TempDir(), "yedge-tensorrt")
+}
+
+func newRoot() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "yedge",
+		Short: "int8 YOLOv5 inference on edge devices",
+		Long: `yedge runs YOLOv5 ONNX models (FP32, or Q/DQ int8) through onnxruntime
+(TensorRT, CUDA or CPU) on cameras, videos, streams and images.
+
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
+4 onnxruntime library or provider unavailable, 5 source error, 130 interrupted.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.ortLib, "ort-lib", "", "path of libonnxruntime.so (else $"+yrt.EnvLibrary+", config, setup folder, system)")
+	pf.StringVar(&g.provider, "provider", "auto", "execution provider: auto|tensorrt|cuda|cpu")
+	pf.IntVar(&g.threads, "threads", 0, "intra-op threads (0: all cores)")
+	pf.IntVar(&g.deviceID, "device-id", 0, "GPU index for CUDA and TensorRT")
+	pf.StringVar(&g.trtCache, "trt-cache", defaultCacheDir(), "TensorRT engine and timing cache folder")
+	pf.BoolVar(&g.trtFP16, "trt-fp16", true, "allow TensorRT FP16 kernels")
+	pf.BoolVar(&g.trtINT8, "trt-int8", true, "allow TensorRT INT8 kernels")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text|json")
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		if !slices.Contains(yrt.Providers, g.provider) {
+			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(yrt.Providers, ", ")))
+		}
+		if g.threads < 0 {
+			return withCode(exitUsage, fmt.Errorf("--threads %d: must be 0 (all cores) or more", g.threads))
+		}
+		if _, err := g.logger(io.Discard); err != nil {
+			return withCode(exitUsage, err)
+		}
+		return nil
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return withCode(exitUsage, err) })
+	root.AddCommand(newDetectCmd(g), newEvalCmd(g), newInspectCmd(g), newVersionCmd(g))
+	return root
+}
+
+// modelCode maps pipeline errors to exit codes.
+func modelCode(err error) error {
+	var me *pipeline.ModelError
+	switch {
+	case errors.As(err, &me):
+		return withCode(exitModel, err)
+	case errors.Is(err, yrt.ErrProviderUnavailable):
+		return withCode(exitRuntime, err)
+	}
+	return err
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "yedge: "+strings.TrimSpace(err.Error()))
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if errors.Is(err, context.Canceled) {
+		return exitInterrupted
+	}
+	if isUsage(err) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// isUsage recognises cobra's argument and command errors.
+func isUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "required flag", "invalid argument"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,129 @@
+package preprocess
+
+import (
+	"image"
+	"image/color"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gocv.io/x/gocv"
+)
+
+func TestPlan(t *testing.T) {
+	tests := []struct {
+		name                      string
+		dstW, dstH, srcW, srcH    int
+		w1, h1, nw, nh, left, top int
+		gain                      float64
+	}{
+		{"COCO 640x480 unchanged", 640, 640, 640, 480, 640, 480, 640, 480, 0, 80, 1},
+		{"shrink 768x576", 640, 640, 768, 576, 640, 480, 640, 480, 0, 80, 640.0 / 768},
+		{"enlarge 500x375", 640, 640, 500, 375, 640, 480, 640, 480, 0, 80, 480.0 / 375},
+		{"portrait 480x640", 640, 640, 480, 640, 480, 640, 480, 640, 80, 0, 1},
+		{"odd padding 640x427", 640, 640, 640, 427, 640, 427, 640, 427, 0, 106, 1},
+		{"non-square input 640x320", 640, 320, 768, 576, 427, 320, 427, 320, 106, 0, 320.0 / 576},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New(tc.dstW, tc.dstH)
+			defer l.Close()
+			w1, h1, nw, nh, left, top, xf := l.Plan(tc.srcW, tc.srcH)
+			if w1 != tc.w1 || h1 != tc.h1 || nw != tc.nw || nh != tc.nh || left != tc.left || top != tc.top {
+				t.Errorf("plan = %d %d %d %d %d %d, want %d %d %d %d %d %d", w1, h1, nw, nh, left, top, tc.w1, tc.h1, tc.nw, tc.nh, tc.left, tc.top)
+			}
+			if math.Abs(xf.Gain-tc.gain) > 1e-9 {
+				t.Errorf("gain = %v, want %v", xf.Gain, tc.gain)
+			}
+		})
+	}
+}
+
+// Property: a box mapped into the input and back returns within one pixel.
+func TestTransformRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := 0; i < 1000; i++ {
+		sw, sh := 16+r.IntN(2000), 16+r.IntN(2000)
+		l := New(32*(5+r.IntN(16)), 32*(5+r.IntN(16)))
+		_, _, _, _, _, _, xf := l.Plan(sw, sh)
+		x1, y1 := r.Float64()*float64(sw), r.Float64()*float64(sh)
+		x2, y2 := x1+r.Float64()*(float64(sw)-x1), y1+r.Float64()*(float64(sh)-y1)
+		ix1, iy1 := xf.ToInput(x1, y1)
+		ix2, iy2 := xf.ToInput(x2, y2)
+		bx1, by1, bx2, by2 := xf.BoxToSource(ix1, iy1, ix2, iy2)
+		for _, d := range []float64{bx1 - x1, by1 - y1, bx2 - x2, by2 - y2} {
+			if math.Abs(d) > 1 {
+				t.Fatalf("src %dx%d input %dx%d: box %v,%v,%v,%v came back as %v,%v,%v,%v", sw, sh, l.W, l.H, x1, y1, x2, y2, bx1, by1, bx2, by2)
+			}
+		}
+		l.Close()
+	}
+}
+
+func TestApplyPixels(t *testing.T) {
+	// A 64x32 BGR image: left half pure blue, right half pure red.
+	img := gocv.NewMatWithSize(32, 64, gocv.MatTypeCV8UC3)
+	defer img.Close()
+	gocv.Rectangle(&img, image.Rect(0, 0, 32, 32), color.RGBA{0, 0, 255, 0}, -1)
+	gocv.Rectangle(&img, image.Rect(32, 0, 64, 32), color.RGBA{255, 0, 0, 0}, -1)
+	l := New(64, 64)
+	defer l.Close()
+	buf := make([]float32, 3*64*64)
+	xf, err := l.Apply(img, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if xf.PadY != 16 || xf.PadX != 0 || xf.Gain != 1 {
+		t.Fatalf("transform %+v", xf)
+	}
+	at := func(c, y, x int) float32 { return buf[c*64*64+y*64+x] }
+	pad := float32(114) / 255
+	if at(0, 0, 0) != pad || at(1, 63, 63) != pad || at(2, 15, 10) != pad {
+		t.Error("padding is not 114/255")
+	}
+	// RGB planes: blue pixel -> R=0, B=1; red pixel -> R=1, B=0.
+	if at(0, 20, 5) != 0 || at(2, 20, 5) != 1 || at(0, 20, 60) != 1 || at(2, 20, 60) != 0 {
+		t.Errorf("channels not swapped to RGB: %v %v %v %v", at(0, 20, 5), at(2, 20, 5), at(0, 20, 60), at(2, 20, 60))
+	}
+	if _, err := l.Apply(gocv.NewMat(), buf); err == nil {
+		t.Error("empty image: want an error")
+	}
+	if _, err := l.Apply(img, buf[:10]); err == nil {
+		t.Error("short buffer: want an error")
+	}
+	gray := gocv.NewMatWithSize(10, 10, gocv.MatTypeCV8UC1)
+	defer gray.Close()
+	if _, err := l.Apply(gray, buf); err != nil {
+		t.Errorf("gray image: %v", err)
+	}
+}
+
+func TestApplyNoAllocs(t *testing.T) {
+	img := gocv.NewMatWithSize(576, 768, gocv.MatTypeCV8UC3)
+	defer img.Close()
+	l := New(640, 640)
+	defer l.Close()
+	buf := make([]float32, 3*640*640)
+	if _, err := l.Apply(img, buf); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(5, func() { l.Apply(img, buf) })
+	if allocs > 2 {
+		t.Errorf("Apply allocates %.0f times per frame, want at most 2 (cgo boxing)", allocs)
+	}
+}
+
+func BenchmarkLetterbox768x576(b *testing.B) {
+	img := gocv.NewMatWithSize(576, 768, gocv.MatTypeCV8UC3)
+	defer img.Close()
+	gocv.RandU(&img, gocv.NewScalar(0, 0, 0, 0), gocv.NewScalar(255, 255, 255, 0))
+	l := New(640, 640)
+	defer l.Close()
+	buf := make([]float32, 3*640*640)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := l.Apply(img, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
