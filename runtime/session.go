@@ -51,7 +51,10 @@ type Options struct {
 	OptimizedModelPath string
 	// DisableOptimizations runs the graph as written (ORT_DISABLE_ALL).
 	DisableOptimizations bool
-	Logger               *slog.Logger
+	// Quiet logs the loaded model at debug level only (for the many
+	// short-lived sessions of calibration and sensitivity analysis).
+	Quiet  bool
+	Logger *slog.Logger
 }
 
 // DefaultTensorRTOptions returns int8 and fp16 enabled, caches under dir.
@@ -125,10 +128,6 @@ func providerChain(p string) ([][]string, error) {
 // and the one in use is logged and stored in Session.Provider; an explicit
 // provider that cannot be used is an error wrapping ErrProviderUnavailable.
 func NewSession(path string, opts Options) (*Session, error) {
-	log := opts.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	if !ort.IsInitialized() {
 		return nil, errors.New("onnxruntime is not initialized (call runtime.Init first)")
 	}
@@ -142,6 +141,23 @@ func NewSession(path string, opts Options) (*Session, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("model file %q is a directory", path)
 	}
+	return newSession(path, nil, opts)
+}
+
+// NewSessionFromBytes loads a serialized model held in memory; name is used
+// in messages. It is how the quantizer runs models it has just built.
+func NewSessionFromBytes(data []byte, name string, opts Options) (*Session, error) {
+	if !ort.IsInitialized() {
+		return nil, errors.New("onnxruntime is not initialized (call runtime.Init first)")
+	}
+	return newSession(name, data, opts)
+}
+
+func newSession(path string, data []byte, opts Options) (*Session, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	chain, err := providerChain(opts.Provider)
 	if err != nil {
 		return nil, err
@@ -150,7 +166,12 @@ func NewSession(path string, opts Options) (*Session, error) {
 	if threads <= 0 {
 		threads = goruntime.NumCPU()
 	}
-	ins, outs, err := ort.GetInputOutputInfo(path)
+	var ins, outs []ort.InputOutputInfo
+	if data != nil {
+		ins, outs, err = ort.GetInputOutputInfoWithONNXData(data)
+	} else {
+		ins, outs, err = ort.GetInputOutputInfo(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("model %q cannot be loaded by onnxruntime: %w", path, err)
 	}
@@ -161,18 +182,22 @@ func NewSession(path string, opts Options) (*Session, error) {
 	for _, o := range outs {
 		s.Outputs = append(s.Outputs, infoFrom(o))
 	}
+	names := func(t []TensorInfo) []string {
+		n := make([]string, len(t))
+		for i := range t {
+			n[i] = t[i].Name
+		}
+		return n
+	}
 	var failures []string
 	for _, providers := range chain {
 		so, err := newSessionOptions(providers, threads, opts)
 		if err == nil {
-			names := func(t []TensorInfo) []string {
-				n := make([]string, len(t))
-				for i := range t {
-					n[i] = t[i].Name
-				}
-				return n
+			if data != nil {
+				s.sess, err = ort.NewDynamicAdvancedSessionWithONNXData(data, names(s.Inputs), names(s.Outputs), so)
+			} else {
+				s.sess, err = ort.NewDynamicAdvancedSession(path, names(s.Inputs), names(s.Outputs), so)
 			}
-			s.sess, err = ort.NewDynamicAdvancedSession(path, names(s.Inputs), names(s.Outputs), so)
 			so.Destroy()
 		}
 		if err != nil {
@@ -194,9 +219,50 @@ func NewSession(path string, opts Options) (*Session, error) {
 		return nil, fmt.Errorf("no execution provider could run %q: %s", path, strings.Join(failures, "; "))
 	}
 	s.Metadata = readMetadata(s.sess)
-	log.Info("model loaded", "model", path, "provider", s.Provider, "threads", threads,
-		"inputs", fmt.Sprint(s.Inputs), "outputs", fmt.Sprint(s.Outputs))
+	if !opts.Quiet {
+		log.Info("model loaded", "model", path, "provider", s.Provider, "threads", threads,
+			"inputs", fmt.Sprint(s.Inputs), "outputs", fmt.Sprint(s.Outputs))
+	}
 	return s, nil
+}
+
+// Output is one float32 output of RunFloat, valid only inside the callback.
+type Output struct {
+	Name  string
+	Shape []int64
+	Data  []float32
+}
+
+// RunFloat runs the model on one float32 input of the given shape and calls
+// fn once with every float32 output, held in onnxruntime-allocated memory
+// that is released when fn returns (fn must not keep the slices).
+func (s *Session) RunFloat(ctx context.Context, shape []int64, input []float32, fn func(outs []Output) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	in, err := ort.NewTensor(ort.NewShape(shape...), input)
+	if err != nil {
+		return fmt.Errorf("input tensor %v: %w", shape, err)
+	}
+	defer in.Destroy()
+	vals := make([]ort.Value, len(s.Outputs))
+	if err := s.sess.Run([]ort.Value{in}, vals); err != nil {
+		return fmt.Errorf("inference on %q: %w", s.path, err)
+	}
+	defer func() {
+		for _, v := range vals {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	outs := make([]Output, 0, len(vals))
+	for i, v := range vals {
+		if t, ok := v.(*ort.Tensor[float32]); ok {
+			outs = append(outs, Output{Name: s.Outputs[i].Name, Shape: t.GetShape(), Data: t.GetData()})
+		}
+	}
+	return fn(outs)
 }
 
 var missingLib = regexp.MustCompile(`Failed to load library (\S+)`)

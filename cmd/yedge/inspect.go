@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/quant"
 )
 
 func newInspectCmd(g *globalFlags) *cobra.Command {
@@ -20,12 +22,30 @@ func newInspectCmd(g *globalFlags) *cobra.Command {
 				return withCode(exitModel, err)
 			}
 			r := onnx.Inspect(m)
+			var placement *quant.PlacementReport
+			if quant.IsQDQ(m) {
+				p := quant.CheckPlacement(m)
+				placement = &p
+			}
+			qinfo := m.Metadata()[quant.MetadataKey]
 			if jsonOut {
 				e := json.NewEncoder(c.OutOrStdout())
 				e.SetIndent("", "  ")
-				return e.Encode(r)
+				return e.Encode(struct {
+					onnx.Report
+					Placement *quant.PlacementReport `json:"placement,omitempty"`
+				}{r, placement})
 			}
-			return r.WriteText(c.OutOrStdout())
+			if err := r.WriteText(c.OutOrStdout()); err != nil {
+				return err
+			}
+			if qinfo != "" {
+				fmt.Fprintf(c.OutOrStdout(), "quantized by: yedge %s\n", qinfo)
+			}
+			if placement != nil {
+				return placement.WriteText(c.OutOrStdout())
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&jsonOut, "json", false, "print machine-readable JSON")
