@@ -6,17 +6,17 @@ import (
 	"time"
 )
 
-// backoff yields reconnect delays: min, 2*min, 4*min, ... capped at max, each
+// Backoff yields reconnect delays: min, 2*min, 4*min, ... capped at max, each
 // with +-20% jitter and never above max.
-type backoff struct {
+type Backoff struct {
 	min, max time.Duration
 	cur      time.Duration  // the next delay before jitter; 0 means min
 	rand     func() float64 // in [0, 1); rand.Float64 unless a test sets it
 }
 
-// newBackoff returns a backoff between min and max (defaults for zero values;
+// NewBackoff returns a backoff between min and max (defaults for zero values;
 // max is raised to min if below it).
-func newBackoff(lo, hi time.Duration) *backoff {
+func NewBackoff(lo, hi time.Duration) *Backoff {
 	if lo <= 0 {
 		lo = DefaultMinBackoff
 	}
@@ -26,11 +26,11 @@ func newBackoff(lo, hi time.Duration) *backoff {
 	if hi < lo {
 		hi = lo
 	}
-	return &backoff{min: lo, max: hi, rand: rand.Float64}
+	return &Backoff{min: lo, max: hi, rand: rand.Float64}
 }
 
 // Next returns the next delay and doubles the following one.
-func (b *backoff) Next() time.Duration {
+func (b *Backoff) Next() time.Duration {
 	base := b.cur
 	if base <= 0 {
 		base = b.min
@@ -48,7 +48,7 @@ func (b *backoff) Next() time.Duration {
 }
 
 // Reset starts the sequence again at min.
-func (b *backoff) Reset() { b.cur = 0 }
+func (b *Backoff) Reset() { b.cur = 0 }
 
 // sleepCtx waits for d or until ctx is done, returning ctx.Err() then.
 func sleepCtx(ctx context.Context, d time.Duration) error {

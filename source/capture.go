@@ -33,7 +33,7 @@ func (c *capture) close() {
 type captureSource struct {
 	base
 	cur   *capture // nil when not open (after a failure, or abandoned)
-	bo    *backoff
+	bo    *Backoff
 	async bool  // read in a goroutine (live sources, or with ReadTimeout)
 	fails int   // reconnect attempts since the last frame
 	pos   int64 // frames read from the current video file
@@ -47,7 +47,7 @@ var _ Source = (*captureSource)(nil)
 func openCapture(ctx context.Context, spec Spec, name string, log *slog.Logger) (*captureSource, error) {
 	s := &captureSource{
 		base:  newBase(spec, name, log),
-		bo:    newBackoff(spec.MinBackoff, spec.MaxBackoff),
+		bo:    NewBackoff(spec.MinBackoff, spec.MaxBackoff),
 		async: spec.Kind.Live() || spec.ReadTimeout > 0,
 	}
 	if s.spec.Kind == Video {

@@ -402,7 +402,7 @@ func TestBackoff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newBackoff(tt.min, tt.max)
+			b := NewBackoff(tt.min, tt.max)
 			lo, hi := tt.min, tt.max
 			if lo == 0 {
 				lo = DefaultMinBackoff

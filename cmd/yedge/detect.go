@@ -150,7 +150,7 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	}
 	defer saver.Close()
 
-	var st summary
+	var st runSummary
 	img := gocv.NewMat()
 	defer img.Close()
 	start := time.Now()
@@ -212,14 +212,14 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 func round2(v float32) float32 { return float32(int64(v*100+0.5)) / 100 }
 func round4(v float32) float32 { return float32(int64(v*10000+0.5)) / 10000 }
 
-// summary accumulates per-stage timings for the end-of-run report.
-type summary struct {
+// runSummary accumulates per-stage timings for the end-of-run report.
+type runSummary struct {
 	frames, failed, skipped, dets int64
 	elapsed                       time.Duration
 	read, pre, infer, post        pipeline.LatencyStats
 }
 
-func (s *summary) add(read time.Duration, t pipeline.Timing, n int) {
+func (s *runSummary) add(read time.Duration, t pipeline.Timing, n int) {
 	s.frames++
 	s.dets += int64(n)
 	s.read.Add(read)
@@ -228,7 +228,7 @@ func (s *summary) add(read time.Duration, t pipeline.Timing, n int) {
 	s.post.Add(t.Postprocess)
 }
 
-func (s *summary) write(w io.Writer, d *pipeline.Detector, name string) {
+func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string) {
 	fps := 0.0
 	if s.elapsed > 0 {
 		fps = float64(s.frames) / s.elapsed.Seconds()

@@ -151,6 +151,8 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return withCode(exitUsage, err) })
 	root.AddCommand(newDetectCmd(g), newEvalCmd(g), newInspectCmd(g), newVersionCmd(g), newQuantizeCmd(g))
 	root.AddCommand(newBenchCmd(g))
+	root.AddCommand(newConfigCmd(g))
+	root.AddCommand(newServeCmd(g))
 	return root
 }
 

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/yedge/yedge/internal/fixtures"
+)
+
+func TestConfigCheck(t *testing.T) {
+	fixtures.Model(t, "yolov5n.onnx")
+	fixtures.Path(t, "media", "vtest.avi")
+	fixtures.Path(t, "datasets", "coco-val128")
+	dev := filepath.Join(fixtures.Root(), "configs", "testdata", "dev.yaml")
+	r := yedge(t, nil, "config", "check", dev)
+	if r.code != exitOK || !strings.Contains(r.stdout, dev+": ok (2 streams, model ") || !strings.Contains(r.stdout, "yolov5n-qdq-torch.onnx") {
+		t.Errorf("dev.yaml: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	dir := t.TempDir()
+	data, err := os.ReadFile(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Relative paths follow the file: rewrite them to absolute ones.
+	text := strings.ReplaceAll(string(data), "../../../shared", fixtures.SharedDir())
+	lines := strings.Split(text, "\n")
+	line := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "    loop: true") {
+			lines[i] = "    lop: true"
+			line = i + 1
+			break
+		}
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o644)
+	r = yedge(t, nil, "config", "check", bad)
+	want := fmt.Sprintf("bad.yaml:%d: unknown key \"lop\" in streams[0] (did you mean \"loop\"?)", line)
+	if r.code != exitUsage || !strings.Contains(r.stderr, want) {
+		t.Errorf("unknown key: exit %d, want %d and %q in\n%s", r.code, exitUsage, want, r.stderr)
+	}
+
+	// Several problems: each printed with its line; credentials hidden.
+	text = strings.Replace(text, "fps: 10", "fps: -10", 1)
+	text = strings.Replace(text, "every_n: 5", "every_n: 0", 1)
+	text = strings.Replace(text, "uri: "+fixtures.SharedDir()+"/media/vtest.avi\n    loop", "uri: ftp://admin:hunter2@10.0.0.1/x\n    loop", 1)
+	os.WriteFile(bad, []byte(text), 0o644)
+	r = yedge(t, nil, "config", "check", bad)
+	for _, w := range []string{"streams[0].uri:", "streams[1].fps: must be >= 0, got -10", "shadow.every_n: must be >= 1", "3 problems"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+	if r.code != exitUsage || strings.Contains(r.stderr+r.stdout, "hunter2") {
+		t.Errorf("exit %d (want %d), or credentials leaked:\n%s", r.code, exitUsage, r.stderr)
+	}
+
+	r = yedge(t, nil, "config", "check", filepath.Join(dir, "nope.yaml"))
+	if r.code != exitUsage || !strings.Contains(r.stderr, "nope.yaml") {
+		t.Errorf("missing file: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -1,0 +1,302 @@
+package metrics
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// touchAll gives every vector at least one series, for two streams.
+func touchAll(m *Metrics) {
+	m.SetModelInfo(PrecisionInt8, "yolov5n-int8.onnx", "abc", "tensorrt")
+	m.SetModelInfo(PrecisionFP32, "yolov5n.onnx", "def", "cuda")
+	for _, s := range []string{"cam1", "cam2"} {
+		for _, st := range []string{StageRead, StagePreprocess, StageInfer, StagePostprocess} {
+			m.ObserveStage(s, PrecisionInt8, st, 4*time.Millisecond)
+		}
+		m.FramesRead.WithLabelValues(s).Inc()
+		m.FramesInferred.WithLabelValues(s, PrecisionInt8).Inc()
+		m.FramesSkipped.WithLabelValues(s).Inc()
+		m.FramesFailed.WithLabelValues(s, StageRead).Inc()
+		m.StreamUp.WithLabelValues(s).Set(1)
+		m.Reconnects.WithLabelValues(s).Inc()
+		m.Detections.WithLabelValues(s, "person").Add(3)
+		m.ShadowFrames.WithLabelValues(s).Inc()
+		m.AgreementPrecision.WithLabelValues(s).Set(0.9)
+		m.AgreementRecall.WithLabelValues(s).Set(0.95)
+		m.AgreementIoU.WithLabelValues(s).Set(0.8)
+		m.AgreementScoreDiff.WithLabelValues(s).Set(0.02)
+		m.AgreementCountDiff.WithLabelValues(s).Set(-0.1)
+	}
+	m.LatencyRatio.Set(0.5)
+	m.EvalMAP50.WithLabelValues(PrecisionInt8).Set(0.45)
+	m.EvalMAP5095.WithLabelValues(PrecisionInt8).Set(0.27)
+	m.EvalTimestamp.WithLabelValues(PrecisionInt8).Set(1.7e9)
+	m.SinkWritten.WithLabelValues("jsonl").Inc()
+	m.SinkErrors.WithLabelValues("jsonl").Inc()
+	m.Ready.Set(1)
+}
+
+func TestNewRegistersEveryName(t *testing.T) {
+	m := New("v1.2.3", "deadbeef")
+	touchAll(m)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var sawGo, sawProcess bool
+	for _, mf := range mfs {
+		name := mf.GetName()
+		switch {
+		case strings.HasPrefix(name, Namespace+"_"):
+			got = append(got, name)
+		case strings.HasPrefix(name, "go_"):
+			sawGo = true
+		case strings.HasPrefix(name, "process_"):
+			sawProcess = true
+		}
+	}
+	if !sawGo || !sawProcess {
+		t.Errorf("go collector registered: %v, process collector registered: %v", sawGo, sawProcess)
+	}
+	want := Names()
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("gathered yedge_ families differ from Names():\n got %v\nwant %v", got, want)
+	}
+	for _, h := range Histograms() {
+		if !slices.Contains(want, h) {
+			t.Errorf("Histograms() lists %s, which Names() lacks", h)
+		}
+	}
+	for _, name := range Names() {
+		if n := testutil.CollectAndCount(m.Registry, name); n == 0 {
+			t.Errorf("%s: no series", name)
+		}
+	}
+	if n := testutil.CollectAndCount(m.Registry, NameBuildInfo); n != 1 {
+		t.Errorf("%s: %d series, want 1", NameBuildInfo, n)
+	}
+}
+
+func TestLintClean(t *testing.T) {
+	m := New("v1.2.3", "deadbeef")
+	touchAll(m)
+	// Lint the whole registry (yedge_, go_ and process_ families).
+	problems, err := testutil.GatherAndLint(m.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestNamingConventions(t *testing.T) {
+	m := New("", "")
+	touchAll(m)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !strings.HasPrefix(name, Namespace+"_") {
+			continue
+		}
+		switch mf.GetType().String() {
+		case "COUNTER":
+			if !strings.HasSuffix(name, "_total") {
+				t.Errorf("counter %s does not end in _total", name)
+			}
+		case "HISTOGRAM":
+			if !strings.HasSuffix(name, "_seconds") {
+				t.Errorf("histogram %s is not in seconds", name)
+			}
+		default:
+			if strings.HasSuffix(name, "_total") {
+				t.Errorf("non-counter %s ends in _total", name)
+			}
+		}
+		for _, bad := range []string{"_ms", "millisecond", "_percent"} {
+			if strings.Contains(name, bad) {
+				t.Errorf("%s uses a non-base unit (%s)", name, bad)
+			}
+		}
+	}
+	// Empty version and revision become "unknown".
+	if got := testutil.ToFloat64(m.BuildInfo.WithLabelValues("unknown", "unknown", runtime.Version())); got != 1 {
+		t.Errorf("build info for unknown version = %v, want 1", got)
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	m := New("v", "r")
+	m.ObserveStage("cam1", PrecisionInt8, StageInfer, 12*time.Millisecond)
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bounds []float64
+	for _, mf := range mfs {
+		if mf.GetName() != NameStageSeconds {
+			continue
+		}
+		for _, b := range mf.GetMetric()[0].GetHistogram().GetBucket() {
+			bounds = append(bounds, b.GetUpperBound())
+		}
+		if c := mf.GetMetric()[0].GetHistogram().GetSampleCount(); c != 1 {
+			t.Errorf("sample count %d, want 1", c)
+		}
+		if s := mf.GetMetric()[0].GetHistogram().GetSampleSum(); s < 0.0119 || s > 0.0121 {
+			t.Errorf("sample sum %v, want 0.012 (seconds)", s)
+		}
+	}
+	if !slices.Equal(bounds, StageBuckets()) {
+		t.Errorf("buckets %v, want %v", bounds, StageBuckets())
+	}
+	for _, want := range []float64{0.001, 0.2} {
+		if !slices.Contains(bounds, want) {
+			t.Errorf("buckets %v lack %v", bounds, want)
+		}
+	}
+}
+
+func TestForgetStream(t *testing.T) {
+	m := New("v", "r")
+	touchAll(m)
+	before := testutil.CollectAndCount(m.Registry, Names()...)
+	n := m.ForgetStream("cam1")
+	// 4 stage series plus one series in each of the 13 other stream vecs.
+	if n != 17 {
+		t.Errorf("ForgetStream deleted %d series, want 17", n)
+	}
+	after := testutil.CollectAndCount(m.Registry, Names()...)
+	if before-after != n {
+		t.Errorf("series before %d, after %d, deleted %d", before, after, n)
+	}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam2 := 0
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			for _, lp := range mt.GetLabel() {
+				if lp.GetName() != "stream" {
+					continue
+				}
+				switch lp.GetValue() {
+				case "cam1":
+					t.Errorf("%s still has a cam1 series", mf.GetName())
+				case "cam2":
+					cam2++
+				}
+			}
+		}
+	}
+	if cam2 != 17 {
+		t.Errorf("cam2 has %d series left, want 17", cam2)
+	}
+	// Series without a stream label survive.
+	for _, name := range []string{NameBuildInfo, NameModelInfo, NameLatencyRatio, NameEvalMAP50, NameSinkWritten, NameReady} {
+		if testutil.CollectAndCount(m.Registry, name) == 0 {
+			t.Errorf("%s lost its series", name)
+		}
+	}
+	if n := m.ForgetStream("cam1"); n != 0 {
+		t.Errorf("second ForgetStream deleted %d series, want 0", n)
+	}
+}
+
+func TestSetModelInfoReplaces(t *testing.T) {
+	m := New("v", "r")
+	m.SetModelInfo(PrecisionInt8, "a.onnx", "111", "tensorrt")
+	m.SetModelInfo(PrecisionInt8, "a.onnx", "111", "cpu") // fell back
+	m.SetModelInfo(PrecisionFP32, "b.onnx", "222", "cuda")
+	if n := testutil.CollectAndCount(m.ModelInfo); n != 2 {
+		t.Errorf("model info series %d, want 2", n)
+	}
+	if got := testutil.ToFloat64(m.ModelInfo.WithLabelValues(PrecisionInt8, "a.onnx", "111", "cpu")); got != 1 {
+		t.Errorf("int8 model info = %v, want 1", got)
+	}
+}
+
+func TestHandlerConcurrentScrapes(t *testing.T) {
+	m := New("v", "r")
+	touchAll(m)
+	srv := httptest.NewServer(m.Handler(WithMaxRequestsInFlight(0)))
+	defer srv.Close()
+	// A second Handler on the same registry must not panic (the promhttp
+	// error counter is already registered).
+	_ = m.Handler()
+
+	const scrapers = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, scrapers)
+	stop := make(chan struct{})
+	go func() { // the pipeline keeps updating while we scrape
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m.ObserveStage("cam1", PrecisionInt8, StageInfer, time.Duration(i%50)*time.Millisecond)
+			m.FramesInferred.WithLabelValues("cam1", PrecisionInt8).Inc()
+		}
+	}()
+	for range scrapers {
+		wg.Go(func() {
+			for range 5 {
+				resp, err := http.Get(srv.URL)
+				if err != nil {
+					errs <- err
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), NameStageSeconds+"_bucket") {
+					errs <- &scrapeError{resp.StatusCode}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestHandlerServes(t *testing.T) {
+	m := New("v", "r")
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if !strings.Contains(rec.Body.String(), NameBuildInfo) {
+		t.Errorf("body lacks %s", NameBuildInfo)
+	}
+}
+
+type scrapeError struct{ code int }
+
+func (e *scrapeError) Error() string { return "bad scrape, status " + http.StatusText(e.code) }

@@ -1,0 +1,134 @@
+package serve
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/yedge/yedge/postprocess"
+)
+
+// FrameAgreement compares the int8 detections of one frame with the FP32
+// shadow's: detections are matched greedily by IoU (highest first) within
+// the same class at IoU >= the threshold.
+type FrameAgreement struct {
+	Int8, FP32, Matched int
+	SumIoU, SumScoreDiff float64
+}
+
+// Match compares int8 detections with FP32 detections of the same frame.
+func Match(int8, fp32 []postprocess.Detection, iou float32) FrameAgreement {
+	a := FrameAgreement{Int8: len(int8), FP32: len(fp32)}
+	type pair struct {
+		i, j int
+		iou  float32
+	}
+	var pairs []pair
+	for i, x := range int8 {
+		for j, y := range fp32 {
+			if x.Class != y.Class {
+				continue
+			}
+			if v := postprocess.IoU(x.Box, y.Box); v >= iou {
+				pairs = append(pairs, pair{i, j, v})
+			}
+		}
+	}
+	slices.SortStableFunc(pairs, func(p, q pair) int {
+		switch {
+		case p.iou > q.iou:
+			return -1
+		case p.iou < q.iou:
+			return 1
+		}
+		return 0
+	})
+	usedI := make([]bool, len(int8))
+	usedJ := make([]bool, len(fp32))
+	for _, p := range pairs {
+		if usedI[p.i] || usedJ[p.j] {
+			continue
+		}
+		usedI[p.i], usedJ[p.j] = true, true
+		a.Matched++
+		a.SumIoU += float64(p.iou)
+		d := float64(int8[p.i].Score - fp32[p.j].Score)
+		if d < 0 {
+			d = -d
+		}
+		a.SumScoreDiff += d
+	}
+	return a
+}
+
+// Agreement holds rolling int8-vs-FP32 figures over the last Window
+// shadowed frames. It is safe for concurrent use.
+type Agreement struct {
+	mu     sync.Mutex
+	window []FrameAgreement
+	next   int
+	full   bool
+}
+
+// NewAgreement returns a rolling window of n frames (n >= 1).
+func NewAgreement(n int) *Agreement {
+	return &Agreement{window: make([]FrameAgreement, max(n, 1))}
+}
+
+// Add records one shadowed frame.
+func (a *Agreement) Add(f FrameAgreement) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.window[a.next] = f
+	a.next = (a.next + 1) % len(a.window)
+	if a.next == 0 {
+		a.full = true
+	}
+}
+
+// AgreementFigures are the rolling figures.
+type AgreementFigures struct {
+	Frames    int     `json:"frames"`
+	Precision float64 `json:"precision"`  // matched / int8 detections
+	Recall    float64 `json:"recall"`     // matched / FP32 detections
+	MeanIoU   float64 `json:"mean_iou"`   // over matched pairs
+	ScoreDiff float64 `json:"score_diff"` // mean |int8 - FP32| score of matched pairs
+	CountDiff float64 `json:"count_diff"` // mean int8 - FP32 detections per frame
+}
+
+// Figures computes the rolling figures. With no detections on either side
+// precision and recall are 1 (full agreement on "nothing").
+func (a *Agreement) Figures() AgreementFigures {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := a.next
+	if a.full {
+		n = len(a.window)
+	}
+	var f AgreementFigures
+	f.Frames = n
+	var i8, f32, m int
+	var iou, sd, cd float64
+	for _, w := range a.window[:n] {
+		i8 += w.Int8
+		f32 += w.FP32
+		m += w.Matched
+		iou += w.SumIoU
+		sd += w.SumScoreDiff
+		cd += float64(w.Int8 - w.FP32)
+	}
+	f.Precision, f.Recall = 1, 1
+	if i8 > 0 {
+		f.Precision = float64(m) / float64(i8)
+	}
+	if f32 > 0 {
+		f.Recall = float64(m) / float64(f32)
+	}
+	if m > 0 {
+		f.MeanIoU = iou / float64(m)
+		f.ScoreDiff = sd / float64(m)
+	}
+	if n > 0 {
+		f.CountDiff = cd / float64(n)
+	}
+	return f
+}
