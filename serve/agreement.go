@@ -11,7 +11,7 @@ import (
 // shadow's: detections are matched greedily by IoU (highest first) within
 // the same class at IoU >= the threshold.
 type FrameAgreement struct {
-	Int8, FP32, Matched int
+	Int8, FP32, Matched  int
 	SumIoU, SumScoreDiff float64
 }
 
