@@ -38,3 +38,31 @@ bench:
 
 clean:
 	rm -rf bin out
+
+# --- Cross-building for arm64 (Jetson); see deploy/JETSON.md ---------------
+# cross-arm64-deps unpacks the arm64 closure of libopencv-dev into a sysroot
+# folder (git-ignored build/) with apt-get download + dpkg -x, so the host's
+# amd64 libopencv-dev stays installed (the arm64 -dev packages are not all
+# Multi-Arch: same and would replace it). To link against a Jetson's own
+# libraries instead, copy its root file system and pass
+# ARM64_SYSROOT=/path/to/rootfs (and ARM64_PKG_CONFIG_PATH if its opencv4.pc
+# lives elsewhere, e.g. usr/local/lib/pkgconfig for OpenCV built from source).
+ARM64_SYSROOT_DEFAULT := $(CURDIR)/build/sysroot-arm64
+ARM64_SYSROOT         ?= $(ARM64_SYSROOT_DEFAULT)
+ARM64_PKG_CONFIG_PATH ?= $(ARM64_SYSROOT)/usr/local/lib/pkgconfig:$(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu/pkgconfig:$(ARM64_SYSROOT)/usr/share/pkgconfig
+ARM64_CGO_FLAGS       := -O2 -g --sysroot=$(ARM64_SYSROOT)
+
+.PHONY: cross-arm64-deps cross-arm64
+
+cross-arm64-deps:
+	./deploy/sysroot-arm64.sh $(ARM64_SYSROOT_DEFAULT)
+
+$(ARM64_SYSROOT_DEFAULT)/.complete:
+	./deploy/sysroot-arm64.sh $(ARM64_SYSROOT_DEFAULT)
+
+cross-arm64: $(if $(filter $(ARM64_SYSROOT_DEFAULT),$(ARM64_SYSROOT)),$(ARM64_SYSROOT_DEFAULT)/.complete)
+	PKG_CONFIG_SYSROOT_DIR='$(ARM64_SYSROOT)' PKG_CONFIG_LIBDIR='$(ARM64_PKG_CONFIG_PATH)' \
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ \
+	CGO_CFLAGS='$(ARM64_CGO_FLAGS)' CGO_CXXFLAGS='$(ARM64_CGO_FLAGS)' \
+	CGO_LDFLAGS='-g --sysroot=$(ARM64_SYSROOT) -Wl,-rpath-link,$(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu -Wl,-rpath-link,$(ARM64_SYSROOT)/lib/aarch64-linux-gnu' \
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/yedge-linux-arm64 ./cmd/yedge

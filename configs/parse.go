@@ -20,12 +20,16 @@ import (
 	"github.com/yedge/yedge/source"
 )
 
-// Defaults.
+// Defaults that are not plain numbers in the schema's comments.
 const (
-	DefaultListen          = "127.0.0.1:9464"
+	// DefaultListen is the default HTTP address (listen).
+	DefaultListen = "127.0.0.1:9464"
+	// DefaultShutdownTimeout is the default shutdown_timeout.
 	DefaultShutdownTimeout = 10 * time.Second
-	DefaultStreamTimeout   = 10 * time.Second // read_timeout of live sources
-	DefaultMaxBatch        = 8                // cap of the default model.batch
+	// DefaultStreamTimeout is the default read_timeout of live sources.
+	DefaultStreamTimeout = 10 * time.Second
+	// DefaultMaxBatch caps the default model.batch (the number of streams).
+	DefaultMaxBatch = 8
 )
 
 // Load reads the configuration file at path, parses it ([Parse]: strict,

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,7 +125,7 @@ func New(ctx context.Context, cfg *configs.Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	rt := yrt.Options{Provider: cfg.Provider.Name, DeviceID: cfg.Provider.DeviceID, Threads: cfg.Provider.Threads, Logger: log}
-	rt.TensorRT = yrt.DefaultTensorRTOptions(cfg.Provider.TensorRT.CacheDir)
+	rt.TensorRT = yrt.DefaultTensorRTOptions(trtCacheDir(cfg.Provider.TensorRT.CacheDir))
 	if v := cfg.Provider.TensorRT.FP16; v != nil {
 		rt.TensorRT.FP16 = *v
 	}
@@ -192,6 +193,37 @@ func (s *Server) Addr() string { return s.listener.Addr().String() }
 
 // Metrics exposes the registry (for tests).
 func (s *Server) Metrics() *metrics.Metrics { return s.m }
+
+// trtCacheDir picks the TensorRT engine/timing cache folder: the
+// configured one, else systemd's CacheDirectory ($CACHE_DIRECTORY), else
+// the user cache folder.
+func trtCacheDir(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	if d := os.Getenv("CACHE_DIRECTORY"); d != "" {
+		return filepath.Join(strings.Split(d, ":")[0], "tensorrt")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "yedge", "tensorrt")
+	}
+	return filepath.Join(os.TempDir(), "yedge-tensorrt")
+}
+
+// CheckModels verifies that the model files of cfg are complete ONNX
+// models (a file being replaced is refused while half-written), so that a
+// reload can keep the running pipeline when they are not.
+func CheckModels(cfg *configs.Config) error {
+	for _, p := range []string{cfg.Model.FP32, cfg.Model.INT8} {
+		if p == "" {
+			continue
+		}
+		if _, err := onnx.Load(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func parseSize(v string) (int, int, error) {
 	if v == "" {

@@ -122,6 +122,11 @@ func runServe(ctx context.Context, g *globalFlags, cfgPath string, stderr io.Wri
 					notify("READY=1")
 					continue
 				}
+				if err := serve.CheckModels(next); err != nil {
+					log.Error("reload: model not usable, keeping the running pipeline", "err", err)
+					notify("READY=1")
+					continue
+				}
 				log.Info("reload: models or settings changed; restarting the pipeline")
 				cfg, restart = next, true
 				stop()
