@@ -55,7 +55,11 @@ mapfile -t pkgs < <(apt-cache depends --recurse --no-recommends --no-suggests \
 	--no-conflicts --no-breaks --no-replaces --no-enhances "${ROOTS[@]}" |
 	grep -E '^[a-z0-9][a-z0-9.+-]*:arm64$' | sort -u)
 # The .deb file names (NAME_VERSION_arm64.deb, ':' in versions as %3a).
-want=$(apt-get download --print-uris "${pkgs[@]}" | awk '{print $2}' | sort)
+# The first line versions the layout of this script's output.
+want=$(
+	echo "layout 2"
+	apt-get download --print-uris "${pkgs[@]}" | awk '{print $2}' | sort
+)
 stamp="$SYSROOT/.complete"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 	log "$SYSROOT is up to date ($(wc -l <<<"$want") packages)"
@@ -66,6 +70,7 @@ fi
 # each file against the hashes of the signed package lists).
 need=()
 while read -r file; do
+	[[ $file == *.deb ]] || continue
 	[ -f "$DEBS/$file" ] && continue
 	name=${file%%_*}
 	version=$(cut -d_ -f2 <<<"$file")
@@ -82,6 +87,7 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 log "unpacking $(wc -l <<<"$want") packages into $SYSROOT"
 while read -r file; do
+	[[ $file == *.deb ]] || continue
 	dpkg -x "$DEBS/$file" "$tmp"
 done <<<"$want"
 
@@ -93,6 +99,17 @@ find "$tmp" -type l -lname '/*' -print0 |
 		target=$(readlink "$l")
 		ln -sfn "$(realpath -sm --relative-to="$(dirname "$l")" "$abs$target")" "$l"
 	done
+
+# Debian picks the BLAS and LAPACK implementations with update-alternatives
+# in maintainer scripts, which dpkg -x does not run: point the generic
+# names at the reference implementations for linking (at run time the
+# device's own alternatives apply).
+lib="$tmp/usr/lib/aarch64-linux-gnu"
+for alt in blas/libblas.so.3 blas/libblas.so lapack/liblapack.so.3 lapack/liblapack.so; do
+	if [ -e "$lib/$alt" ] && [ ! -e "$lib/${alt#*/}" ]; then
+		ln -s "$alt" "$lib/${alt#*/}"
+	fi
+done
 
 printf '%s\n' "$want" >"$tmp/.complete"
 rm -rf "$SYSROOT"

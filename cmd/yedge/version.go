@@ -10,12 +10,19 @@ import (
 	yrt "github.com/yedge/yedge/runtime"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and revision are set at build time with -ldflags "-X
+// main.version=... -X main.revision=...".
+var (
+	version  = "dev"
+	revision = ""
+)
 
 // buildVersion returns the version and VCS revision of the binary.
 func buildVersion() (string, string) {
 	rev := "unknown"
+	if revision != "" {
+		return version, revision
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
