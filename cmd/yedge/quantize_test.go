@@ -169,3 +169,50 @@ func TestQuantizeSensitivity(t *testing.T) {
 		t.Errorf("the two most sensitive layers are not recorded as excluded:\n%.2000s", r.stdout)
 	}
 }
+
+// --max-drop moves the most sensitive layers to float until the mAP50-95
+// drop on a labelled calibration set is within the bound.
+func TestQuantizeMaxDrop(t *testing.T) {
+	model := fixtures.Model(t, "yolov5n.onnx")
+	src := fixtures.Path(t, "datasets", "coco-calib128")
+	dir := t.TempDir()
+	data := filepath.Join(dir, "calib")
+	os.MkdirAll(filepath.Join(data, "images"), 0o755)
+	os.MkdirAll(filepath.Join(data, "labels"), 0o755)
+	imgs, _ := filepath.Glob(filepath.Join(src, "images", "*.jpg"))
+	for _, p := range imgs[:4] {
+		os.Symlink(p, filepath.Join(data, "images", filepath.Base(p)))
+		lbl := strings.TrimSuffix(filepath.Base(p), ".jpg") + ".txt"
+		os.Symlink(filepath.Join(src, "labels", lbl), filepath.Join(data, "labels", lbl))
+	}
+	os.Symlink(filepath.Join(src, "data.yaml"), filepath.Join(data, "data.yaml"))
+	out := filepath.Join(dir, "q.onnx")
+	// An impossible bound (no drop at all, at most 2 steps) ends at the step
+	// limit with the two most sensitive layers in float.
+	r := yedge(t, nil, "quantize", "--model", model, "--calib", filepath.Join(data, "images"), "--sensitivity-images", "1",
+		"--max-drop", "0.0000001", "--max-drop-steps", "2", "--keep-head=false", "--out", out)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "max-drop search") {
+		t.Errorf("no search log:\n%s", r.stderr)
+	}
+	r = yedge(t, nil, "inspect", out, "--json")
+	var rep struct {
+		Metadata map[string]string `json:"metadata"`
+	}
+	json.Unmarshal([]byte(r.stdout), &rep)
+	var info struct {
+		Excluded []string `json:"excluded"`
+	}
+	json.Unmarshal([]byte(rep.Metadata["yedge_quantization"]), &info)
+	if len(info.Excluded) != 2 {
+		t.Errorf("want the 2 most sensitive layers in float, got %v", info.Excluded)
+	}
+	// Without labels next to the calibration images, --max-drop is a usage error.
+	r = yedge(t, nil, "quantize", "--model", model, "--calib", fixtures.Path(t, "datasets", "coco-calib128", "images"),
+		"--calib-images", "1", "--max-drop", "0.01", "--sensitivity-data", filepath.Join(dir, "nolabels"), "--out", out)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "labelled dataset") {
+		t.Errorf("exit %d:\n%s", r.code, r.stderr)
+	}
+}
