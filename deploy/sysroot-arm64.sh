@@ -62,7 +62,7 @@ want=$(
 )
 stamp="$SYSROOT/.complete"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-	log "$SYSROOT is up to date ($(wc -l <<<"$want") packages)"
+	log "$SYSROOT is up to date ($(grep -c "\.deb$" <<<"$want") packages)"
 	exit 0
 fi
 
@@ -85,7 +85,7 @@ fi
 tmp="$SYSROOT.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-log "unpacking $(wc -l <<<"$want") packages into $SYSROOT"
+log "unpacking $(grep -c "\.deb$" <<<"$want") packages into $SYSROOT"
 while read -r file; do
 	[[ $file == *.deb ]] || continue
 	dpkg -x "$DEBS/$file" "$tmp"

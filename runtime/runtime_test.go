@@ -70,11 +70,11 @@ func TestFindLibraryNotFoundListsPlaces(t *testing.T) {
 }
 
 func TestTensorRTProviderOptions(t *testing.T) {
-	o := Options{DeviceID: 1, TensorRT: TensorRTOptions{FP16: true, INT8: true, CacheDir: "/var/cache/yedge", DLACore: 0, WorkspaceBytes: 1 << 30}}
+	o := Options{DeviceID: 1, TensorRT: TensorRTOptions{FP16: true, INT8: true, CacheDir: "/var/cache/yedge", DLACore: 0, WorkspaceBytes: 1 << 30, ModelKey: "0123456789abcdef"}}
 	m := TensorRTProviderOptions(o)
 	want := map[string]string{
 		"device_id": "1", "trt_fp16_enable": "1", "trt_int8_enable": "1",
-		"trt_engine_cache_enable": "1", "trt_engine_cache_path": "/var/cache/yedge/engines",
+		"trt_engine_cache_enable": "1", "trt_engine_cache_path": "/var/cache/yedge/engines/0123456789abcdef",
 		"trt_timing_cache_enable": "1", "trt_timing_cache_path": "/var/cache/yedge/timing",
 		"trt_dla_enable": "1", "trt_dla_core": "0", "trt_max_workspace_size": "1073741824",
 	}

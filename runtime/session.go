@@ -2,8 +2,11 @@ package runtime
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -38,6 +41,11 @@ type TensorRTOptions struct {
 	DLACore  int    // -1: no DLA; otherwise trt_dla_enable with this core
 	// WorkspaceBytes caps the TensorRT builder workspace; 0 leaves the default.
 	WorkspaceBytes int64
+	// ModelKey, when set, keys the engine cache folder (engines/<key>):
+	// onnxruntime names engines by graph structure, not weights, so a model
+	// replaced in place must not reuse the old engine. NewSession fills it
+	// with the model's SHA-256 prefix.
+	ModelKey string
 }
 
 // Options configures a Session.
@@ -189,6 +197,9 @@ func newSession(path string, data []byte, opts Options) (*Session, error) {
 		}
 		return n
 	}
+	if opts.TensorRT.CacheDir != "" && opts.TensorRT.ModelKey == "" && chain[0][0] == ProviderTensorRT {
+		opts.TensorRT.ModelKey = modelKey(path, data)
+	}
 	var failures []string
 	for _, providers := range chain {
 		so, err := newSessionOptions(providers, threads, opts)
@@ -231,6 +242,18 @@ type Output struct {
 	Name  string
 	Shape []int64
 	Data  []float32
+}
+
+// modelKey is the first 16 hex digits of the model's SHA-256.
+func modelKey(path string, data []byte) string {
+	h := sha256.New()
+	if data != nil {
+		h.Write(data)
+	} else if f, err := os.Open(path); err == nil {
+		io.Copy(h, f)
+		f.Close()
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // RunFloat runs the model on one float32 input of the given shape and calls
@@ -335,7 +358,7 @@ func TensorRTProviderOptions(opts Options) map[string]string {
 	}
 	if t.CacheDir != "" {
 		m["trt_engine_cache_enable"] = "1"
-		m["trt_engine_cache_path"] = filepath.Join(t.CacheDir, "engines")
+		m["trt_engine_cache_path"] = filepath.Join(t.CacheDir, "engines", t.ModelKey)
 		m["trt_timing_cache_enable"] = "1"
 		m["trt_timing_cache_path"] = filepath.Join(t.CacheDir, "timing")
 	}
@@ -358,7 +381,7 @@ func boolStr(b bool) string {
 
 func appendTensorRT(so *ort.SessionOptions, opts Options) error {
 	if dir := opts.TensorRT.CacheDir; dir != "" {
-		for _, sub := range []string{"engines", "timing"} {
+		for _, sub := range []string{filepath.Join("engines", opts.TensorRT.ModelKey), "timing"} {
 			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 				return fmt.Errorf("TensorRT cache folder: %w", err)
 			}

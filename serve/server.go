@@ -69,6 +69,9 @@ type Server struct {
 	post       postprocess.Options
 	detCfg     pipeline.Config // template for eval detectors
 
+	// reloadMu serializes ReloadStreams with Run's start and stop of the
+	// streams (and guards cfg.Streams with mu for writes).
+	reloadMu sync.Mutex
 	mu       sync.Mutex
 	streams  map[string]*stream
 	agree    map[string]*Agreement
@@ -185,11 +188,37 @@ func New(ctx context.Context, cfg *configs.Config, o Options) (*Server, error) {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	s.listener = ln
+	s.httpSrv = s.newHTTPServer()
 	return s, nil
 }
 
 // Addr is the bound HTTP address.
 func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// newHTTPServer configures the HTTP server: every phase of a request is
+// bounded, so that slow clients cannot hold connections.
+func (s *Server) newHTTPServer() *http.Server {
+	read := time.Duration(s.cfg.HTTP.ReadTimeout)
+	// Headers get at most 5s, and never more than http.read_timeout (a
+	// ReadHeaderTimeout replaces ReadTimeout for the headers).
+	header := 5 * time.Second
+	if read > 0 {
+		header = min(header, read)
+	}
+	return &http.Server{Handler: s.routes(), ReadTimeout: read, ReadHeaderTimeout: header,
+		WriteTimeout: time.Duration(s.cfg.HTTP.WriteTimeout), IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+}
+
+// HTTPTimeouts are the timeouts of the HTTP server.
+type HTTPTimeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+// HTTPTimeouts returns the timeouts the HTTP server runs with.
+func (s *Server) HTTPTimeouts() HTTPTimeouts {
+	h := s.httpSrv
+	return HTTPTimeouts{ReadHeader: h.ReadHeaderTimeout, Read: h.ReadTimeout, Write: h.WriteTimeout, Idle: h.IdleTimeout}
+}
 
 // Metrics exposes the registry (for tests).
 func (s *Server) Metrics() *metrics.Metrics { return s.m }
@@ -267,7 +296,7 @@ func (s *Server) load(precision, path string, batch int) (*model, error) {
 			return nil, fmt.Errorf("%s model warm-up: %w", precision, err)
 		}
 	}
-	s.m.ModelInfo.WithLabelValues(precision, path, sha, d.Session.Provider).Set(1)
+	s.m.SetModelInfo(precision, path, sha, d.Session.Provider)
 	s.log.Info("model ready", "precision", precision, "model", path, "provider", d.Session.Provider, "batch", d.Batch)
 	return &model{precision: precision, path: path, sha256: sha, det: d}, nil
 }
@@ -355,6 +384,8 @@ func (s *Server) startStream(ctx context.Context, c configs.StreamConfig) error 
 // ReloadStreams applies a new stream list without touching the models:
 // removed or changed streams stop, new or changed ones start.
 func (s *Server) ReloadStreams(list []configs.StreamConfig) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	s.mu.Lock()
 	ctx := s.runCtx
 	old := map[string]configs.StreamConfig{}
@@ -362,7 +393,8 @@ func (s *Server) ReloadStreams(list []configs.StreamConfig) error {
 		old[c.Name] = c
 	}
 	s.mu.Unlock()
-	if ctx == nil {
+	// Once Run is stopping (ctx canceled) it no longer stops new streams.
+	if ctx == nil || ctx.Err() != nil {
 		return errors.New("server is not running")
 	}
 	want := map[string]configs.StreamConfig{}
@@ -418,11 +450,10 @@ func equalStream(a, b configs.StreamConfig) bool {
 func (s *Server) Run(ctx context.Context) error {
 	readerCtx, stopReaders := context.WithCancel(context.Background())
 	defer stopReaders()
+	s.reloadMu.Lock() // a reload waits until the configured streams run
 	s.mu.Lock()
 	s.runCtx = readerCtx
 	s.mu.Unlock()
-	s.httpSrv = &http.Server{Handler: s.routes(), ReadTimeout: time.Duration(s.cfg.HTTP.ReadTimeout), ReadHeaderTimeout: 5 * time.Second,
-		WriteTimeout: time.Duration(s.cfg.HTTP.WriteTimeout), IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- s.httpSrv.Serve(s.listener) }()
 	for _, c := range s.cfg.Streams {
@@ -431,10 +462,12 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Error("stream not started", "err", err)
 		}
 	}
+	nStreams := len(s.cfg.Streams)
+	s.reloadMu.Unlock()
 	s.ready.Store(true)
 	s.m.Ready.Set(1)
 	s.notify("READY=1")
-	s.log.Info("serving", "listen", s.Addr(), "streams", len(s.cfg.Streams))
+	s.log.Info("serving", "listen", s.Addr(), "streams", nStreams)
 	if s.cfg.Eval.Data != "" && (s.cfg.Eval.OnStart == nil || *s.cfg.Eval.OnStart) {
 		s.startEval()
 	}
@@ -444,6 +477,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ready.Store(false)
 	s.m.Ready.Set(0)
 	stopReaders()
+	// A reload in progress finishes first (later ones are refused: the
+	// readers' context is done), so that every stream it started is
+	// stopped here. startEval is refused from here on too (see there).
+	s.reloadMu.Lock()
 	s.mu.Lock()
 	streams := make([]*stream, 0, len(s.streams))
 	for _, st := range s.streams {
@@ -453,6 +490,7 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, st := range streams {
 		st.stop()
 	}
+	s.reloadMu.Unlock()
 	s.evalWG.Wait()
 	if ferr := s.sink.Close(); ferr != nil {
 		s.log.Warn("closing sinks", "err", ferr)
