@@ -4,21 +4,31 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/yedge/yedge/eval"
+	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
 )
 
+// maxScrapesInFlight bounds concurrent /metrics scrapes. A scrape costs a
+// few milliseconds and a response buffer; the metrics package's default
+// of 10 answered 503 to most of a burst of scrapers (200 clients: 9 in 10
+// scrapes refused), which then retried at once. This bound only caps the
+// memory of a scrape storm.
+const maxScrapesInFlight = 1024
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.m.Handler())
+	mux.Handle("GET /metrics", newScrapeCache(s.m.Handler(metrics.WithMaxRequestsInFlight(maxScrapesInFlight)), 250*time.Millisecond))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -142,7 +152,16 @@ func (s *Server) handleEval(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
-		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		var tooBig *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &tooBig):
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		case errors.As(err, &ne) && ne.Timeout():
+			http.Error(w, "request body not received within http.read_timeout", http.StatusRequestTimeout)
+		default:
+			http.Error(w, "reading the request body failed", http.StatusBadRequest)
+		}
 		return
 	}
 	if s.cfg.Eval.Data == "" {
@@ -163,16 +182,24 @@ func (s *Server) startEval() bool {
 	if !s.evalRunning.CompareAndSwap(false, true) {
 		return false
 	}
+	// Add under mu, and not once Run is stopping (runCtx done, set before
+	// Run takes mu and then waits for evalWG): an Add after or during that
+	// Wait would panic ("WaitGroup is reused") or outlive Run.
+	s.mu.Lock()
+	ctx := s.runCtx
+	if ctx != nil && ctx.Err() != nil {
+		s.mu.Unlock()
+		s.evalRunning.Store(false)
+		return false
+	}
 	s.evalWG.Add(1)
+	s.mu.Unlock()
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	go func() {
 		defer s.evalWG.Done()
 		defer s.evalRunning.Store(false)
-		s.mu.Lock()
-		ctx := s.runCtx
-		s.mu.Unlock()
-		if ctx == nil {
-			ctx = context.Background()
-		}
 		s.runEval(ctx)
 	}()
 	return true

@@ -72,6 +72,10 @@ type Server struct {
 	// reloadMu serializes ReloadStreams with Run's start and stop of the
 	// streams (and guards cfg.Streams with mu for writes).
 	reloadMu sync.Mutex
+	// procMu is held by the loop from taking frames to the end of their
+	// processing, so that a removed stream's metrics are forgotten after
+	// its last frame has updated them, not resurrected by it.
+	procMu   sync.Mutex
 	mu       sync.Mutex
 	streams  map[string]*stream
 	agree    map[string]*Agreement
@@ -247,11 +251,39 @@ func CheckModels(cfg *configs.Config) error {
 		if p == "" {
 			continue
 		}
+		before, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("model %q: %w", p, err)
+		}
 		if _, err := onnx.Load(p); err != nil {
 			return err
 		}
+		// A file still growing (written in place rather than renamed) may
+		// parse while incomplete: require it to be unchanged for a moment.
+		time.Sleep(200 * time.Millisecond)
+		after, err := os.Stat(p)
+		if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+			return fmt.Errorf("model %q is still being written; keeping the running models", p)
+		}
 	}
 	return nil
+}
+
+// ModelsChanged reports whether the model files named by cfg differ (by
+// SHA-256) from the ones this server loaded, so that SIGHUP after a model
+// is replaced in place reloads it even when the config is unchanged.
+func (s *Server) ModelsChanged(cfg *configs.Config) bool {
+	check := func(path string, m *model) bool {
+		if path == "" || m == nil {
+			return false
+		}
+		if path != m.path {
+			return true
+		}
+		om, err := onnx.Load(path)
+		return err == nil && om.SHA256() != m.sha256
+	}
+	return check(cfg.Model.FP32, s.fp32) || (cfg.Model.INT8 != "" && check(cfg.Model.INT8, s.int8))
 }
 
 func parseSize(v string) (int, int, error) {
@@ -418,7 +450,9 @@ func (s *Server) ReloadStreams(list []configs.StreamConfig) error {
 			st.stop()
 		}
 		if _, keep := want[name]; !keep {
+			s.procMu.Lock()
 			s.m.ForgetStream(name)
+			s.procMu.Unlock()
 			s.log.Info("stream removed", "stream", name)
 		}
 	}
@@ -549,6 +583,7 @@ func (s *Server) loop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		s.procMu.Lock()
 		s.mu.Lock()
 		names := make([]string, 0, len(s.streams))
 		for n := range s.streams {
@@ -565,6 +600,7 @@ func (s *Server) loop(ctx context.Context) error {
 		s.mu.Unlock()
 		rr++
 		if len(items) == 0 {
+			s.procMu.Unlock()
 			select {
 			case <-s.wake:
 			case <-ctx.Done():
@@ -573,6 +609,7 @@ func (s *Server) loop(ctx context.Context) error {
 			continue
 		}
 		s.process(ctx, items)
+		s.procMu.Unlock()
 	}
 }
 

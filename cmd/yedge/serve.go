@@ -114,7 +114,7 @@ func runServe(ctx context.Context, g *globalFlags, cfgPath string, stderr io.Wri
 					notify("READY=1")
 					continue
 				}
-				if cfg.OnlyStreamsChanged(next) {
+				if cfg.OnlyStreamsChanged(next) && !srv.ModelsChanged(next) {
 					if err := srv.ReloadStreams(next.Streams); err != nil {
 						log.Error("reload: some streams failed", "err", err)
 					}
