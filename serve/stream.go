@@ -33,9 +33,12 @@ type frameMeta struct {
 }
 
 // stream reads one source in its own goroutine into a latest-frame slot:
-// the reader never blocks on the detector, and the detector never sees a
-// stale frame — an unconsumed frame replaced by a newer one is counted as
-// skipped.
+// the reader of a live source (or of a video file played in real time)
+// never blocks on the detector, and the detector never sees a stale frame —
+// an unconsumed frame replaced by a newer one is counted as skipped. The
+// reader of images (a folder, an image) instead waits until its frame is
+// taken: decoding images only to drop them would take the CPU from
+// inference.
 type stream struct {
 	spec StreamSpec
 	log  *slog.Logger
@@ -54,12 +57,13 @@ type stream struct {
 	failures   atomic.Int64
 
 	notify chan<- struct{} // wakes the detector
+	taken  chan struct{}   // signalled when take empties the slot
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 func newStream(spec StreamSpec, m *metrics.Metrics, log *slog.Logger, notify chan<- struct{}) *stream {
-	return &stream{spec: spec, m: m, log: log.With("stream", spec.Name), slot: gocv.NewMat(), notify: notify, done: make(chan struct{})}
+	return &stream{spec: spec, m: m, log: log.With("stream", spec.Name), slot: gocv.NewMat(), notify: notify, taken: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // start runs the reader until ctx is done or stop is called.
@@ -111,7 +115,7 @@ func (s *stream) run(ctx context.Context) {
 			// its timestamps instead of decoding as fast as possible.
 			realtime := s.spec.Spec.Kind == source.Video
 			var base time.Time
-			var basePTS time.Duration
+			var basePTS, prevPTS time.Duration
 			for ctx.Err() == nil {
 				t0 := time.Now()
 				fr, rerr := src.Read(ctx, &buf)
@@ -121,7 +125,9 @@ func (s *stream) run(ctx context.Context) {
 				}
 				read := time.Since(t0)
 				if realtime {
-					if base.IsZero() || fr.PTS < basePTS {
+					// Timestamps going back (a looped video restarting at
+					// 0) start a new time base.
+					if base.IsZero() || fr.PTS < prevPTS {
 						base, basePTS = time.Now(), fr.PTS
 					} else if wait := time.Until(base.Add(fr.PTS - basePTS)); wait > 0 {
 						select {
@@ -129,6 +135,7 @@ func (s *stream) run(ctx context.Context) {
 						case <-ctx.Done():
 						}
 					}
+					prevPTS = fr.PTS
 				}
 				retries = 0
 				bo.Reset()
@@ -152,6 +159,9 @@ func (s *stream) run(ctx context.Context) {
 					last = time.Now()
 				}
 				s.publish(&buf, frameMeta{index: fr.Index, time: fr.Time, read: read})
+				if paced := s.spec.Spec.Kind.Live() || realtime; !paced {
+					s.waitTaken(ctx)
+				}
 			}
 			src.Close()
 		}
@@ -216,7 +226,28 @@ func (s *stream) take(work *gocv.Mat) (frameMeta, bool) {
 	}
 	s.slot, *work = *work, s.slot
 	s.fresh = false
+	select {
+	case s.taken <- struct{}{}:
+	default:
+	}
 	return s.meta, true
+}
+
+// waitTaken waits until the frame in the slot was taken, or ctx is done.
+func (s *stream) waitTaken(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		fresh := s.fresh
+		s.mu.Unlock()
+		if !fresh {
+			return
+		}
+		select {
+		case <-s.taken:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // status is the stream's part of /status.

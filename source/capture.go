@@ -77,8 +77,15 @@ func openCapture(ctx context.Context, spec Spec, name string, log *slog.Logger) 
 	return s, nil
 }
 
+// minOpenTimeout is the shortest bound on opening a live source when
+// Spec.ReadTimeout is set: opening probes the start of the stream, which a
+// healthy camera may take a few seconds to deliver.
+const minOpenTimeout = 5 * time.Second
+
 // open opens a new capture. Live sources open in a goroutine so that ctx
-// can interrupt the wait; a capture that opens after that is closed.
+// (and, with ReadTimeout, a stall of the open itself: a server that sends
+// its headers and then nothing) can interrupt the wait; a capture that
+// opens after that is closed.
 func (s *captureSource) open(ctx context.Context) (*capture, error) {
 	if !s.spec.Kind.Live() {
 		return s.openNow()
@@ -92,15 +99,28 @@ func (s *captureSource) open(ctx context.Context) (*capture, error) {
 		c, err := s.openNow()
 		ch <- result{c, err}
 	}()
-	select {
-	case r := <-ch:
-		return r.c, r.err
-	case <-ctx.Done():
+	var timeout <-chan time.Time
+	limit := max(s.spec.ReadTimeout, minOpenTimeout)
+	if s.spec.ReadTimeout > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		timeout = t.C
+	}
+	drain := func() {
 		go func() {
 			if r := <-ch; r.c != nil {
 				r.c.close()
 			}
 		}()
+	}
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-timeout:
+		drain()
+		return nil, s.errorf("opening took longer than %v: %w", limit, ErrStalled)
+	case <-ctx.Done():
+		drain()
 		return nil, ctx.Err()
 	}
 }

@@ -109,7 +109,9 @@ type Spec struct {
 	MaxRetries int
 	// ReadTimeout, when positive, bounds each frame read: a read that takes
 	// longer is a stall, reported as ErrStalled (or reconnected, for a live
-	// source with Reconnect). 0 waits as long as the backend does.
+	// source with Reconnect). For a live source it also bounds opening (to
+	// at least 5s), so that a server that accepts the connection and then
+	// sends nothing is a stall too. 0 waits as long as the backend does.
 	ReadTimeout time.Duration
 	// Loop restarts finite sources (video files, images, folders) at their
 	// end instead of returning io.EOF; for demos and tests.

@@ -1,0 +1,869 @@
+package serve_test
+
+// Fault-injection tests of the daemon, run in-process on the shared
+// fixtures: a stalled network source, corrupt video files, a model file
+// rewritten while serving, a full disk under a sink, and /metrics under
+// concurrent load. Helpers here are prefixed ft (faults) so that they do
+// not collide with other test files of the package.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/serve"
+	"github.com/yedge/yedge/source"
+)
+
+// ftSyncBuffer is a bytes.Buffer safe for the concurrent writes of a
+// slog handler and the reads of a test.
+type ftSyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *ftSyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *ftSyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// ftModels is the model and provider part of a test config: the shared
+// FP32 model and the shared Q/DQ int8 model on the CPU provider.
+func ftModels(tb testing.TB, threads int) string {
+	return fmt.Sprintf(`model:
+  fp32: %s
+  int8: %s
+provider:
+  name: cpu
+  threads: %d
+`, fixtures.Model(tb, "yolov5n.onnx"), fixtures.Model(tb, "yolov5n-qdq-torch.onnx"), threads)
+}
+
+// ftConfig parses and validates a YAML config as the daemon does.
+func ftConfig(tb testing.TB, yaml string) *configs.Config {
+	tb.Helper()
+	cfg, err := configs.Parse([]byte(yaml), "")
+	if err != nil {
+		tb.Fatalf("config: %v\n%s", err, yaml)
+	}
+	if err := cfg.Validate(); err != nil {
+		tb.Fatalf("config: %v\n%s", err, yaml)
+	}
+	return cfg
+}
+
+// ftDaemon is a daemon running in this process.
+type ftDaemon struct {
+	tb     testing.TB
+	srv    *serve.Server
+	cfg    *configs.Config
+	addr   string
+	logs   *ftSyncBuffer
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// ftStart starts the daemon on cfg (listen 127.0.0.1:0 unless the config
+// says otherwise) with its log captured, and stops it at the end of the
+// test.
+func ftStart(tb testing.TB, cfg *configs.Config) *ftDaemon {
+	tb.Helper()
+	logs := &ftSyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := serve.New(ctx, cfg, serve.Options{Logger: log, Version: "test"})
+	if err != nil {
+		cancel()
+		tb.Fatalf("serve.New: %v", err)
+	}
+	d := &ftDaemon{tb: tb, srv: srv, cfg: cfg, addr: srv.Addr(), logs: logs, cancel: cancel, done: make(chan error, 1)}
+	go func() { d.done <- srv.Run(ctx) }()
+	tb.Cleanup(func() {
+		d.stop()
+		if tb.Failed() {
+			tb.Logf("daemon log (tail):\n%s", ftTail(logs.String(), 6000))
+		}
+	})
+	return d
+}
+
+// stop stops the daemon and checks that Run returns cleanly in bounded time.
+func (d *ftDaemon) stop() {
+	d.once.Do(func() {
+		d.cancel()
+		select {
+		case err := <-d.done:
+			if err != nil {
+				d.tb.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			d.tb.Errorf("Run did not return within 30s of cancellation")
+		}
+	})
+}
+
+func ftTail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// ftGet fetches a path of the daemon and returns the status and body.
+func ftGet(addr, path string) (int, string, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// ftSample is one line of the Prometheus text format.
+type ftSample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// ftParseMetrics parses the Prometheus text exposition format (enough of
+// it for yedge's metrics: no escaped quotes in label values).
+func ftParseMetrics(body string) []ftSample {
+	var out []ftSample
+	for _, line := range strings.Split(body, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		s := ftSample{labels: map[string]string{}}
+		rest := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 && line[i] == '{' {
+			s.name = line[:i]
+			j := strings.LastIndex(line, "}")
+			if j < i {
+				continue
+			}
+			for _, kv := range ftSplitLabels(line[i+1 : j]) {
+				k, v, ok := strings.Cut(kv, "=")
+				if ok {
+					s.labels[k] = strings.Trim(v, `"`)
+				}
+			}
+			rest = strings.TrimSpace(line[j+1:])
+		} else if i >= 0 {
+			s.name = line[:i]
+			rest = strings.TrimSpace(line[i+1:])
+		} else {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		s.value = v
+		out = append(out, s)
+	}
+	return out
+}
+
+// ftSplitLabels splits `a="x",b="y,z"` at the commas outside quotes.
+func ftSplitLabels(s string) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			quoted = !quoted
+		case ',':
+			if !quoted {
+				out = append(out, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}
+
+// ftValue is the value of the first sample of name whose labels include
+// the given ones (pairs: key, value, ...).
+func ftValue(samples []ftSample, name string, kv ...string) (float64, bool) {
+next:
+	for _, s := range samples {
+		if s.name != name {
+			continue
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if s.labels[kv[i]] != kv[i+1] {
+				continue next
+			}
+		}
+		return s.value, true
+	}
+	return 0, false
+}
+
+// metrics scrapes /metrics (nil on failure).
+func (d *ftDaemon) metrics() []ftSample {
+	code, body, err := ftGet(d.addr, "/metrics")
+	if err != nil || code != http.StatusOK {
+		return nil
+	}
+	return ftParseMetrics(body)
+}
+
+// metric is one series of /metrics (0 when absent).
+func (d *ftDaemon) metric(name string, kv ...string) float64 {
+	v, _ := ftValue(d.metrics(), name, kv...)
+	return v
+}
+
+// inferred is yedge_frames_inferred_total of a stream at int8.
+func (d *ftDaemon) inferred(stream string) float64 {
+	return d.metric("yedge_frames_inferred_total", "stream", stream, "precision", "int8")
+}
+
+// ftStatus is the part of /status the tests read.
+type ftStatus struct {
+	Ready   bool `json:"ready"`
+	Streams []struct {
+		Name       string `json:"name"`
+		Source     string `json:"source"`
+		Up         bool   `json:"up"`
+		Frames     int64  `json:"frames_read"`
+		Reconnects int64  `json:"reconnects"`
+		LastError  string `json:"last_error"`
+	} `json:"streams"`
+	Errors []struct {
+		Error string `json:"error"`
+	} `json:"last_errors"`
+}
+
+func (d *ftDaemon) status() (ftStatus, string) {
+	var st ftStatus
+	code, body, err := ftGet(d.addr, "/status")
+	if err != nil || code != http.StatusOK {
+		return st, body
+	}
+	json.Unmarshal([]byte(body), &st)
+	return st, body
+}
+
+// ftWait polls cond every 100ms until it holds, failing the test after
+// timeout.
+func ftWait(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitRising waits until the int8 frames inferred of every named stream
+// grew by at least n, and fails after timeout.
+func (d *ftDaemon) waitRising(what string, n float64, timeout time.Duration, streams ...string) {
+	d.tb.Helper()
+	base := map[string]float64{}
+	for _, s := range streams {
+		base[s] = d.inferred(s)
+	}
+	ftWait(d.tb, what, timeout, func() bool {
+		m := d.metrics()
+		for _, s := range streams {
+			v, _ := ftValue(m, "yedge_frames_inferred_total", "stream", s, "precision", "int8")
+			if v < base[s]+n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// ftMakeClip writes the first n frames of vtest.avi as an MJPG .avi.
+func ftMakeClip(tb testing.TB, path string, n int) {
+	tb.Helper()
+	vc, err := gocv.VideoCaptureFile(fixtures.Path(tb, "media", "vtest.avi"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer vc.Close()
+	img := gocv.NewMat()
+	defer img.Close()
+	var w *gocv.VideoWriter
+	for i := 0; i < n && vc.Read(&img); i++ {
+		if w == nil {
+			if w, err = gocv.VideoWriterFile(path, "MJPG", 10, img.Cols(), img.Rows(), true); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if err := w.Write(img); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if w == nil {
+		tb.Fatal("vtest.avi gave no frame")
+	}
+	if err := w.Close(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// ftClipServer serves an .avi clip over HTTP at /cam.avi. While stalled it
+// sends the headers (with the full Content-Length) and the first part of
+// the clip, then keeps the connection open without sending more, as a
+// camera whose encoder froze; otherwise it sends the clip at a steady
+// pace (a few seconds of frames).
+type ftClipServer struct {
+	addr     string
+	clip     []byte
+	partial  atomic.Int64 // bytes sent before a stall
+	stall    atomic.Bool
+	stalled  atomic.Int64  // stalled responses started
+	normal   atomic.Int64  // normal responses started
+	release  chan struct{} // closed when the test ends
+	drop     chan struct{} // closed by dropStalled
+	dropOnce sync.Once
+	srv      *http.Server
+	stopOnce sync.Once
+}
+
+func ftStartClipServer(tb testing.TB, clip []byte, partial int) *ftClipServer {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := &ftClipServer{addr: ln.Addr().String(), clip: clip, release: make(chan struct{}), drop: make(chan struct{})}
+	c.partial.Store(int64(partial))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/cam.avi", c.serve)
+	c.srv = &http.Server{Handler: mux}
+	go c.srv.Serve(ln)
+	tb.Cleanup(c.stop)
+	return c
+}
+
+func (c *ftClipServer) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "video/x-msvideo")
+	w.Header().Set("Content-Length", strconv.Itoa(len(c.clip)))
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	if c.stall.Load() {
+		c.stalled.Add(1)
+		w.Write(c.clip[:min(int(c.partial.Load()), len(c.clip))])
+		if fl != nil {
+			fl.Flush()
+		}
+		// Hold the connection open, sending nothing, until the test ends.
+		select {
+		case <-c.release:
+		case <-c.drop:
+		case <-r.Context().Done():
+		}
+		return
+	}
+	c.normal.Add(1)
+	const chunk = 32 << 10
+	for off := 0; off < len(c.clip); off += chunk {
+		if _, err := w.Write(c.clip[off:min(off+chunk, len(c.clip))]); err != nil {
+			return
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+		select { // pace: about 1.5 MB/s
+		case <-time.After(20 * time.Millisecond):
+		case <-c.release:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// dropStalled closes the stalled connections (a camera that reboots).
+func (c *ftClipServer) dropStalled() { c.dropOnce.Do(func() { close(c.drop) }) }
+
+func (c *ftClipServer) stop() {
+	c.stopOnce.Do(func() {
+		close(c.release)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.srv.Shutdown(ctx)
+		c.srv.Close()
+	})
+}
+
+// TestFaultStalledSource: an HTTP camera that sends part of a clip and
+// then nothing more, keeping the connection open. With read_timeout 1s
+// the stall is detected, the stream goes down and reconnects; once the
+// camera sends normally again the stream comes back up.
+func TestFaultStalledSource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection with the daemon (about 20s)")
+	}
+	dir := t.TempDir()
+	clipPath := filepath.Join(dir, "cam.avi")
+	ftMakeClip(t, clipPath, 60)
+	clip, err := os.ReadFile(clipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam := ftStartClipServer(t, clip, len(clip)*2/5)
+	cam.stall.Store(true)
+
+	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
+  - name: web
+    uri: http://%s/cam.avi
+    read_timeout: 1s
+    reconnect:
+      min_backoff: 200ms
+      max_backoff: 1s
+shadow:
+  every_n: 10
+shutdown_timeout: 5s
+`, ftModels(t, 2), cam.addr))
+	d := ftStart(t, cfg)
+
+	// The partial clip gives frames, then the source stalls: the stall is
+	// detected, the stream goes down and reconnects (to a camera that
+	// stalls again).
+	ftWait(t, "frames from the partial clip", 30*time.Second, func() bool {
+		return d.metric("yedge_frames_read_total", "stream", "web") > 0
+	})
+	ftWait(t, "the stall to be detected (yedge_stream_up 0, read stalled in /status)", 20*time.Second, func() bool {
+		st, _ := d.status()
+		return len(st.Streams) == 1 && !st.Streams[0].Up && strings.Contains(st.Streams[0].LastError, "stalled") &&
+			d.metric("yedge_stream_up", "stream", "web") == 0
+	})
+	rec := d.metric("yedge_stream_reconnects_total", "stream", "web")
+	ftWait(t, "reconnects while the camera stalls", 20*time.Second, func() bool {
+		return d.metric("yedge_stream_reconnects_total", "stream", "web") >= rec+1 && cam.stalled.Load() >= 2
+	})
+	if !strings.Contains(d.logs.String(), "read stalled") {
+		t.Error("the stall is not in the log")
+	}
+
+	// Now the camera stalls before the container header is complete: the
+	// open itself stalls. It is bounded too, so the stall is reported and
+	// reconnect attempts go on (FFmpeg alone waits 30s in such an open).
+	// The abandoned open still holds OpenCV's process-wide FFmpeg open lock
+	// until FFmpeg gives up, so the next attempts only reach the camera
+	// then: count the attempts, not the connections.
+	cam.partial.Store(1000)
+	rec = d.metric("yedge_stream_reconnects_total", "stream", "web")
+	ftWait(t, "reconnect attempts while the camera stalls during the open", 25*time.Second, func() bool {
+		return d.metric("yedge_stream_reconnects_total", "stream", "web") >= rec+2
+	})
+	if st, _ := d.status(); len(st.Streams) != 1 || st.Streams[0].Up || !strings.Contains(st.Streams[0].LastError, "opening took longer") {
+		t.Errorf("stream status during an open stall: %+v", st.Streams)
+	}
+
+	// The camera recovers: the stream comes back up and frames flow again.
+	cam.stall.Store(false)
+	cam.dropStalled()
+	read := d.metric("yedge_frames_read_total", "stream", "web")
+	ftWait(t, "the stream to come back up after the camera recovered", 30*time.Second, func() bool {
+		m := d.metrics()
+		up, _ := ftValue(m, "yedge_stream_up", "stream", "web")
+		n, _ := ftValue(m, "yedge_frames_read_total", "stream", "web")
+		return cam.normal.Load() > 0 && up == 1 && n > read
+	})
+	d.waitRising("inference on the recovered stream", 3, 30*time.Second, "web")
+	st, _ := d.status()
+	t.Logf("stalled responses %d, normal %d, stream %+v", cam.stalled.Load(), cam.normal.Load(), st.Streams)
+}
+
+// ftDamage returns a copy of data with a few random bytes overwritten every
+// ~50 KB after the first 64 KB (the AVI header and first frames).
+func ftDamage(data []byte, seed uint64) []byte {
+	out := bytes.Clone(data)
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	for off := 64 << 10; off < len(out); off += 40<<10 + r.IntN(20<<10) {
+		for k := 0; k < 16 && off+k < len(out); k++ {
+			out[off+k] = byte(r.IntN(256))
+		}
+	}
+	return out
+}
+
+// TestFaultCorruptFrames: a truncated copy (first 60%) and a byte-damaged
+// copy of vtest.avi, and the same of a short MJPG clip made from it (so
+// that the truncation is reached within seconds of real-time playback), as
+// looping file streams beside a healthy one: every stream keeps producing
+// inferred frames, the daemon does not crash and the healthy stream is
+// unaffected.
+func TestFaultCorruptFrames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection with the daemon (about 25s)")
+	}
+	dir := t.TempDir()
+	orig, err := os.ReadFile(fixtures.Path(t, "media", "vtest.avi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clipPath := filepath.Join(dir, "clip.avi")
+	const clipFrames = 40
+	ftMakeClip(t, clipPath, clipFrames)
+	clip, err := os.ReadFile(clipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"truncated":      orig[:len(orig)*6/10],
+		"damaged":        ftDamage(orig, 1),
+		"clip-truncated": clip[:len(clip)*6/10],
+		"clip-damaged":   ftDamage(clip, 2),
+	}
+	names := []string{"truncated", "damaged", "clip-truncated", "clip-damaged"}
+	paths := map[string]string{}
+	for _, n := range names {
+		paths[n] = filepath.Join(dir, n+".avi")
+		if err := os.WriteFile(paths[n], files[n], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The source layer alone, as fast as it decodes: each file is read
+	// through its truncation or damage and loops (two passes and more).
+	for _, n := range names {
+		spec, err := source.Parse(paths[n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Loop = true
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		src, err := source.Open(ctx, spec, slog.New(slog.DiscardHandler))
+		if err != nil {
+			cancel()
+			t.Fatalf("%s: %v", n, err)
+		}
+		m := gocv.NewMat()
+		loops, want := 0, 2
+		var last time.Duration
+		for i := 0; loops < want; i++ {
+			f, err := src.Read(ctx, &m)
+			if err != nil {
+				t.Errorf("%s: frame %d: %v", n, i, err)
+				break
+			}
+			if m.Empty() || m.Cols() != 768 || m.Rows() != 576 {
+				t.Errorf("%s: frame %d is %dx%d", n, i, m.Cols(), m.Rows())
+				break
+			}
+			if f.PTS < last {
+				loops++
+			}
+			last = f.PTS
+		}
+		m.Close()
+		src.Close()
+		cancel()
+	}
+
+	var streams strings.Builder
+	fmt.Fprintf(&streams, "  - name: healthy\n    uri: %s\n    loop: true\n", fixtures.Path(t, "media", "vtest.avi"))
+	for _, n := range names {
+		fmt.Fprintf(&streams, "  - name: %s\n    uri: %s\n    loop: true\n", n, paths[n])
+	}
+	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
+%sshadow:
+  every_n: 10
+shutdown_timeout: 5s
+`, ftModels(t, 2), streams.String()))
+	d := ftStart(t, cfg)
+	started := time.Now()
+	all := append([]string{"healthy"}, names...)
+	d.waitRising("first frames of every stream", 1, 25*time.Second, all...)
+	// Over several seconds every stream keeps going; the short clips pass
+	// their truncation or damage (24 frames at 10 fps) and loop.
+	d.waitRising("frames inferred rising on every stream", 2, 25*time.Second, all...)
+	ftWait(t, "the truncated clip to loop past its truncation", 10*time.Second, func() bool {
+		return d.metric("yedge_frames_read_total", "stream", "clip-truncated") > clipFrames*6/10+5
+	})
+	d.waitRising("frames inferred rising on every stream after the clips looped", 1, 15*time.Second, all...)
+	m := d.metrics()
+	for _, n := range all {
+		if v, _ := ftValue(m, "yedge_stream_up", "stream", n); v != 1 {
+			t.Errorf("stream %s is down", n)
+		}
+	}
+	if v, _ := ftValue(m, "yedge_stream_reconnects_total", "stream", "healthy"); v != 0 {
+		t.Errorf("the healthy stream reconnected %v times", v)
+	}
+	for _, s := range m {
+		if s.name == "yedge_frames_failed_total" && s.value > 0 {
+			t.Errorf("frames failed: %v = %v", s.labels, s.value)
+		}
+	}
+	if code, _, err := ftGet(d.addr, "/healthz"); err != nil || code != http.StatusOK {
+		t.Errorf("/healthz: %d %v", code, err)
+	}
+	// Files play in real time (10 fps), across loops too: a stream that
+	// decodes as fast as it can would take CPU from the others.
+	limit := 10*time.Since(started).Seconds()*1.5 + 10
+	for _, s := range m {
+		if s.name == "yedge_frames_read_total" && s.value > limit {
+			t.Errorf("stream %s read %.0f frames in %v: not paced at 10 fps", s.labels["stream"], s.value, time.Since(started).Round(time.Second))
+		}
+	}
+	for _, n := range all {
+		t.Logf("%s: inferred %.0f, read %.0f, skipped %.0f, reconnects %.0f", n, d.inferred(n),
+			d.metric("yedge_frames_read_total", "stream", n), d.metric("yedge_frames_skipped_total", "stream", n),
+			d.metric("yedge_stream_reconnects_total", "stream", n))
+	}
+}
+
+// ftCopy copies a file, for a model the test may rewrite.
+func ftCopy(tb testing.TB, from, to string) []byte {
+	tb.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// TestFaultModelRewritten: a model file replaced on disk while the daemon
+// runs. serve.CheckModels (what a reload runs before restarting the
+// pipeline) refuses the file while it is half-written, at any point of a
+// non-atomic copy, the running server keeps serving meanwhile, and once
+// the new file is complete (atomic rename) the check passes.
+func TestFaultModelRewritten(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection with the daemon (about 15s)")
+	}
+	dir := t.TempDir()
+	int8Path := filepath.Join(dir, "int8.onnx")
+	fp32Path := filepath.Join(dir, "fp32.onnx")
+	int8Data := ftCopy(t, fixtures.Model(t, "yolov5n-qdq-torch.onnx"), int8Path)
+	fp32Data := ftCopy(t, fixtures.Model(t, "yolov5n.onnx"), fp32Path)
+	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+model:
+  fp32: %s
+  int8: %s
+provider:
+  name: cpu
+  threads: 2
+streams:
+  - name: cam
+    uri: %s
+    loop: true
+shutdown_timeout: 5s
+`, fp32Path, int8Path, fixtures.Path(t, "media", "vtest.avi")))
+	d := ftStart(t, cfg)
+	d.waitRising("first frames", 1, 30*time.Second, "cam")
+	if err := serve.CheckModels(cfg); err != nil {
+		t.Fatalf("CheckModels on the complete models: %v", err)
+	}
+
+	for _, m := range []struct {
+		name, path string
+		data       []byte
+	}{{"int8", int8Path, int8Data}, {"fp32", fp32Path, fp32Data}} {
+		// A copy in progress over the model: truncated, then written
+		// piece by piece. Every prefix on the way is refused.
+		f, err := os.OpenFile(m.path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := 0
+		for _, frac := range []float64{0, 0.001, 0.1, 0.5, 0.9, 0.999} {
+			n := int(float64(len(m.data)) * frac)
+			if _, err := f.Write(m.data[written:n]); err != nil {
+				t.Fatal(err)
+			}
+			written = n
+			if err := serve.CheckModels(cfg); err == nil {
+				t.Errorf("%s: CheckModels accepted the model half-written (%d of %d bytes)", m.name, n, len(m.data))
+			} else if frac == 0.5 {
+				t.Logf("%s half-written: %v", m.name, err)
+			}
+			if frac == 0.5 {
+				// The running server keeps serving while the file is
+				// being rewritten.
+				d.waitRising("inference while the model file is half-written", 2, 20*time.Second, "cam")
+				for _, p := range []string{"/healthz", "/readyz", "/status"} {
+					if code, _, err := ftGet(d.addr, p); err != nil || code != http.StatusOK {
+						t.Errorf("%s while the model is half-written: %d %v", p, code, err)
+					}
+				}
+			}
+		}
+		f.Close()
+		// The complete new file arrives by atomic rename.
+		tmp := m.path + ".tmp"
+		if err := os.WriteFile(tmp, m.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, m.path); err != nil {
+			t.Fatal(err)
+		}
+		if err := serve.CheckModels(cfg); err != nil {
+			t.Errorf("%s: CheckModels after the atomic rename: %v", m.name, err)
+		}
+	}
+	d.waitRising("inference after the models were replaced", 2, 20*time.Second, "cam")
+	if v := d.metric("yedge_frames_failed_total"); v != 0 {
+		t.Errorf("frames failed: %v", v)
+	}
+}
+
+// TestFaultSinkDiskFull: a jsonl sink whose file is a symlink to /dev/full
+// (every write fails with ENOSPC): the errors are counted and reported,
+// detection goes on, and another sink keeps writing.
+func TestFaultSinkDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection with the daemon (about 10s)")
+	}
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full.jsonl")
+	if err := os.Symlink("/dev/full", full); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.jsonl")
+	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
+  - name: cam
+    uri: %s
+    loop: true
+sinks:
+  - type: jsonl
+    path: %s
+    flush_interval: 100ms
+  - type: jsonl
+    path: %s
+    flush_interval: 100ms
+shutdown_timeout: 5s
+`, ftModels(t, 2), fixtures.Path(t, "media", "vtest.avi"), full, good))
+	d := ftStart(t, cfg)
+	fullName, goodName := "jsonl:"+full, "jsonl:"+good
+	ftWait(t, "yedge_sink_errors_total of the full sink", 30*time.Second, func() bool {
+		return d.metric("yedge_sink_errors_total", "sink", fullName) > 0
+	})
+	ftWait(t, "the sink error in /status last_errors", 10*time.Second, func() bool {
+		st, _ := d.status()
+		for _, e := range st.Errors {
+			if strings.Contains(e.Error, fullName) && strings.Contains(e.Error, "no space left on device") {
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(d.logs.String(), "sink write failed") {
+		t.Error("the sink error is not in the log")
+	}
+	errs := d.metric("yedge_sink_errors_total", "sink", fullName)
+	d.waitRising("detection while the sink's disk is full", 3, 30*time.Second, "cam")
+	ftWait(t, "more sink errors as records keep coming", 10*time.Second, func() bool {
+		return d.metric("yedge_sink_errors_total", "sink", fullName) > errs
+	})
+	ftWait(t, "the healthy sink to keep writing", 10*time.Second, func() bool {
+		return d.metric("yedge_sink_records_total", "sink", goodName) > 0
+	})
+	if code, _, err := ftGet(d.addr, "/readyz"); err != nil || code != http.StatusOK {
+		t.Errorf("/readyz with a full sink: %d %v", code, err)
+	}
+	nerrs := d.metric("yedge_sink_errors_total", "sink", fullName)
+	d.stop()
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for i, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("healthy sink line %d is not JSON: %q", i, l)
+		}
+	}
+	t.Logf("full sink: %.0f errors; healthy sink: %d records", nerrs, len(lines))
+}
+
+// TestFaultMetricsScrapeLoad: 200 concurrent clients scrape /metrics for
+// 10s while detection runs: every scrape succeeds and detection goes on.
+// Latency is only reported here (BenchmarkMetricsScrapeLoad reports it as
+// metrics); it is not asserted.
+func TestFaultMetricsScrapeLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test with the daemon (about 20s)")
+	}
+	d := ftStart(t, ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
+  - name: cam
+    uri: %s
+    loop: true
+shutdown_timeout: 5s
+`, ftModels(t, 2), fixtures.Path(t, "media", "vtest.avi"))))
+	d.waitRising("first frames", 1, 30*time.Second, "cam")
+	before := d.inferred("cam")
+	res := ftScrapeLoad(d.addr, 200, 10*time.Second)
+	after := d.inferred("cam")
+	t.Logf("%d scrapes in %v (%.0f/s), status %v, errors %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms; frames inferred during the load %.0f",
+		len(res.lat), res.elapsed.Round(time.Millisecond), float64(len(res.lat))/res.elapsed.Seconds(), res.codes, len(res.errs),
+		res.quantile(0.5), res.quantile(0.99), res.quantile(1), after-before)
+	if len(res.errs) > 0 {
+		t.Errorf("%d scrapes failed, first: %v", len(res.errs), res.errs[0])
+	}
+	for code, n := range res.codes {
+		if code != http.StatusOK {
+			t.Errorf("%d scrapes answered %d", n, code)
+		}
+	}
+	if res.codes[http.StatusOK] < 200 {
+		t.Errorf("only %d scrapes succeeded", res.codes[http.StatusOK])
+	}
+	if after-before < 2 {
+		t.Errorf("detection stalled under the scrape load: %.0f frames inferred in %v", after-before, res.elapsed)
+	}
+	d.waitRising("detection after the load", 2, 20*time.Second, "cam")
+}
