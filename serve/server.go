@@ -70,7 +70,7 @@ type Server struct {
 	detCfg     pipeline.Config // template for eval detectors
 
 	// reloadMu serializes ReloadStreams with Run's start and stop of the
-	// streams (and guards cfg.Streams with mu for writes).
+	// streams; cfg.Streams is written holding it and mu.
 	reloadMu sync.Mutex
 	// procMu is held by the loop from taking frames to the end of their
 	// processing, so that a removed stream's metrics are forgotten after
