@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check lint demo eval clean
+.PHONY: setup build test test-short vet fmt-check lint demo eval clean race fuzz-ci
 
 setup:
 	./scripts/setup.sh
@@ -22,10 +22,40 @@ vet:
 	$(GO) vet $(PKGS)
 
 test: fmt-check vet build
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(MAKE) race
+	$(MAKE) fuzz-ci
+	$(MAKE) soak
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+# The concurrent packages under the race detector. pipeline runs -short:
+# that skips only TestEvalMatchesReference, sequential accuracy work that the
+# plain test run covers (150s under -race). serve runs in full, as its
+# in-process daemon tests (TestRace*, TestFault*) exist for -race (about
+# 2 min), and on its own: its load tests have deadlines that a parallel
+# quant run starves on 2 cores.
+race:
+	$(GO) test -race -short -count=1 ./pipeline
+	$(GO) test -race -count=1 ./serve
+	$(GO) test -race -count=1 ./sinks ./source ./quant ./runtime
+
+# Every fuzz target for FUZZTIME, one after another (a fuzzer uses every
+# core). Seeds: the f.Add calls and testdata/fuzz/<FuzzName>/ of each package;
+# a crash is written there too. Longer runs: make fuzz-ci FUZZTIME=10m.
+# FUZZMINTIME bounds the minimization of each new input (go test's default,
+# 60s, stalls a 20s run: FuzzParse in configs made 130 execs instead of 120k).
+FUZZTIME    ?= 20s
+FUZZMINTIME ?= 5s
+
+fuzz-ci:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) ./onnx
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLabels$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) ./eval
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCache$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) ./quant
+	$(GO) test -run '^$$' -fuzz '^FuzzGraphEdit$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) ./quant
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) ./postprocess
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINTIME) ./configs
 
 # The main job: detection on the shared video with the FP32 model.
 demo: build
@@ -67,3 +97,11 @@ cross-arm64: $(if $(filter $(ARM64_SYSROOT_DEFAULT),$(ARM64_SYSROOT)),$(ARM64_SY
 	CGO_CFLAGS='$(ARM64_CGO_FLAGS)' CGO_CXXFLAGS='$(ARM64_CGO_FLAGS)' \
 	CGO_LDFLAGS='-g --sysroot=$(ARM64_SYSROOT) -Wl,-rpath-link,$(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu -Wl,-rpath-link,$(ARM64_SYSROOT)/lib/aarch64-linux-gnu' \
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/yedge-linux-arm64 ./cmd/yedge
+
+# Bounded soak of the daemon in-process (serve/soak_test.go): 2,000 int8
+# frames, RSS growth from frame 500 to 2,000 under 64 MiB, and no gocv Mat,
+# goroutine or file descriptor left once Run has returned. The matprofile tag
+# turns on gocv's count of live Mats. Under 4 minutes on 2 busy cores.
+.PHONY: soak
+soak:
+	$(GO) test -tags matprofile -run Soak -count=1 -timeout 15m -v ./serve

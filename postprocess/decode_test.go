@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/yedge/yedge/preprocess"
 )
 
 // row builds one YOLOv5 output row.
@@ -122,7 +124,8 @@ func randomRows(r *rand.Rand, n, classes int) []float32 {
 	return out
 }
 
-// Properties: no two kept boxes of one class overlap above the threshold,
+// Properties: no two kept boxes of one class (of any class with Agnostic)
+// overlap above the threshold,
 // scores are sorted, and the result does not depend on input order (for
 // distinct scores).
 func TestNMSProperties(t *testing.T) {
@@ -131,15 +134,37 @@ func TestNMSProperties(t *testing.T) {
 		classes := 1 + r.IntN(4)
 		n := 20 + r.IntN(300)
 		rows := randomRows(r, n, classes)
-		for _, opts := range []Options{DeployOptions(), EvalOptions()} {
+		agnostic := EvalOptions()
+		agnostic.Agnostic = true
+		for _, opts := range []Options{DeployOptions(), EvalOptions(), agnostic} {
 			dets := NewDecoder(opts).Decode(rows, classes, nil)
 			for i := range dets {
 				if i > 0 && dets[i].Score > dets[i-1].Score {
 					t.Fatalf("not sorted by score at %d", i)
 				}
 				for j := i + 1; j < len(dets); j++ {
-					if dets[i].Class == dets[j].Class && IoU(dets[i].Box, dets[j].Box) > opts.IoU+1e-5 {
+					if (opts.Agnostic || dets[i].Class == dets[j].Class) && IoU(dets[i].Box, dets[j].Box) > opts.IoU+1e-5 {
 						t.Fatalf("two %d boxes with IoU %.3f > %.2f kept", dets[i].Class, IoU(dets[i].Box, dets[j].Box), opts.IoU)
+					}
+				}
+			}
+			// Maximality: every candidate NMS dropped overlaps a kept box of
+			// its class (any class with Agnostic) with a score at least as
+			// high by more than the threshold, unless MaxDet capped the list.
+			if len(dets) < opts.MaxDet {
+				for _, c := range candidates(rows, classes, opts) {
+					if slices.Contains(dets, c) {
+						continue
+					}
+					covered := false
+					for _, k := range dets {
+						if (opts.Agnostic || k.Class == c.Class) && k.Score >= c.Score && IoU(k.Box, c.Box) > opts.IoU-1e-4 {
+							covered = true
+							break
+						}
+					}
+					if !covered {
+						t.Fatalf("trial %d: candidate %+v dropped with no better overlapping box kept", trial, c)
 					}
 				}
 			}
@@ -169,6 +194,35 @@ func TestNMSProperties(t *testing.T) {
 			}
 		}
 	}
+}
+
+// candidates lists what enters NMS, independently of the decoder: every
+// row's best class (every class with MultiLabel) whose obj x cls and obj
+// are above Conf, with the box converted to corners.
+func candidates(rows []float32, classes int, o Options) []Detection {
+	var out []Detection
+	stride := 5 + classes
+	for r := 0; r+stride <= len(rows); r += stride {
+		cx, cy, w, h, obj := rows[r], rows[r+1], rows[r+2], rows[r+3], rows[r+4]
+		if !(obj > o.Conf) {
+			continue
+		}
+		b := Box{cx - w/2, cy - h/2, cx + w/2, cy + h/2}
+		best, bj := float32(-1), -1
+		for j := 0; j < classes; j++ {
+			s := rows[r+5+j] * obj
+			if o.MultiLabel && s > o.Conf {
+				out = append(out, Detection{b, s, j})
+			}
+			if s > best {
+				best, bj = s, j
+			}
+		}
+		if !o.MultiLabel && best > o.Conf {
+			out = append(out, Detection{b, best, bj})
+		}
+	}
+	return out
 }
 
 type fixedMapper struct{ gain, padX, padY, w, h float64 }
@@ -205,35 +259,79 @@ func TestParseLayout(t *testing.T) {
 	}
 }
 
-// FuzzDecode feeds arbitrary floats to the decoder: no panic, no NaN in the
-// output, and after mapping no box outside the image.
+// FuzzDecode feeds arbitrary floats to the decoder under arbitrary options
+// and letterbox geometries: no panic; no NaN or Inf in the output; at most
+// MaxDet detections, best first, classes in range, scores above the
+// threshold; and after MapBack (through the real preprocess.Transform and
+// through a fixed mapper) no box outside the source image or inverted.
 func FuzzDecode(f *testing.F) {
-	f.Add([]byte{0, 0, 0x20, 0x41, 0, 0, 0x20, 0x41, 0, 0, 0x20, 0x41, 0, 0, 0x20, 0x41, 0, 0, 0x80, 0x3f, 0, 0, 0x80, 0x3f}, uint8(1), false)
-	f.Add([]byte{0, 0, 0xc0, 0x7f, 0, 0, 0x80, 0x7f, 0, 0, 0x80, 0xff, 0xff, 0xff, 0x7f, 0x7f, 0, 0, 0x80, 0x3f, 0, 0, 0x80, 0x3f}, uint8(1), true)
-	f.Fuzz(func(t *testing.T, data []byte, classes uint8, multi bool) {
+	one := []byte{0, 0, 0x80, 0x3f}
+	ten := []byte{0, 0, 0x20, 0x41}
+	nan := []byte{0, 0, 0xc0, 0x7f}
+	inf := []byte{0, 0, 0x80, 0x7f}
+	cat := func(vs ...[]byte) []byte { return slices.Concat(vs...) }
+	f.Add(cat(ten, ten, ten, ten, one, one), uint8(0), uint8(0), uint16(767), uint16(575), uint16(0x1313))
+	f.Add(cat(nan, inf, []byte{0, 0, 0x80, 0xff}, []byte{0xff, 0xff, 0x7f, 0x7f}, one, one), uint8(0), uint8(1), uint16(767), uint16(575), uint16(0x1313))
+	f.Add(cat(ten, ten, ten, ten, one, one, one, ten, ten, ten, ten, one, one, one), uint8(1), uint8(2), uint16(0), uint16(65535), uint16(0))
+	f.Add(cat([]byte{0xff, 0xff, 0x7f, 0x7f}, ten, []byte{0xff, 0xff, 0x7f, 0x7f}, ten, one, one), uint8(0), uint8(0), uint16(1), uint16(1), uint16(0xffff))
+	f.Fuzz(func(t *testing.T, data []byte, classes, flags uint8, srcW, srcH, in uint16) {
 		nc := int(classes%8) + 1
 		vals := make([]float32, len(data)/4)
 		for i := range vals {
 			vals[i] = math.Float32frombits(uint32(data[4*i]) | uint32(data[4*i+1])<<8 | uint32(data[4*i+2])<<16 | uint32(data[4*i+3])<<24)
 		}
 		opts := DeployOptions()
-		opts.MultiLabel = multi
-		opts.Conf = 0
+		opts.MultiLabel = flags&1 != 0
+		opts.Agnostic = flags&2 != 0
+		opts.Conf = []float32{0, 0.001, 0.25, 1}[flags>>2&3]
+		if m := int(flags >> 4); m > 0 {
+			opts.MaxDet = m
+		}
 		dets := NewDecoder(opts).Decode(vals, nc, nil)
-		dets = MapBack(dets, fixedMapper{gain: 0.8, padX: 3, padY: 40, w: 768, h: 576})
-		for _, d := range dets {
+		if len(dets) > opts.MaxDet {
+			t.Fatalf("%d detections, MaxDet %d", len(dets), opts.MaxDet)
+		}
+		for i, d := range dets {
+			if i > 0 && d.Score > dets[i-1].Score {
+				t.Fatalf("not best first at %d: %v after %v", i, d.Score, dets[i-1].Score)
+			}
+			if !(d.Score > opts.Conf) {
+				t.Fatalf("score %v not above conf %v", d.Score, opts.Conf)
+			}
+			if d.Class < 0 || d.Class >= nc {
+				t.Fatalf("class %d out of range", d.Class)
+			}
 			for _, v := range []float32{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2, d.Score} {
 				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 					t.Fatalf("non-finite value in %+v", d)
 				}
 			}
-			if d.Box.X1 < 0 || d.Box.Y1 < 0 || d.Box.X2 > 768 || d.Box.Y2 > 576 {
-				t.Fatalf("box outside the image: %+v", d)
-			}
-			if d.Class < 0 || d.Class >= nc {
-				t.Fatalf("class %d out of range", d.Class)
+			if d.Box.X1 > d.Box.X2 || d.Box.Y1 > d.Box.Y2 {
+				t.Fatalf("inverted box %+v", d.Box)
 			}
 		}
+		// The real letterbox geometry: a source of 1..65536 pixels a side
+		// into an input of 32..768 pixels a side (Plan needs no Mats).
+		l := &preprocess.Letterboxer{W: 32 * (1 + int(in&0xff)%24), H: 32 * (1 + int(in>>8)%24)}
+		sw, sh := int(srcW)+1, int(srcH)+1
+		_, _, _, _, _, _, xf := l.Plan(sw, sh)
+		check := func(name string, m Mapper, w, h float32) {
+			for _, d := range MapBack(slices.Clone(dets), m) {
+				for _, v := range []float32{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2, d.Score} {
+					if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+						t.Fatalf("%s: non-finite value in %+v", name, d)
+					}
+				}
+				if d.Box.X1 < 0 || d.Box.Y1 < 0 || d.Box.X2 > w || d.Box.Y2 > h {
+					t.Fatalf("%s: box outside the %vx%v image: %+v", name, w, h, d)
+				}
+				if d.Box.X1 > d.Box.X2 || d.Box.Y1 > d.Box.Y2 {
+					t.Fatalf("%s: inverted box %+v", name, d.Box)
+				}
+			}
+		}
+		check("letterbox", xf, float32(sw), float32(sh))
+		check("fixed", fixedMapper{gain: 0.8, padX: 3, padY: 40, w: 768, h: 576}, 768, 576)
 	})
 }
 

@@ -60,6 +60,95 @@ func TestTransformRoundTrip(t *testing.T) {
 	}
 }
 
+// Property: a box drawn in a real source image of random size and type,
+// letterboxed by Apply, lands where Transform.ToInput says (the bounding
+// box of its pixels in the input tensor, found at half intensity) and maps
+// back with BoxToSource to the drawn box, within one input pixel.
+//
+// Two terms of the YOLOv5 protocol are added to that pixel, both exactly
+// zero when the first resize is exact (r = 1, or 1920x1080, 1280x720,
+// 768x576, 640x480 into 640): Gain is h1/srcH for both axes (scale_boxes
+// uses ratio_pad[0][0] = h/h0) while the image is resized to
+// ceil(srcW*r) wide, so x drifts by |nw - Gain*srcW| pixels across the
+// image; and the image sits at the integer left/top offsets while Pad is
+// the float (dW/2, dH/2). For extreme aspect ratios the first term is
+// large (a 1580x38 strip into 512x288 is 26 pixels off at its right edge);
+// that is the reference's behaviour, kept for mAP parity.
+func TestApplyRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	type tc struct{ sw, sh, w, h int }
+	var cases []tc
+	for _, s := range [][2]int{{640, 480}, {768, 576}, {1280, 720}, {1920, 1080}, {480, 640}, {320, 240}} {
+		cases = append(cases, tc{s[0], s[1], 640, 640})
+	}
+	for len(cases) < 200 {
+		cases = append(cases, tc{16 + r.IntN(1500), 16 + r.IntN(1500), 32 * (5 + r.IntN(16)), 32 * (5 + r.IntN(16))})
+	}
+	for i, c := range cases {
+		l := New(c.w, c.h)
+		_, _, nw, nh, left, top, plan := l.Plan(c.sw, c.sh)
+		// A box at least 4 input pixels wide and high, anywhere in the image.
+		minSide := int(math.Ceil(4 / plan.Gain))
+		if minSide > c.sw || minSide > c.sh {
+			l.Close()
+			continue
+		}
+		bw, bh := minSide+r.IntN(c.sw-minSide+1), minSide+r.IntN(c.sh-minSide+1)
+		x1, y1 := r.IntN(c.sw-bw+1), r.IntN(c.sh-bh+1)
+		x2, y2 := x1+bw, y1+bh
+		typ := []gocv.MatType{gocv.MatTypeCV8UC3, gocv.MatTypeCV8UC1, gocv.MatTypeCV8UC4}[r.IntN(3)]
+		img := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(0, 0, 0, 0), c.sh, c.sw, typ)
+		roi := img.Region(image.Rect(x1, y1, x2, y2))
+		roi.SetTo(gocv.NewScalar(255, 255, 255, 255))
+		roi.Close()
+		buf := make([]float32, 3*c.w*c.h)
+		xf, err := l.Apply(img, buf)
+		img.Close()
+		l.Close()
+		if err != nil {
+			t.Fatalf("case %d %+v: %v", i, c, err)
+		}
+		if xf != plan {
+			t.Fatalf("case %d: Apply transform %+v, Plan %+v", i, xf, plan)
+		}
+		// Bounding box of the drawn pixels in every channel; background is
+		// 0 and padding 114/255 < 0.5.
+		fx1, fy1, fx2, fy2 := c.w, c.h, 0, 0
+		for ch := 0; ch < 3; ch++ {
+			for y := 0; y < c.h; y++ {
+				for x := 0; x < c.w; x++ {
+					if buf[ch*c.w*c.h+y*c.w+x] >= 0.5 {
+						fx1, fy1, fx2, fy2 = min(fx1, x), min(fy1, y), max(fx2, x+1), max(fy2, y+1)
+					}
+				}
+			}
+		}
+		if fx2 == 0 {
+			t.Fatalf("case %d %+v: box %d,%d,%d,%d not found in the input", i, c, x1, y1, x2, y2)
+		}
+		tolX := 1 + math.Abs(float64(nw)-xf.Gain*float64(c.sw)) + math.Abs(float64(left)-xf.PadX)
+		tolY := 1 + math.Abs(float64(nh)-xf.Gain*float64(c.sh)) + math.Abs(float64(top)-xf.PadY)
+		ix1, iy1 := xf.ToInput(float64(x1), float64(y1))
+		ix2, iy2 := xf.ToInput(float64(x2), float64(y2))
+		if math.Abs(ix1-float64(fx1)) > tolX || math.Abs(ix2-float64(fx2)) > tolX ||
+			math.Abs(iy1-float64(fy1)) > tolY || math.Abs(iy2-float64(fy2)) > tolY {
+			t.Fatalf("case %d src %dx%d input %dx%d: box %d,%d,%d,%d is at %d,%d,%d,%d in the input, ToInput says %.2f,%.2f,%.2f,%.2f (tolerance %.2f, %.2f)",
+				i, c.sw, c.sh, c.w, c.h, x1, y1, x2, y2, fx1, fy1, fx2, fy2, ix1, iy1, ix2, iy2, tolX, tolY)
+		}
+		// Back to the source: the same tolerance, in source pixels.
+		bx1, by1, bx2, by2 := xf.BoxToSource(float64(fx1), float64(fy1), float64(fx2), float64(fy2))
+		sx, sy := tolX/xf.Gain+1e-9, tolY/xf.Gain+1e-9
+		if math.Abs(bx1-float64(x1)) > sx || math.Abs(bx2-float64(x2)) > sx ||
+			math.Abs(by1-float64(y1)) > sy || math.Abs(by2-float64(y2)) > sy {
+			t.Fatalf("case %d src %dx%d input %dx%d: box %d,%d,%d,%d came back as %.2f,%.2f,%.2f,%.2f (tolerance %.2f, %.2f source pixels)",
+				i, c.sw, c.sh, c.w, c.h, x1, y1, x2, y2, bx1, by1, bx2, by2, sx, sy)
+		}
+		if i < 6 && (tolX > 1.5 || tolY > 1.5) {
+			t.Errorf("%dx%d into %dx%d: protocol terms %.2f, %.2f, want exact (<= 0.5 padding)", c.sw, c.sh, c.w, c.h, tolX-1, tolY-1)
+		}
+	}
+}
+
 func TestApplyPixels(t *testing.T) {
 	// A 64x32 BGR image: left half pure blue, right half pure red.
 	img := gocv.NewMatWithSize(32, 64, gocv.MatTypeCV8UC3)

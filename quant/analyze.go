@@ -94,6 +94,13 @@ func IsQDQ(m *onnx.Model) bool {
 	return false
 }
 
+// wellFormed reports whether n has the first input and first output every
+// quantized op reads and writes. Nodes without them (an invalid model that
+// onnxruntime would refuse anyway) stay in float instead of panicking.
+func wellFormed(n *onnxpb.NodeProto) bool {
+	return len(n.Input) > 0 && n.Input[0] != "" && len(n.Output) > 0 && n.Output[0] != ""
+}
+
 // Analyze decides the Q/DQ placement for a float model.
 func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
 	if IsQDQ(m) {
@@ -156,7 +163,7 @@ func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
 	switch o.Target {
 	case TargetTensorRT:
 		for _, n := range nodes {
-			if excluded(n) {
+			if excluded(n) || !wellFormed(n) {
 				continue
 			}
 			var idx []int
@@ -198,7 +205,7 @@ func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
 		}
 	case TargetCPU:
 		for _, n := range nodes {
-			if excluded(n) || !cpuOps[n.OpType] {
+			if excluded(n) || !cpuOps[n.OpType] || !wellFormed(n) {
 				continue
 			}
 			if !weightedOps[n.OpType] && !convAfter[n] {

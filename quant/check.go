@@ -36,6 +36,15 @@ type PlacementReport struct {
 	ConvsFusable int `json:"convs_fusable_cpu"`
 }
 
+// first returns names[0], or "" (which no node produces or consumes) for a
+// node without inputs or outputs, so that malformed graphs do not panic.
+func first(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
+}
+
 // dqOf returns the DequantizeLinear producing name, or nil.
 func dqOf(g *onnx.Graph, name string) *onnxpb.NodeProto {
 	if p := g.Producer(name); p != nil && p.OpType == "DequantizeLinear" {
@@ -114,7 +123,7 @@ func CheckPlacement(m *onnx.Model) PlacementReport {
 		if n.OpType != "Conv" || len(n.Input) < 2 || dqOf(g, n.Input[0]) == nil || dqOf(g, n.Input[1]) == nil {
 			continue
 		}
-		cons := g.Consumers(n.Output[0])
+		cons := g.Consumers(first(n.Output))
 		ok := len(cons) == 1 && cons[0].OpType == "QuantizeLinear"
 		if ok {
 			r.ConvsFusable++
@@ -137,7 +146,7 @@ func checkTensorRT(m *onnx.Model) PlacementReport {
 			}
 		case "Conv":
 			r.Convs++
-			in, w := dqOf(g, n.Input[0]), (*onnxpb.NodeProto)(nil)
+			in, w := dqOf(g, first(n.Input)), (*onnxpb.NodeProto)(nil)
 			if len(n.Input) > 1 {
 				w = dqOf(g, n.Input[1])
 			}
@@ -198,13 +207,13 @@ func checkTensorRT(m *onnx.Model) PlacementReport {
 				r.Issues = append(r.Issues, fmt.Sprintf("Concat %s: inputs do not share one scale", n.Name))
 			}
 		case "MaxPool":
-			in := dqOf(g, n.Input[0])
+			in := dqOf(g, first(n.Input))
 			if in == nil {
 				continue
 			}
 			r.MaxPools++
 			shared := true
-			for _, c := range g.Consumers(n.Output[0]) {
+			for _, c := range g.Consumers(first(n.Output)) {
 				if c.OpType == "QuantizeLinear" && !sameScale(scaleOf(g, in), scaleOf(g, c)) {
 					shared = false
 				}
@@ -231,12 +240,12 @@ func feedsQuantized(g *onnx.Graph, n *onnxpb.NodeProto) bool {
 		if p == nil {
 			continue
 		}
-		if p.OpType == "Conv" && dqOf(g, p.Input[0]) != nil {
+		if p.OpType == "Conv" && dqOf(g, first(p.Input)) != nil {
 			return true
 		}
 		if p.OpType == "Mul" || p.OpType == "Sigmoid" {
 			for _, pin := range p.Input {
-				if pp := g.Producer(pin); pp != nil && pp.OpType == "Conv" && dqOf(g, pp.Input[0]) != nil {
+				if pp := g.Producer(pin); pp != nil && pp.OpType == "Conv" && dqOf(g, first(pp.Input)) != nil {
 					return true
 				}
 			}

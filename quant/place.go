@@ -125,6 +125,9 @@ func (pl *placer) weight(n *onnxpb.NodeProto, inScale float32) error {
 	}
 	const axis = 0
 	amax := PerChannelAmax(data, w.Dims, axis)
+	if len(amax) == 0 {
+		return fmt.Errorf("node %s weight %s: shape %v has no channel to quantize", n.Name, w.Name, w.Dims)
+	}
 	ch := len(amax)
 	scales := make([]float32, ch)
 	zps := make([]int8, ch)

@@ -189,19 +189,52 @@ func TestAsymmetricParams(t *testing.T) {
 	}
 }
 
-// TestQuantizeDequantizeError: round trip error <= scale/2 inside the range.
+// TestQuantizeDequantizeError: the QuantizeLinear -> DequantizeLinear round
+// trip is within scale/2 of x for random x inside the range, for symmetric
+// (signed narrow and full, unsigned) and asymmetric uint8 params over
+// ranges from 1e-4 to 1e4: both inside the calibrated range (where x is
+// expected to fall) and inside the representable range [Dequantize(Min),
+// Dequantize(Max)]; Quantize never leaves [Min, Max].
 func TestQuantizeDequantizeError(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for trial := 0; trial < 200; trial++ {
-		lo := -float32(r.Float64() * 10)
-		hi := float32(r.Float64() * 10)
-		for _, p := range []QuantParams{AsymmetricParams(lo, hi, 8), SymmetricParams(max(-lo, hi), 8, false, true)} {
+	type tc struct {
+		name   string
+		p      QuantParams
+		lo, hi float64 // calibrated range
+	}
+	for trial := 0; trial < 300; trial++ {
+		mag := math.Pow(10, r.Float64()*8-4)
+		lo := -float32(r.Float64() * mag)
+		hi := float32(r.Float64() * mag)
+		amax := max(-lo, hi)
+		cases := []tc{
+			{"asymmetric", AsymmetricParams(lo, hi, 8), float64(lo), float64(hi)},
+			{"symmetric narrow", SymmetricParams(amax, 8, false, true), -float64(amax), float64(amax)},
+			{"symmetric full", SymmetricParams(amax, 8, false, false), -float64(amax), float64(amax)},
+			{"symmetric unsigned", SymmetricParams(hi, 8, true, true), 0, float64(hi)},
+		}
+		for _, c := range cases {
+			p := c.p
 			rlo, rhi := float64(p.Dequantize(p.Min)), float64(p.Dequantize(p.Max))
-			for i := 0; i < 200; i++ {
-				x := float32(rlo + (rhi-rlo)*r.Float64())
-				e := math.Abs(float64(p.Dequantize(p.Quantize(x)) - x))
+			for i := 0; i < 400; i++ {
+				var x float32
+				switch {
+				case i == 0:
+					x = float32(c.lo)
+				case i == 1:
+					x = float32(c.hi)
+				case i%2 == 0:
+					x = float32(c.lo + (c.hi-c.lo)*r.Float64())
+				default:
+					x = float32(rlo + (rhi-rlo)*r.Float64())
+				}
+				q := p.Quantize(x)
+				if q < p.Min || q > p.Max {
+					t.Fatalf("%s %+v: Quantize(%v) = %d outside [%d, %d]", c.name, p, x, q, p.Min, p.Max)
+				}
+				e := math.Abs(float64(p.Dequantize(q)) - float64(x))
 				if e > float64(p.Scale)/2*(1+1e-4) {
-					t.Fatalf("%+v: x %v round trip error %v > scale/2", p, x, e)
+					t.Fatalf("%s %+v (range %v..%v): x %v round trip error %v > scale/2 %v", c.name, p, c.lo, c.hi, x, e, p.Scale/2)
 				}
 			}
 		}
