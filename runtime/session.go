@@ -59,6 +59,10 @@ type Options struct {
 	OptimizedModelPath string
 	// DisableOptimizations runs the graph as written (ORT_DISABLE_ALL).
 	DisableOptimizations bool
+	// NoSpin stops onnxruntime's intra-op threads from spinning between
+	// runs, for processes that share the cores with other work (the daemon's
+	// readers and HTTP): spinning threads then only steal their CPU.
+	NoSpin bool
 	// Quiet logs the loaded model at debug level only (for the many
 	// short-lived sessions of calibration and sensitivity analysis).
 	Quiet  bool
@@ -320,6 +324,11 @@ func newSessionOptions(providers []string, threads int, opts Options) (*ort.Sess
 	}
 	if err := so.SetInterOpNumThreads(1); err != nil {
 		return fail(err)
+	}
+	if opts.NoSpin {
+		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", "0"); err != nil {
+			return fail(err)
+		}
 	}
 	if opts.DisableOptimizations {
 		if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {

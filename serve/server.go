@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg *configs.Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := yrt.Options{Provider: cfg.Provider.Name, DeviceID: cfg.Provider.DeviceID, Threads: cfg.Provider.Threads, Logger: log}
+	rt := yrt.Options{Provider: cfg.Provider.Name, DeviceID: cfg.Provider.DeviceID, Threads: cfg.Provider.Threads, Logger: log, NoSpin: true}
 	rt.TensorRT = yrt.DefaultTensorRTOptions(trtCacheDir(cfg.Provider.TensorRT.CacheDir))
 	if v := cfg.Provider.TensorRT.FP16; v != nil {
 		rt.TensorRT.FP16 = *v
