@@ -6,15 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
+	"github.com/yedge/yedge/source"
 )
-
-var imageExts = map[string]bool{".jpg": true, ".jpeg": true, ".png": true, ".bmp": true, ".webp": true, ".tif": true, ".tiff": true}
 
 // ImageInputs feeds a folder of images to the quantizer through the same
 // letterbox as inference. It implements quant.InputSource.
@@ -33,7 +31,7 @@ func NewImageInputs(dir string, limit, h, w int) (*ImageInputs, error) {
 	}
 	var paths []string
 	for _, e := range entries {
-		if !e.IsDir() && imageExts[strings.ToLower(filepath.Ext(e.Name()))] {
+		if !e.IsDir() && source.IsImageFile(e.Name()) {
 			paths = append(paths, filepath.Join(dir, e.Name()))
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -197,5 +196,3 @@ func (r *Result) WriteTRTTable(path string) error {
 	}
 	return onnx.WriteFileAtomic(path, []byte(sb.String()), 0o644)
 }
-
-var _ = os.Stat

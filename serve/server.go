@@ -646,7 +646,7 @@ func (s *Server) process(ctx context.Context, items []work) {
 		}
 		name := it.st.spec.Name
 		p0 := time.Now()
-		dets := slices.Clone(d.Postprocess(i, transforms[i]))
+		dets := d.Postprocess(i, transforms[i])
 		post := time.Since(p0)
 		s.observe(name, "int8", it.meta.read, xfs[i].pre, infer, post)
 		s.m.FramesInferred.WithLabelValues(name, "int8").Inc()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -305,5 +304,3 @@ func (s *saver) Close() error {
 	}
 	return nil
 }
-
-var _ = slog.Default

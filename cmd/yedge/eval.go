@@ -76,8 +76,7 @@ func runEval(ctx context.Context, g *globalFlags, f *evalFlags, stdout, stderr i
 		progress = func(done, total int) { _ = bar.Set(done) }
 		defer bar.Finish()
 	}
-	post.Conf, post.IoU, post.MaxDet = float32(f.conf), float32(f.iou), f.maxDet
-	res, st, err := pipeline.Evaluate(ctx, det, ds, post, progress, log)
+	res, st, err := pipeline.Evaluate(ctx, det, ds, cfg.Post, progress, log)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -346,5 +345,3 @@ func readLines(t *testing.T, path string) []string {
 	}
 	return out
 }
-
-var _ = math.Abs

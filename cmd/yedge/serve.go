@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,7 +29,9 @@ the models when only streams changed). Under systemd (Type=notify) it sends
 READY=1 once models and engines are ready and WATCHDOG=1 from its processing
 loop.`,
 		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return runServe(c.Context(), g, cfgPath, c.ErrOrStderr()) },
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runServe(c.Context(), g, cfgPath, c.Flags().Changed, c.ErrOrStderr())
+		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
 	return c
@@ -50,7 +49,7 @@ func loadConfig(path string) (*configs.Config, error) {
 	return cfg, nil
 }
 
-func runServe(ctx context.Context, g *globalFlags, cfgPath string, stderr io.Writer) error {
+func runServe(ctx context.Context, g *globalFlags, cfgPath string, flagChanged func(string) bool, stderr io.Writer) error {
 	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		return err
@@ -134,17 +133,3 @@ func runServe(ctx context.Context, g *globalFlags, cfgPath string, stderr io.Wri
 		}
 	}
 }
-
-// flagChanged reports whether a global flag was given on the command line.
-func flagChanged(name string) bool {
-	for _, a := range os.Args[1:] {
-		if a == "--"+name || len(a) > len(name)+3 && a[:len(name)+3] == "--"+name+"=" {
-			return true
-		}
-	}
-	return false
-}
-
-var _ = errors.New
-var _ = fmt.Sprint
-var _ = slog.Default
