@@ -63,6 +63,8 @@ type Config struct {
 	// lines maps the key path of every non-null key and sequence item
 	// present in the file ("streams[1].fps") to its line.
 	lines map[string]int
+	// tags maps the key path of every scalar value to its YAML tag.
+	tags map[string]string
 }
 
 // ONNXRuntimeConfig locates the onnxruntime shared library.
@@ -278,12 +280,16 @@ func ParseDuration(s string) (Duration, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(value *yaml.Node) error {
+	// A *yaml.TypeError keeps the line in the decoder's message.
+	fail := func(msg string) error {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", value.Line, msg)}}
+	}
 	if value.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a duration such as 500ms or 10s, got a %s", kindName(value))
+		return fail("want a duration such as 500ms or 10s, got a " + kindName(value))
 	}
 	v, err := ParseDuration(value.Value)
 	if err != nil {
-		return err
+		return fail(err.Error())
 	}
 	*d = v
 	return nil

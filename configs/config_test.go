@@ -520,66 +520,6 @@ func TestSearch(t *testing.T) {
 	}
 }
 
-func TestOnlyStreamsChanged(t *testing.T) {
-	parse := func(text string) *Config {
-		t.Helper()
-		c, err := Parse([]byte(strings.ReplaceAll(text, "{{dir}}", "/tmp/x")), "x.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	base := parse(baseYAML)
-	for _, tc := range []struct {
-		name            string
-		edit            func(string) string
-		only, streamsEq bool
-	}{
-		{"same", func(s string) string { return s }, true, true},
-		{"comment only", func(s string) string { return "# hello\n" + s }, true, true},
-		{"stream fps", func(s string) string { return strings.Replace(s, "fps: 5", "fps: 6", 1) }, true, false},
-		{"stream added (default batch follows)", func(s string) string {
-			return strings.Replace(s, "shadow:", "  - name: c\n    uri: rtsp://h/c\nshadow:", 1)
-		}, true, false},
-		{"threshold", func(s string) string { return s + "thresholds: {conf: 0.5}\n" }, false, true},
-		{"shadow and stream", func(s string) string {
-			return strings.Replace(strings.Replace(s, "budget: 0.2", "budget: 0.3", 1), "fps: 5", "fps: 6", 1)
-		}, false, false},
-	} {
-		o := parse(tc.edit(baseYAML))
-		if got := base.OnlyStreamsChanged(o); got != tc.only {
-			t.Errorf("%s: OnlyStreamsChanged = %v", tc.name, got)
-		}
-		if got := base.StreamsEqual(o); got != tc.streamsEq {
-			t.Errorf("%s: StreamsEqual = %v", tc.name, got)
-		}
-	}
-}
-
-func TestRedacted(t *testing.T) {
-	text := strings.ReplaceAll(baseYAML, "{{dir}}", "/tmp/x")
-	c, err := Parse([]byte(strings.Replace(text, "rtsp://cam.local/stream", "rtsp://admin:hunter2@10.0.0.1/x", 1)), "x.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := c.Redacted()
-	if strings.Contains(r.Streams[1].URI, "hunter2") || !strings.Contains(r.Streams[1].URI, "10.0.0.1") {
-		t.Errorf("redacted URI %q", r.Streams[1].URI)
-	}
-	if !strings.Contains(c.Streams[1].URI, "hunter2") {
-		t.Error("Redacted changed the original")
-	}
-	*r.Shadow.Enabled = false
-	if !*c.Shadow.Enabled {
-		t.Error("Redacted shares pointers with the original")
-	}
-	b, _ := json.Marshal(r)
-	if strings.Contains(string(b), "hunter2") {
-		t.Errorf("JSON leaks: %s", b)
-	}
-}
-
-// The shipped examples parse; yedge.yaml documents every key.
 func TestExamples(t *testing.T) {
 	for _, name := range []string{"yedge.yaml", "jetson.yaml"} {
 		data, err := os.ReadFile(name)

@@ -9,14 +9,15 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/agnivade/levenshtein"
+
+	"github.com/yedge/yedge/quant"
 	"github.com/yedge/yedge/source"
 )
 
@@ -26,8 +27,6 @@ const (
 	DefaultListen = "127.0.0.1:9464"
 	// DefaultShutdownTimeout is the default shutdown_timeout.
 	DefaultShutdownTimeout = 10 * time.Second
-	// DefaultStreamTimeout is the default read_timeout of live sources.
-	DefaultStreamTimeout = 10 * time.Second
 	// DefaultMaxBatch caps the default model.batch (the number of streams).
 	DefaultMaxBatch = 8
 )
@@ -78,23 +77,23 @@ func parse(data []byte, name, base string) (c *Config, err error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &walker{file: file, lines: map[string]int{}}
-	w.walk(root, reflect.TypeOf(Config{}), "", 0)
-	if len(w.problems) > 0 {
-		return nil, joinProblems(w.problems)
+	pos := positions{lines: map[string]int{}, tags: map[string]string{}, values: map[string]string{}}
+	pos.record(root, "", 0)
+	// Strictness is yaml.v3's: unknown keys, duplicate keys and values of
+	// the wrong type are its errors, rewritten to name the key path.
+	if err := pos.fractions(file); err != nil {
+		return nil, err
 	}
-	// Strict decoding proper (a backstop to the walk: the same checks,
-	// by yaml itself).
 	c = &Config{}
 	if err := safeYAML(func() error {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		return dec.Decode(c)
 	}); err != nil {
-		return nil, w.rewrite(err)
+		return nil, pos.problems(file, err)
 	}
 	c.Path = name
-	c.lines = w.lines
+	c.lines, c.tags = pos.lines, pos.tags
 	c.resolvePaths(base)
 	c.applyDefaults()
 	return c, nil
@@ -206,23 +205,57 @@ func quoteValue(s string) string {
 	return strconv.Quote(s)
 }
 
-// walkBudget bounds the nodes visited (aliases can multiply them).
-const walkBudget = 200000
-
-var durationType = reflect.TypeOf(Duration(0))
-
-// walker checks a node tree against the Config type: unknown and duplicate
-// keys, wrong types; and records the line of every key path.
-type walker struct {
-	file     string
-	lines    map[string]int
-	problems []*Problem
-	visited  int
+// positions are the line of every key path present in the file
+// ("streams[1].fps") and the YAML tag of every scalar value, from the
+// node tree: yaml.v3 decodes values, but only nodes know where they are.
+type positions struct {
+	lines  map[string]int
+	tags   map[string]string
+	values map[string]string
 }
 
-func (w *walker) add(line int, path, msg string) {
-	w.problems = append(w.problems, newProblem(w.file, line, path, msg))
+// maxDepth bounds the recursion through aliases.
+const maxDepth = 64
+
+// record walks n at path.
+func (p positions) record(n *yaml.Node, path string, depth int) {
+	if depth > maxDepth || len(p.lines) > 100000 {
+		return
+	}
+	switch n.Kind {
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			p.record(n.Alias, path, depth+1)
+		}
+	case yaml.MappingNode:
+		p.tags[path] = "!!map"
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.ShortTag() == "!!merge" {
+				p.record(v, path, depth+1)
+				continue
+			}
+			kp := join(path, k.Value)
+			if _, seen := p.lines[kp]; !seen && !isNull(v) {
+				p.lines[kp] = k.Line
+			}
+			p.record(v, kp, depth+1)
+		}
+	case yaml.SequenceNode:
+		p.tags[path] = "!!seq"
+		for i, item := range n.Content {
+			ip := fmt.Sprintf("%s[%d]", path, i)
+			if !isNull(item) {
+				p.lines[ip] = item.Line
+			}
+			p.record(item, ip, depth+1)
+		}
+	case yaml.ScalarNode:
+		p.tags[path], p.values[path] = n.ShortTag(), n.Value
+	}
 }
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
 
 func join(path, key string) string {
 	if path == "" {
@@ -231,190 +264,152 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// walk checks n against type t at path; depth bounds alias recursion.
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, depth int) {
-	w.visited++
-	if w.visited > walkBudget || depth > 100 {
-		return
-	}
-	if n.Kind == yaml.AliasNode {
-		if n.Alias == nil {
-			return
-		}
-		w.walk(n.Alias, t, path, depth+1)
-		return
-	}
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
-		return
-	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch {
-	case t == durationType || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
-		w.scalar(n, t, path)
-	case t.Kind() == reflect.Struct:
-		w.mapping(n, t, path, depth)
-	default: // slice
-		if n.Kind != yaml.SequenceNode {
-			w.add(n.Line, path, fmt.Sprintf("want a list, got a %s", kindName(n)))
-			return
-		}
-		for i, item := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			if !(item.Kind == yaml.ScalarNode && item.ShortTag() == "!!null") {
-				w.lines[p] = item.Line
-			}
-			w.walk(item, t.Elem(), p, depth)
-		}
-	}
-}
+var (
+	typeErrLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+	notFoundRE    = regexp.MustCompile(`^field (.*) not found in type`)
+	unmarshalRE   = regexp.MustCompile("^cannot unmarshal (!!\\w+) (?:`(.*)` )?into (.*)$")
+	duplicateRE   = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
+)
 
-// scalar decodes a scalar node into a fresh value of type t.
-func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) {
-	want := map[reflect.Kind]string{
-		reflect.String: "a string", reflect.Bool: "true or false",
-		reflect.Float32: "a number", reflect.Float64: "a number",
-	}[t.Kind()]
-	if want == "" {
-		want = "an integer"
-	}
-	if t == durationType {
-		want = "a duration such as 500ms or 10s"
-	}
-	if n.Kind != yaml.ScalarNode {
-		w.add(n.Line, path, fmt.Sprintf("want %s, got a %s", want, kindName(n)))
-		return
-	}
-	if want == "an integer" && n.ShortTag() == "!!float" {
-		// yaml.v3 would truncate 1.5 to 1.
-		w.add(n.Line, path, fmt.Sprintf("want %s, got %s", want, kindName(n)))
-		return
-	}
-	v := reflect.New(t)
-	err := safeYAML(func() error { return n.Decode(v.Interface()) })
-	if err == nil {
-		if f := v.Elem(); (f.Kind() == reflect.Float64 || f.Kind() == reflect.Float32) && (f.Float() != f.Float()) {
-			w.add(n.Line, path, "want a number, got NaN")
-		}
-		return
-	}
+// problems rewrites an error of the strict decoder into problems naming
+// the key path, with "did you mean" for unknown keys.
+func (p positions) problems(file string, err error) error {
 	var te *yaml.TypeError
-	if errors.As(err, &te) || t != durationType {
-		w.add(n.Line, path, fmt.Sprintf("want %s, got %s", want, kindName(n)))
-		return
+	if !errors.As(err, &te) {
+		return &Problem{File: file, Msg: "invalid configuration: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
-	w.add(n.Line, path, err.Error())
-}
-
-// fields returns the yaml keys of struct type t, in order, with their types.
-func fields(t reflect.Type) ([]string, map[string]reflect.Type) {
-	var keys []string
-	types := map[string]reflect.Type{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
+	var ps []*Problem
+	for _, e := range te.Errors {
+		m := typeErrLineRE.FindStringSubmatch(e)
+		if m == nil {
+			ps = append(ps, newProblem(file, 0, "", e))
 			continue
 		}
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if tag == "-" || tag == "" {
+		line, _ := strconv.Atoi(m[1])
+		msg := m[2]
+		if nf := notFoundRE.FindStringSubmatch(msg); nf != nil {
+			ps = append(ps, unknownKey(file, line, nf[1], p.pathAt(line, nf[1])))
 			continue
 		}
-		keys = append(keys, tag)
-		types[tag] = f.Type
-	}
-	return keys, types
-}
-
-// mapping checks a mapping node against struct type t.
-func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string, depth int) {
-	keys, types := fields(t)
-	if n.Kind != yaml.MappingNode {
-		w.add(n.Line, path, fmt.Sprintf("want a mapping (keys %s), got a %s", strings.Join(keys, ", "), kindName(n)))
-		return
-	}
-	seen := map[string]int{}
-	var merges []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Kind == yaml.AliasNode && k.Alias != nil {
-			k = k.Alias
-		}
-		if k.Kind != yaml.ScalarNode {
-			w.add(k.Line, path, fmt.Sprintf("keys must be plain names, got a %s", kindName(k)))
-			continue
-		}
-		if k.ShortTag() == "!!merge" {
-			merges = append(merges, v)
-			continue
-		}
-		key := k.Value
-		if first, dup := seen[key]; dup {
-			w.add(k.Line, join(path, key), fmt.Sprintf("duplicate key %q (first at line %d)", key, first))
-			continue
-		}
-		seen[key] = k.Line
-		ft, ok := types[key]
-		if !ok {
-			w.unknown(k, key, keys, path)
-			continue
-		}
-		p := join(path, key)
-		if !(v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null") {
-			w.lines[p] = k.Line
-		}
-		w.walk(v, ft, p, depth)
-	}
-	// Merge keys ("<<: *defaults"): the merged mappings' keys, where the
-	// mapping itself does not set them.
-	for _, m := range merges {
-		var srcs []*yaml.Node
-		if m.Kind == yaml.SequenceNode {
-			srcs = m.Content
-		} else {
-			srcs = []*yaml.Node{m}
-		}
-		for _, s := range srcs {
-			if s.Kind == yaml.AliasNode && s.Alias != nil {
-				s = s.Alias
+		path := p.pathAt(line, "")
+		switch u, d := unmarshalRE.FindStringSubmatch(msg), duplicateRE.FindStringSubmatch(msg); {
+		case u != nil:
+			path = p.pathTagged(line, u[1])
+			want := wantOf(u[3])
+			if keys := keysAt(path); want == "a mapping" && len(keys) > 0 {
+				want += " (keys " + strings.Join(keys, ", ") + ")"
 			}
-			if s.Kind != yaml.MappingNode {
-				w.add(s.Line, path, fmt.Sprintf("a merge (<<) wants a mapping, got a %s", kindName(s)))
-				continue
+			msg = fmt.Sprintf("want %s, got %s", want, typeName(u[1]))
+			if u[2] != "" {
+				msg += " " + quoteValue(u[2])
 			}
-			for i := 0; i+1 < len(s.Content); i += 2 {
-				k := s.Content[i]
-				if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!merge" {
-					continue
-				}
-				if _, set := seen[k.Value]; set {
-					continue
-				}
-				seen[k.Value] = k.Line
-				ft, ok := types[k.Value]
-				if !ok {
-					w.unknown(k, k.Value, keys, path)
-					continue
-				}
-				p := join(path, k.Value)
-				if v := s.Content[i+1]; !(v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null") {
-					w.lines[p] = k.Line
-				}
-				w.walk(s.Content[i+1], ft, p, depth+1)
-			}
+		case d != nil:
+			first, _ := strconv.Atoi(d[2])
+			path = p.pathAt(first, d[1])
+			msg = fmt.Sprintf("duplicate key %q (first at line %d)", d[1], first)
+		}
+		ps = append(ps, newProblem(file, line, path, msg))
+	}
+	return joinProblems(ps)
+}
+
+// pathAt returns the key path at line (ending in key when given): the
+// longest, preferring a key to a list item.
+func (p positions) pathAt(line int, key string) string {
+	var best string
+	better := func(a, b string) bool {
+		ai, bi := strings.HasSuffix(a, "]"), strings.HasSuffix(b, "]")
+		if ai != bi {
+			return bi
+		}
+		return len(a) > len(b)
+	}
+	for path, l := range p.lines {
+		if l != line || (key != "" && path != key && !strings.HasSuffix(path, "."+key)) {
+			continue
+		}
+		if best == "" || better(path, best) {
+			best = path
 		}
 	}
+	return best
 }
 
-// unknown reports an unknown key with the closest valid one.
-func (w *walker) unknown(k *yaml.Node, key string, keys []string, path string) {
-	w.problems = append(w.problems, unknownKey(w.file, k.Line, key, keys, path))
+// pathTagged returns the longest key path at line whose value has tag.
+func (p positions) pathTagged(line int, tag string) string {
+	var best string
+	for path, l := range p.lines {
+		if l == line && p.tags[path] == tag && len(path) > len(best) {
+			best = path
+		}
+	}
+	if best == "" {
+		return p.pathAt(line, "")
+	}
+	return best
 }
 
-func unknownKey(file string, line int, key string, keys []string, path string) *Problem {
+// fractions reports numbers with a fraction given for integer keys, which
+// yaml.v3 would truncate (every_n: 2.5 becomes 2).
+func (p positions) fractions(file string) error {
+	var ps []*Problem
+	for path, tag := range p.tags {
+		if tag != "!!float" {
+			continue
+		}
+		if t := typeAt(path); t != nil && t != durationType && t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64 {
+			ps = append(ps, newProblem(file, p.lines[path], path, "want an integer, got number "+p.values[path]))
+		}
+	}
+	return joinProblems(ps)
+}
+
+// wantOf names a Go type of the schema for a message.
+func wantOf(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case goType == "bool":
+		return "true or false"
+	case goType == "string":
+		return "a string"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map"), strings.HasPrefix(goType, "configs."):
+		return "a mapping"
+	}
+	return goType
+}
+
+// typeName names a YAML tag for a message.
+func typeName(tag string) string {
+	switch strings.TrimPrefix(tag, "!!") {
+	case "str":
+		return "string"
+	case "int", "float":
+		return "number"
+	case "bool":
+		return "boolean"
+	case "map":
+		return "a mapping"
+	case "seq":
+		return "a list"
+	}
+	return tag
+}
+
+// unknownKey reports an unknown key with the closest valid one.
+func unknownKey(file string, line int, key, path string) *Problem {
+	parent := parentPath(path)
+	if path == "" || !strings.HasSuffix(path, key) {
+		parent = ""
+	}
+	keys := keysAt(parent)
 	where := "at the top level"
-	if path != "" {
-		where = "in " + path
+	if parent != "" {
+		where = "in " + parent
 	}
 	msg := fmt.Sprintf("unknown key %s %s", quoteValue(key), where)
 	if s := closest(key, keys); s != "" {
@@ -422,9 +417,66 @@ func unknownKey(file string, line int, key string, keys []string, path string) *
 	} else if len(keys) > 0 {
 		msg += " (valid keys: " + strings.Join(keys, ", ") + ")"
 	}
-	p := newProblem(file, line, join(path, key), msg)
-	p.bare = true
-	return p
+	pr := newProblem(file, line, join(parent, key), msg)
+	pr.bare = true
+	return pr
+}
+
+// keysAt lists the keys the schema allows at a key path ("model",
+// "streams[0].reconnect"), from the yaml tags of the Config types.
+func keysAt(path string) []string {
+	t := typeAt(path)
+	if t == nil {
+		return nil
+	}
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	var keys []string
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+			keys = append(keys, tag)
+		}
+	}
+	return keys
+}
+
+var durationType = reflect.TypeOf(Duration(0))
+
+// typeAt is the schema's type at a key path, from the yaml tags of the
+// Config types; nil when the path is not in the schema.
+func typeAt(path string) reflect.Type {
+	t := reflect.TypeOf(Config{})
+	for _, part := range strings.Split(path, ".") {
+		if part == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(part, "[")
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		f, ok := fieldByTag(t, name)
+		if !ok {
+			return nil
+		}
+		t = f.Type
+	}
+	return t
+}
+
+func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name == tag {
+			return t.Field(i), true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // closest returns the key nearest to s by edit distance, if near enough.
@@ -432,7 +484,7 @@ func closest(s string, keys []string) string {
 	best, bestD := "", 1<<30
 	ls := strings.ToLower(s)
 	for _, k := range keys {
-		if d := editDistance(ls, k); d < bestD {
+		if d := levenshtein.ComputeDistance(ls, k); d < bestD {
 			best, bestD = k, d
 		}
 	}
@@ -441,70 +493,6 @@ func closest(s string, keys []string) string {
 		return best
 	}
 	return ""
-}
-
-// editDistance is the Levenshtein distance of a and b (capped inputs).
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	if len(ra) > 64 {
-		return len(ra)
-	}
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
-}
-
-var (
-	typeErrLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
-	notFoundRE    = regexp.MustCompile(`^field (.*) not found in type (.*)$`)
-)
-
-// rewrite turns an error of the strict yaml decoder into problems naming the
-// key paths (the walk should have caught them first; this is a backstop).
-func (w *walker) rewrite(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return &Problem{File: w.file, Msg: "invalid configuration: " + strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	byLine := map[int][]string{}
-	for p, l := range w.lines {
-		byLine[l] = append(byLine[l], p)
-	}
-	var ps []*Problem
-	for _, e := range te.Errors {
-		m := typeErrLineRE.FindStringSubmatch(e)
-		if m == nil {
-			ps = append(ps, newProblem(w.file, 0, "", e))
-			continue
-		}
-		line, _ := strconv.Atoi(m[1])
-		path := ""
-		if cands := byLine[line]; len(cands) > 0 {
-			sort.Strings(cands)
-			path = cands[len(cands)-1]
-		}
-		msg := m[2]
-		if nf := notFoundRE.FindStringSubmatch(msg); nf != nil {
-			msg = fmt.Sprintf("unknown key %s", quoteValue(nf[1]))
-			path = ""
-		}
-		ps = append(ps, newProblem(w.file, line, path, msg))
-	}
-	return joinProblems(ps)
 }
 
 // resolvePaths makes the relative paths of the file relative to base.
@@ -535,65 +523,10 @@ func (c *Config) resolvePaths(base string) {
 	}
 	for i := range c.Streams {
 		s := &c.Streams[i]
-		if isPlainPath(s.URI) {
-			s.URI = strings.TrimSpace(s.URI)
-			r(&s.URI)
-		} else if rest, ok := strings.CutPrefix(s.URI, "file://"); ok && rest != "" && !filepath.IsAbs(rest) {
-			s.URI = "file://" + filepath.Join(base, rest)
+		if p, ok := source.LocalPath(s.URI); ok && !filepath.IsAbs(p) {
+			s.URI = filepath.Join(base, p)
 		}
 	}
-}
-
-var schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.\-]*://`)
-
-// gstElements are the GStreamer source elements that source.Parse takes as
-// the start of a pipeline (kept in step with package source).
-var gstElements = []string{
-	"nvarguscamerasrc", "v4l2src", "videotestsrc", "filesrc", "rtspsrc",
-	"uridecodebin", "urisourcebin", "souphttpsrc", "libcamerasrc", "udpsrc",
-	"appsrc", "playbin", "decodebin",
-}
-
-// isPlainPath reports whether a stream URI is a file path (not a URL, a
-// pipeline, a device, a camera index or "camera:N"), by the rules of
-// source.Parse but without reading the file system.
-func isPlainPath(uri string) bool {
-	uri = strings.TrimSpace(uri)
-	if uri == "" || schemeRE.MatchString(uri) || strings.HasPrefix(uri, "/dev/") ||
-		strings.HasPrefix(uri, "camera:") || strings.Contains(uri, " ! ") || strings.Contains(uri, "\t!") {
-		return false
-	}
-	if _, err := strconv.Atoi(uri); err == nil {
-		return false
-	}
-	first := uri
-	if i := strings.IndexAny(uri, " \t"); i >= 0 {
-		first = uri[:i]
-	}
-	return !slices.Contains(gstElements, first)
-}
-
-// cameraIndex parses "camera:N".
-func cameraIndex(uri string) (int, bool, error) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(uri), "camera:")
-	if !ok {
-		return 0, false, nil
-	}
-	n, err := strconv.Atoi(rest)
-	if err != nil || n < 0 || strings.HasPrefix(rest, "+") {
-		return 0, true, fmt.Errorf("want camera:N with N a camera index (0, 1, ...), got %s", quoteValue(uri))
-	}
-	return n, true, nil
-}
-
-// isLive reports whether a stream URI names a live source (camera, device,
-// network stream, pipeline), as source.Parse classifies it.
-func isLive(uri string) bool {
-	if _, ok, _ := cameraIndex(uri); ok {
-		return true
-	}
-	spec, err := source.Parse(uri)
-	return err == nil && spec.Kind.Live()
 }
 
 // has reports whether the key path was set (non-null) in the file.
@@ -638,9 +571,11 @@ func (c *Config) applyDefaults() {
 
 	if q := c.Model.Quantize; q != nil {
 		setI(&q.Images, "model.quantize.images", 128)
-		setS(&q.Target, "model.quantize.target", "tensorrt")
-		setS(&q.Method, "model.quantize.method", "mse")
-		setB(&q.KeepHead, true)
+		setS(&q.Target, "model.quantize.target", string(quant.TargetTensorRT))
+		if t, err := quant.ParseTarget(q.Target); err == nil {
+			setS(&q.Method, "model.quantize.method", string(quant.DefaultMethod(t)))
+			setB(&q.KeepHead, quant.DefaultKeepHead(t))
+		}
 	}
 	if !c.has("model.batch") {
 		c.Model.Batch = max(1, min(len(c.Streams), DefaultMaxBatch))
@@ -659,8 +594,8 @@ func (c *Config) applyDefaults() {
 		setB(&s.Reconnect.Enabled, true)
 		setD(&s.Reconnect.MinBackoff, p+"reconnect.min_backoff", source.DefaultMinBackoff)
 		setD(&s.Reconnect.MaxBackoff, p+"reconnect.max_backoff", source.DefaultMaxBackoff)
-		if !c.has(p+"read_timeout") && isLive(s.URI) {
-			s.ReadTimeout = Duration(DefaultStreamTimeout)
+		if spec, err := source.Parse(s.URI); err == nil && spec.Kind.Live() && !c.has(p+"read_timeout") {
+			s.ReadTimeout = Duration(source.DefaultLiveReadTimeout)
 		}
 	}
 

@@ -123,11 +123,6 @@ func parentPath(p string) string {
 	return p[:i]
 }
 
-// Line returns the line of a key path ("streams[1].uri") in the file the
-// configuration was parsed from, or of its nearest enclosing key present;
-// 0 when unknown (for instance for a Config built in code).
-func (c *Config) Line(path string) int { return c.lineOf(path) }
-
 type validator struct {
 	c  *Config
 	ps []*Problem
@@ -398,12 +393,6 @@ func (v *validator) streams() {
 func (v *validator) uri(key, uri string) {
 	if strings.TrimSpace(uri) == "" {
 		v.add(key, "required: a video file, camera index, camera:N, /dev/videoN, rtsp/http/rtmp/... URL or GStreamer pipeline")
-		return
-	}
-	if _, ok, err := cameraIndex(uri); ok {
-		if err != nil {
-			v.add(key, "%v", err)
-		}
 		return
 	}
 	if _, err := source.Parse(uri); err != nil {

@@ -70,6 +70,8 @@ const (
 	NameEvalTimestamp      = "yedge_eval_timestamp_seconds"
 	NameSinkWritten        = "yedge_sink_records_total"
 	NameSinkErrors         = "yedge_sink_errors_total"
+	NameReloads            = "yedge_reload_total"
+	NameErrors             = "yedge_errors_total"
 	NameReady              = "yedge_ready"
 )
 
@@ -85,7 +87,7 @@ func Names() []string {
 		NameAgreementPrecision, NameAgreementRecall, NameAgreementIoU,
 		NameAgreementScoreDiff, NameAgreementCountDiff, NameLatencyRatio,
 		NameEvalMAP50, NameEvalMAP5095, NameEvalTimestamp,
-		NameSinkWritten, NameSinkErrors, NameReady,
+		NameSinkWritten, NameSinkErrors, NameReloads, NameErrors, NameReady,
 	}
 }
 
@@ -121,47 +123,13 @@ type Metrics struct {
 	// per-frame time of each stage (read|preprocess|infer|postprocess).
 	StageSeconds *prometheus.HistogramVec
 
-	// FramesRead is yedge_frames_read_total{stream}: frames decoded from
-	// the source.
-	FramesRead *prometheus.CounterVec
-	// FramesInferred is yedge_frames_inferred_total{stream,precision}:
-	// frames that completed inference.
-	FramesInferred *prometheus.CounterVec
-	// FramesSkipped is yedge_frames_skipped_total{stream}: frames dropped for
-	// backpressure, because a newer frame replaced them before inference.
-	FramesSkipped *prometheus.CounterVec
-	// FramesFailed is yedge_frames_failed_total{stream,stage}: frames lost
-	// to an error in the given stage.
-	FramesFailed *prometheus.CounterVec
+	// The per-stream and per-sink series (yedge_frames_read_total,
+	// yedge_frames_inferred_total, yedge_frames_skipped_total,
+	// yedge_frames_failed_total, yedge_stream_up,
+	// yedge_stream_reconnects_total, yedge_detections_total,
+	// yedge_shadow_frames_total, yedge_agreement_*, yedge_sink_*) are read
+	// from the daemon's own counters at scrape time: see Watch.
 
-	// StreamUp is yedge_stream_up{stream}: 1 while the source delivers
-	// frames, 0 while it is disconnected or reconnecting.
-	StreamUp *prometheus.GaugeVec
-	// Reconnects is yedge_stream_reconnects_total{stream}.
-	Reconnects *prometheus.CounterVec
-	// Detections is yedge_detections_total{stream,class}: detections emitted
-	// by the serving (int8) model, by class name.
-	Detections *prometheus.CounterVec
-
-	// ShadowFrames is yedge_shadow_frames_total{stream}: frames also run
-	// through the FP32 shadow model for agreement monitoring.
-	ShadowFrames *prometheus.CounterVec
-	// AgreementPrecision is yedge_agreement_precision{stream}: int8
-	// detections matched to an FP32 detection (same class, IoU >= 0.5) over
-	// all int8 detections, across the rolling window.
-	AgreementPrecision *prometheus.GaugeVec
-	// AgreementRecall is yedge_agreement_recall{stream}: matched detections
-	// over all FP32 detections, across the rolling window.
-	AgreementRecall *prometheus.GaugeVec
-	// AgreementIoU is yedge_agreement_mean_iou{stream}: mean IoU of matched
-	// int8/FP32 pairs.
-	AgreementIoU *prometheus.GaugeVec
-	// AgreementScoreDiff is yedge_agreement_score_diff{stream}: mean
-	// |score_int8 - score_fp32| of matched pairs.
-	AgreementScoreDiff *prometheus.GaugeVec
-	// AgreementCountDiff is yedge_agreement_count_diff{stream}: mean
-	// (count_int8 - count_fp32) per shadowed frame; may be negative.
-	AgreementCountDiff *prometheus.GaugeVec
 	// LatencyRatio is yedge_int8_fp32_latency_ratio: median int8 inference
 	// latency over median FP32 inference latency (rolling window); below 1
 	// means int8 is faster.
@@ -177,17 +145,17 @@ type Metrics struct {
 	// the last evaluation run.
 	EvalTimestamp *prometheus.GaugeVec
 
-	// SinkWritten is yedge_sink_records_total{sink}: records written.
-	SinkWritten *prometheus.CounterVec
-	// SinkErrors is yedge_sink_errors_total{sink}: failed writes.
-	SinkErrors *prometheus.CounterVec
+	// Reloads is yedge_reload_total{result}: configuration reloads by
+	// result (applied, unchanged, rejected).
+	Reloads *prometheus.CounterVec
+	// Errors is yedge_errors_total{class}: errors by class (stream, frame,
+	// sink, reload, eval), each also listed in /status last_errors.
+	Errors *prometheus.CounterVec
 
 	// Ready is yedge_ready: 1 once models and engines are loaded and the
 	// daemon has told systemd READY=1, 0 before and while shutting down.
 	Ready prometheus.Gauge
 
-	// streamVecs are the vectors with a "stream" label, for ForgetStream.
-	streamVecs []*prometheus.MetricVec
 }
 
 // New creates a registry with the Go and process collectors and every yedge
@@ -223,34 +191,6 @@ func New(version, revision string) *Metrics {
 			Buckets: StageBuckets(),
 		}, []string{"stream", "precision", "stage"}),
 
-		FramesRead: counter(NameFramesRead,
-			"Frames decoded from the stream source.", "stream"),
-		FramesInferred: counter(NameFramesInferred,
-			"Frames that completed inference.", "stream", "precision"),
-		FramesSkipped: counter(NameFramesSkipped,
-			"Frames dropped for backpressure: a newer frame replaced them before inference.", "stream"),
-		FramesFailed: counter(NameFramesFailed,
-			"Frames lost to an error, by the stage that failed.", "stream", "stage"),
-
-		StreamUp: gauge(NameStreamUp,
-			"1 while the stream source delivers frames, 0 while it is down or reconnecting.", "stream"),
-		Reconnects: counter(NameReconnects,
-			"Reconnect attempts of the stream source.", "stream"),
-		Detections: counter(NameDetections,
-			"Detections emitted by the serving model, by class.", "stream", "class"),
-
-		ShadowFrames: counter(NameShadowFrames,
-			"Frames also run through the FP32 shadow model for agreement monitoring.", "stream"),
-		AgreementPrecision: gauge(NameAgreementPrecision,
-			"Share of int8 detections matched by an FP32 detection (same class, IoU >= 0.5) over the rolling window.", "stream"),
-		AgreementRecall: gauge(NameAgreementRecall,
-			"Share of FP32 detections matched by an int8 detection (same class, IoU >= 0.5) over the rolling window.", "stream"),
-		AgreementIoU: gauge(NameAgreementIoU,
-			"Mean IoU of matched int8/FP32 detection pairs over the rolling window.", "stream"),
-		AgreementScoreDiff: gauge(NameAgreementScoreDiff,
-			"Mean absolute score difference of matched int8/FP32 detection pairs over the rolling window.", "stream"),
-		AgreementCountDiff: gauge(NameAgreementCountDiff,
-			"Mean int8 minus FP32 detection count per shadowed frame over the rolling window.", "stream"),
 		LatencyRatio: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NameLatencyRatio,
 			Help: "Median int8 inference latency divided by median FP32 inference latency over the rolling window.",
@@ -263,10 +203,10 @@ func New(version, revision string) *Metrics {
 		EvalTimestamp: gauge(NameEvalTimestamp,
 			"Unix time of the last evaluation run.", "precision"),
 
-		SinkWritten: counter(NameSinkWritten,
-			"Detection records written by a sink.", "sink"),
-		SinkErrors: counter(NameSinkErrors,
-			"Failed writes of a sink.", "sink"),
+		Reloads: counter(NameReloads,
+			"Configuration reloads (SIGHUP) by result: applied, unchanged or rejected.", "result"),
+		Errors: counter(NameErrors,
+			"Errors by class (stream, frame, sink, reload, eval); the last ones are in /status.", "class"),
 
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NameReady,
@@ -274,28 +214,13 @@ func New(version, revision string) *Metrics {
 		}),
 	}
 
-	m.streamVecs = []*prometheus.MetricVec{
-		m.StageSeconds.MetricVec,
-		m.FramesRead.MetricVec, m.FramesInferred.MetricVec,
-		m.FramesSkipped.MetricVec, m.FramesFailed.MetricVec,
-		m.StreamUp.MetricVec, m.Reconnects.MetricVec, m.Detections.MetricVec,
-		m.ShadowFrames.MetricVec,
-		m.AgreementPrecision.MetricVec, m.AgreementRecall.MetricVec,
-		m.AgreementIoU.MetricVec, m.AgreementScoreDiff.MetricVec,
-		m.AgreementCountDiff.MetricVec,
-	}
-
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.BuildInfo, m.ModelInfo, m.StageSeconds,
-		m.FramesRead, m.FramesInferred, m.FramesSkipped, m.FramesFailed,
-		m.StreamUp, m.Reconnects, m.Detections,
-		m.ShadowFrames, m.AgreementPrecision, m.AgreementRecall,
-		m.AgreementIoU, m.AgreementScoreDiff, m.AgreementCountDiff,
 		m.LatencyRatio,
 		m.EvalMAP50, m.EvalMAP5095, m.EvalTimestamp,
-		m.SinkWritten, m.SinkErrors,
+		m.Reloads, m.Errors,
 		m.Ready,
 	)
 	m.BuildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
@@ -316,15 +241,11 @@ func (m *Metrics) ObserveStage(stream, precision, stage string, d time.Duration)
 	m.StageSeconds.WithLabelValues(stream, precision, stage).Observe(d.Seconds())
 }
 
-// ForgetStream deletes every series labelled stream=name, for a stream
-// removed from the configuration (SIGHUP). It returns the number of series
-// deleted. Metrics without a stream label are left alone.
+// ForgetStream deletes the stage histograms of a stream removed from the
+// configuration (SIGHUP), and returns the number of series deleted. The
+// other per-stream series come from Watch and vanish with the stream.
 func (m *Metrics) ForgetStream(name string) int {
-	n := 0
-	for _, v := range m.streamVecs {
-		n += v.DeletePartialMatch(prometheus.Labels{"stream": name})
-	}
-	return n
+	return m.StageSeconds.DeletePartialMatch(prometheus.Labels{"stream": name})
 }
 
 // DefaultMaxRequestsInFlight is how many scrapes Handler serves at once

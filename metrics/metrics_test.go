@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -14,35 +15,57 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// touchAll gives every vector at least one series, for two streams.
-func touchAll(m *Metrics) {
+// fakeStats is a Stats source for tests.
+type fakeStats struct {
+	mu      sync.Mutex
+	streams []StreamStats
+	sinks   []SinkStats
+}
+
+func (f *fakeStats) StreamStats() []StreamStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := slices.Clone(f.streams)
+	for i := range out {
+		out[i].Inferred = maps.Clone(out[i].Inferred)
+	}
+	return out
+}
+
+func (f *fakeStats) SinkStats() []SinkStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.sinks)
+}
+
+func (f *fakeStats) remove(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.streams = slices.DeleteFunc(f.streams, func(s StreamStats) bool { return s.Name == name })
+}
+
+// touchAll gives every metric at least one series, for two streams.
+func touchAll(m *Metrics) *fakeStats {
 	m.SetModelInfo(PrecisionInt8, "yolov5n-int8.onnx", "abc", "tensorrt")
 	m.SetModelInfo(PrecisionFP32, "yolov5n.onnx", "def", "cuda")
+	fs := &fakeStats{sinks: []SinkStats{{Name: "jsonl", Written: 1, Errors: 1}}}
 	for _, s := range []string{"cam1", "cam2"} {
 		for _, st := range []string{StageRead, StagePreprocess, StageInfer, StagePostprocess} {
 			m.ObserveStage(s, PrecisionInt8, st, 4*time.Millisecond)
 		}
-		m.FramesRead.WithLabelValues(s).Inc()
-		m.FramesInferred.WithLabelValues(s, PrecisionInt8).Inc()
-		m.FramesSkipped.WithLabelValues(s).Inc()
-		m.FramesFailed.WithLabelValues(s, StageRead).Inc()
-		m.StreamUp.WithLabelValues(s).Set(1)
-		m.Reconnects.WithLabelValues(s).Inc()
-		m.Detections.WithLabelValues(s, "person").Add(3)
-		m.ShadowFrames.WithLabelValues(s).Inc()
-		m.AgreementPrecision.WithLabelValues(s).Set(0.9)
-		m.AgreementRecall.WithLabelValues(s).Set(0.95)
-		m.AgreementIoU.WithLabelValues(s).Set(0.8)
-		m.AgreementScoreDiff.WithLabelValues(s).Set(0.02)
-		m.AgreementCountDiff.WithLabelValues(s).Set(-0.1)
+		fs.streams = append(fs.streams, StreamStats{Name: s, Up: true, FramesRead: 1, FramesSkipped: 1, Reconnects: 1, ShadowFrames: 1,
+			Inferred: map[string]int64{PrecisionInt8: 1}, Failed: map[string]int64{StageRead: 1}, Detections: map[string]int64{"person": 3},
+			Agreement: &Agreement{Precision: 0.9, Recall: 0.95, MeanIoU: 0.8, ScoreDiff: 0.02, CountDiff: -0.1}})
 	}
+	m.Watch(fs)
 	m.LatencyRatio.Set(0.5)
 	m.EvalMAP50.WithLabelValues(PrecisionInt8).Set(0.45)
 	m.EvalMAP5095.WithLabelValues(PrecisionInt8).Set(0.27)
 	m.EvalTimestamp.WithLabelValues(PrecisionInt8).Set(1.7e9)
-	m.SinkWritten.WithLabelValues("jsonl").Inc()
-	m.SinkErrors.WithLabelValues("jsonl").Inc()
+	m.Reloads.WithLabelValues("applied").Inc()
+	m.Errors.WithLabelValues("stream").Inc()
 	m.Ready.Set(1)
+	return fs
 }
 
 func TestNewRegistersEveryName(t *testing.T) {
@@ -174,16 +197,18 @@ func TestHistogramBuckets(t *testing.T) {
 
 func TestForgetStream(t *testing.T) {
 	m := New("v", "r")
-	touchAll(m)
+	fs := touchAll(m)
 	before := testutil.CollectAndCount(m.Registry, Names()...)
+	// The 4 stage histograms are deleted; the 13 series read from the
+	// stream's stats vanish with the stream.
 	n := m.ForgetStream("cam1")
-	// 4 stage series plus one series in each of the 13 other stream vecs.
-	if n != 17 {
-		t.Errorf("ForgetStream deleted %d series, want 17", n)
+	if n != 4 {
+		t.Errorf("ForgetStream deleted %d series, want 4", n)
 	}
+	fs.remove("cam1")
 	after := testutil.CollectAndCount(m.Registry, Names()...)
-	if before-after != n {
-		t.Errorf("series before %d, after %d, deleted %d", before, after, n)
+	if before-after != 17 {
+		t.Errorf("series before %d, after %d, want 17 fewer", before, after)
 	}
 	mfs, err := m.Registry.Gather()
 	if err != nil {
@@ -234,7 +259,7 @@ func TestSetModelInfoReplaces(t *testing.T) {
 
 func TestHandlerConcurrentScrapes(t *testing.T) {
 	m := New("v", "r")
-	touchAll(m)
+	fs := touchAll(m)
 	srv := httptest.NewServer(m.Handler(WithMaxRequestsInFlight(0)))
 	defer srv.Close()
 	// A second Handler on the same registry must not panic (the promhttp
@@ -253,7 +278,9 @@ func TestHandlerConcurrentScrapes(t *testing.T) {
 			default:
 			}
 			m.ObserveStage("cam1", PrecisionInt8, StageInfer, time.Duration(i%50)*time.Millisecond)
-			m.FramesInferred.WithLabelValues("cam1", PrecisionInt8).Inc()
+			fs.mu.Lock()
+			fs.streams[0].Inferred[PrecisionInt8]++
+			fs.mu.Unlock()
 		}
 	}()
 	for range scrapers {

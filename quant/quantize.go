@@ -196,3 +196,12 @@ func (r *Result) WriteTRTTable(path string) error {
 	}
 	return onnx.WriteFileAtomic(path, []byte(sb.String()), 0o644)
 }
+
+// DefaultMethod is the calibrator used for a target when none is asked
+// for: histogram MSE for both layouts, chosen by the accuracy table in
+// README.md (scripts/calib-table.sh reruns it).
+func DefaultMethod(Target) CalibMethod { return MSE }
+
+// DefaultKeepHead reports whether the Detect-head convolutions stay in
+// float for a target when not asked: yes for both layouts (same table).
+func DefaultKeepHead(Target) bool { return true }

@@ -134,7 +134,7 @@ func ftQuantizeCPU(tb testing.TB, out string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	inputs, err := pipeline.NewImageInputs(fixtures.Path(tb, "datasets", "coco-calib128", "images"), 8, 640, 640)
+	inputs, err := calib.NewImageInputs(fixtures.Path(tb, "datasets", "coco-calib128", "images"), 8, 640, 640)
 	if err != nil {
 		tb.Fatal(err)
 	}

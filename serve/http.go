@@ -1,22 +1,16 @@
 package serve
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/yedge/yedge/eval"
 	"github.com/yedge/yedge/metrics"
-	"github.com/yedge/yedge/pipeline"
-	"github.com/yedge/yedge/postprocess"
 )
 
 // maxScrapesInFlight bounds concurrent /metrics scrapes. A scrape costs a
@@ -37,16 +31,15 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /status", s.handleStatus)
 	mux.HandleFunc("POST /eval", s.handleEval)
 	// Bodies are small everywhere: cap them before any handler reads.
-	limit := s.cfg.HTTP.MaxBodyBytes
-	if limit <= 0 {
-		limit = 4096
-	}
-	return limitBodies(mux, limit)
+	return s.limitBodies(mux)
 }
 
-// limitBodies wraps h so that request bodies over limit are refused.
-func limitBodies(h http.Handler, limit int64) http.Handler {
+// limitBodies wraps h so that request bodies over http.max_body_bytes (of
+// the running plan) are refused.
+func (s *Server) limitBodies(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := s.current()
+		limit := p.HTTP.MaxBodyBytes
 		if r.ContentLength > limit {
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 			return
@@ -58,13 +51,11 @@ func limitBodies(h http.Handler, limit int64) http.Handler {
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	up := 0
-	s.mu.Lock()
-	for _, st := range s.streams {
-		if st.up.Load() {
+	for _, st := range s.streamList() {
+		if st.up() {
 			up++
 		}
 	}
-	s.mu.Unlock()
 	switch {
 	case !s.ready.Load():
 		http.Error(w, "not ready: models loading or shutting down", http.StatusServiceUnavailable)
@@ -89,56 +80,54 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Version   string                      `json:"version"`
 		Uptime    float64                     `json:"uptime_seconds"`
 		Ready     bool                        `json:"ready"`
+		Provider  string                      `json:"provider"`
+		Threads   int                         `json:"threads"`
 		Models    []modelStatus               `json:"models"`
 		Streams   []streamStatus              `json:"streams"`
 		Agreement map[string]AgreementFigures `json:"agreement"`
 		Ratio     *float64                    `json:"int8_fp32_latency_ratio,omitempty"`
 		Eval      map[string]evalStatus       `json:"eval,omitempty"`
 		EvalBusy  bool                        `json:"eval_running"`
+		Reload    *reloadStatus               `json:"reload,omitempty"`
+		Pending   []string                    `json:"pending_restart,omitempty"`
 		Errors    []errEntry                  `json:"last_errors"`
 	}
+	p, mods := s.current()
 	o := out{Version: s.opts.Version, Uptime: time.Since(s.started).Seconds(), Ready: s.ready.Load(),
-		Agreement: map[string]AgreementFigures{}, EvalBusy: s.evalRunning.Load(), Errors: s.errs.snapshot()}
-	for _, m := range []*model{s.int8, s.fp32} {
-		o.Models = append(o.Models, modelStatus{Precision: m.precision, Path: m.path, SHA256: m.sha256, Provider: m.det.Session.Provider,
+		Provider: p.Runtime.Provider, Threads: p.Runtime.Threads,
+		Agreement: map[string]AgreementFigures{}, EvalBusy: s.evals.running.Load(), Errors: s.errs.snapshot()}
+	for _, m := range []*model{mods.int8, mods.fp32} {
+		o.Models = append(o.Models, modelStatus{Precision: m.precision, Path: m.file.Path, SHA256: m.file.SHA256, Provider: m.det.Session.Provider,
 			Input: [2]int{m.det.Height, m.det.Width}, Batch: m.det.Batch})
 	}
-	s.mu.Lock()
-	for name, st := range s.streams {
+	for _, st := range s.streamList() {
 		o.Streams = append(o.Streams, st.status())
-		if a := s.agree[name]; a != nil {
-			o.Agreement[name] = a.Figures()
-		}
+		o.Agreement[st.plan.Name] = st.agree.Figures()
 	}
-	s.mu.Unlock()
-	slices.SortFunc(o.Streams, func(a, b streamStatus) int { return strings.Compare(a.Name, b.Name) })
 	if r, ok := s.lat.ratio(); ok {
 		o.Ratio = &r
 	}
-	s.evalMu.Lock()
-	if len(s.evalRes) > 0 {
-		o.Eval = map[string]evalStatus{}
-		for k, v := range s.evalRes {
-			o.Eval[k] = v
-		}
-	}
-	s.evalMu.Unlock()
+	o.Eval = s.evals.results()
+	s.mu.Lock()
+	o.Reload, o.Pending = s.reload, s.pending
+	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
 	e.Encode(o)
 }
 
-// authorized checks that POST endpoints are enabled and, with a token file
+// authorized checks that POST endpoints are enabled and, with a token
 // configured, that the bearer token matches.
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if p := s.cfg.HTTP.EnablePost; p != nil && !*p {
+	p, _ := s.current()
+	if !p.HTTP.EnablePost {
 		http.Error(w, "POST endpoints are disabled (http.enable_post: false)", http.StatusForbidden)
 		return false
 	}
-	if len(s.token) > 0 {
+	if token := p.HTTP.Token; token != "" {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), s.token) != 1 {
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="yedge"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return false
@@ -164,88 +153,14 @@ func (s *Server) handleEval(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	if s.cfg.Eval.Data == "" {
+	if p, _ := s.current(); p.Eval.Data == "" {
 		http.Error(w, "no eval.data dataset configured", http.StatusConflict)
 		return
 	}
-	if !s.startEval() {
+	if !s.evals.start() {
 		http.Error(w, "an evaluation is already running", http.StatusConflict)
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
 	io.WriteString(w, "evaluation started; see /status and yedge_eval_map50_95\n")
-}
-
-// startEval evaluates both precisions on the configured dataset in the
-// background, with sessions of their own (the live ones keep serving).
-func (s *Server) startEval() bool {
-	if !s.evalRunning.CompareAndSwap(false, true) {
-		return false
-	}
-	// Add under mu, and not once Run is stopping (runCtx done, set before
-	// Run takes mu and then waits for evalWG): an Add after or during that
-	// Wait would panic ("WaitGroup is reused") or outlive Run.
-	s.mu.Lock()
-	ctx := s.runCtx
-	if ctx != nil && ctx.Err() != nil {
-		s.mu.Unlock()
-		s.evalRunning.Store(false)
-		return false
-	}
-	s.evalWG.Add(1)
-	s.mu.Unlock()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	go func() {
-		defer s.evalWG.Done()
-		defer s.evalRunning.Store(false)
-		s.runEval(ctx)
-	}()
-	return true
-}
-
-func (s *Server) runEval(ctx context.Context) {
-	ds, err := eval.LoadDataset(s.cfg.Eval.Data)
-	if err != nil {
-		s.errs.add("eval: " + err.Error())
-		s.log.Error("eval", "err", err)
-		return
-	}
-	if n := s.cfg.Eval.Images; n > 0 && n < len(ds.Images) {
-		ds.Images = ds.Images[:n]
-	}
-	for _, m := range []*model{s.int8, s.fp32} {
-		c := s.detCfg
-		c.Model = m.path
-		c.Post = postprocess.EvalOptions()
-		c.Logger = slog.New(slog.DiscardHandler)
-		// One thread: evaluation shares the device with live streams.
-		c.Runtime.Threads = 1
-		st := evalStatus{At: time.Now()}
-		d, err := pipeline.New(c)
-		if err == nil {
-			var res eval.Result
-			res, _, err = pipeline.Evaluate(ctx, d, ds, postprocess.EvalOptions(), nil, s.log)
-			d.Close()
-			if err == nil {
-				st = evalStatus{MAP50: res.MAP50, MAP50_95: res.MAP50_95, P: res.Precision, R: res.Recall, Images: res.Images, At: time.Now()}
-				s.m.EvalMAP50.WithLabelValues(m.precision).Set(res.MAP50)
-				s.m.EvalMAP5095.WithLabelValues(m.precision).Set(res.MAP50_95)
-				s.m.EvalTimestamp.WithLabelValues(m.precision).Set(float64(time.Now().Unix()))
-				s.log.Info("eval done", "precision", m.precision, "map50", res.MAP50, "map50_95", res.MAP50_95, "images", res.Images)
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			st.Error = err.Error()
-			s.errs.add("eval " + m.precision + ": " + err.Error())
-			s.log.Error("eval failed", "precision", m.precision, "err", err)
-		}
-		s.evalMu.Lock()
-		s.evalRes[m.precision] = st
-		s.evalMu.Unlock()
-	}
 }

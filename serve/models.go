@@ -2,88 +2,127 @@ package serve
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"regexp"
+	"time"
 
-	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
-	"github.com/yedge/yedge/quant"
 )
 
-// QuantizeSpec asks for the int8 model to be made at start-up.
-type QuantizeSpec struct {
-	Calib    string
-	Images   int
-	Target   string
-	Method   string
-	KeepHead bool
-	Exclude  string
-	CacheDir string
-	Height   int
-	Width    int
+// model is one loaded precision.
+type model struct {
+	precision string
+	file      ModelFile
+	det       *pipeline.Detector
 }
 
-// EnsureInt8 returns the path of an int8 model quantized from fp32 with the
-// given options, reusing the one in CacheDir when the FP32 model and the
-// options are unchanged (the file name is a hash of both), and the
-// calibration cache there when only the options changed.
-func EnsureInt8(ctx context.Context, fp32 string, q QuantizeSpec, rt pipeline.Config, log *slog.Logger) (string, error) {
-	m, err := onnx.Load(fp32)
-	if err != nil {
-		return "", err
+// models are the serving int8 model and the FP32 shadow.
+type models struct {
+	int8, fp32 *model
+}
+
+func (m *models) close() {
+	if m == nil {
+		return
 	}
-	target, err := quant.ParseTarget(q.Target)
-	if err != nil {
-		return "", err
-	}
-	method, err := quant.ParseCalibMethod(q.Method)
-	if err != nil {
-		return "", err
-	}
-	var exclude *regexp.Regexp
-	if q.Exclude != "" {
-		if exclude, err = regexp.Compile(q.Exclude); err != nil {
-			return "", fmt.Errorf("quantize.exclude: %w", err)
+	for _, x := range []*model{m.int8, m.fp32} {
+		if x != nil {
+			x.det.Close()
 		}
 	}
-	key, _ := json.Marshal(struct {
-		Model   string
-		Q       QuantizeSpec
-		Version int
-	}{m.SHA256(), QuantizeSpec{Images: q.Images, Target: q.Target, Method: q.Method, KeepHead: q.KeepHead, Exclude: q.Exclude, Height: q.Height, Width: q.Width}, quant.CacheVersion})
-	sum := sha256.Sum256(key)
-	if err := os.MkdirAll(q.CacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("quantize.cache_dir: %w", err)
-	}
-	out := filepath.Join(q.CacheDir, "int8-"+hex.EncodeToString(sum[:8])+".onnx")
-	if _, err := onnx.Load(out); err == nil {
-		log.Info("reusing the int8 model quantized earlier", "model", out)
-		return out, nil
-	}
-	log.Info("quantizing at start-up", "fp32", fp32, "target", target, "method", method, "calib", q.Calib)
-	inputs, err := pipeline.NewImageInputs(q.Calib, q.Images, q.Height, q.Width)
+}
+
+// detectorConfig is the pipeline configuration of one model of p.
+func detectorConfig(p Plan, path string, log *slog.Logger) pipeline.Config {
+	return pipeline.Config{Model: path, Runtime: p.Runtime, Height: p.Models.Height, Width: p.Models.Width,
+		Post: p.Post, NamesFile: p.Models.Names, Logger: log}
+}
+
+// stableFor is how long a model file must stay unchanged while it is
+// loaded: a file still being written in place may parse while incomplete.
+const stableFor = 200 * time.Millisecond
+
+// loadModel opens one model, validates it as a YOLOv5 detector (one NCHW
+// image input, a [batch, boxes, 5+classes] output) and, with warm, runs it
+// three times (providers build engines and caches on the first runs).
+func loadModel(ctx context.Context, p Plan, precision string, f ModelFile, batch int, warm bool, log *slog.Logger) (*model, error) {
+	before, err := os.Stat(f.Path)
 	if err != nil {
-		return "", err
+		return nil, &pipeline.ModelError{Err: fmt.Errorf("%s model %q: %w", precision, f.Path, pathErr(err))}
 	}
-	defer inputs.Close()
-	o := quant.Options{Target: target, Method: method, Exclude: exclude, KeepHead: q.KeepHead,
-		CachePath: filepath.Join(q.CacheDir, "calib-"+m.SHA256()[:16]+".json"), Preprocess: inputs.Describe(), Logger: log}
-	o.Calibrate.Runtime = rt.Runtime
-	o.Calibrate.Runtime.Provider = "cpu"
-	o.Calibrate.Logger = log
-	res, err := quant.Quantize(ctx, m, inputs, o)
+	t0 := time.Now()
+	c := detectorConfig(p, f.Path, log)
+	c.Batch = batch
+	d, err := pipeline.New(c)
+	if err != nil && batch > 1 {
+		// A static-batch model: one frame at a time.
+		c.Batch = 0
+		d, err = pipeline.New(c)
+	}
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("%s model: %w", precision, err)
 	}
-	if err := res.Model.Save(out); err != nil {
-		return "", err
+	if wait := stableFor - time.Since(t0); wait > 0 {
+		time.Sleep(wait)
 	}
-	log.Info("int8 model written", "model", out)
-	return out, nil
+	after, err := os.Stat(f.Path)
+	if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
+		d.Close()
+		return nil, &pipeline.ModelError{Err: fmt.Errorf("%s model %q is still being written", precision, f.Path)}
+	}
+	for i := 0; warm && i < 3; i++ {
+		if err := d.Infer(ctx); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%s model warm-up: %w", precision, err)
+		}
+	}
+	return &model{precision: precision, file: f, det: d}, nil
+}
+
+// loadModels opens both models of p (see loadModel).
+func loadModels(ctx context.Context, p Plan, warm bool, log *slog.Logger) (*models, error) {
+	i8, err := loadModel(ctx, p, "int8", p.Models.Int8, p.Models.Batch, warm, log)
+	if err != nil {
+		return nil, err
+	}
+	f32, err := loadModel(ctx, p, "fp32", p.Models.FP32, 1, warm, log)
+	if err != nil {
+		i8.det.Close()
+		return nil, err
+	}
+	return &models{int8: i8, fp32: f32}, nil
+}
+
+// CheckModels opens the models of p in onnxruntime sessions and validates
+// them as YOLOv5 detectors, then closes them: what a reload does before it
+// touches the running pipeline, and what `yedge config check` runs. A
+// plan whose int8 model is still to be made (quantization at start-up)
+// checks the FP32 model alone. An
+// unavailable explicit provider is an error wrapping
+// runtime.ErrProviderUnavailable; a model that is not a usable YOLOv5
+// detector is a *pipeline.ModelError.
+func CheckModels(ctx context.Context, p Plan, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if p.Models.Int8.Path == "" {
+		m, err := loadModel(ctx, p, "fp32", p.Models.FP32, 1, false, log)
+		if err == nil {
+			m.det.Close()
+		}
+		return err
+	}
+	m, err := loadModels(ctx, p, false, log)
+	m.close()
+	return err
+}
+
+func pathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -6,125 +6,177 @@ import (
 	"sync"
 	"time"
 
+	"gocv.io/x/gocv"
+
+	"github.com/yedge/yedge/metrics"
+	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/sinks"
 )
 
-func (s *Server) observe(stream, precision string, read, pre, infer, post time.Duration) {
-	h := s.m.StageSeconds
-	if read > 0 {
-		h.WithLabelValues(stream, precision, "read").Observe(read.Seconds())
-	}
-	h.WithLabelValues(stream, precision, "preprocess").Observe(pre.Seconds())
-	h.WithLabelValues(stream, precision, "infer").Observe(infer.Seconds())
-	h.WithLabelValues(stream, precision, "postprocess").Observe(post.Seconds())
+// work is one frame taken from a stream for inference.
+type work struct {
+	st   *stream
+	img  gocv.Mat
+	meta frameMeta
 }
 
-func (s *Server) frameFailed(stream, stage string, err error) {
-	s.m.FramesFailed.WithLabelValues(stream, stage).Inc()
-	s.errs.add("stream " + stream + " " + stage + ": " + err.Error())
-	s.log.Warn("frame failed", "stream", stream, "stage", stage, "err", err)
+// loop is the processing loop: it takes the latest frame of every stream,
+// runs int8 on them (batched when the model allows), the FP32 shadow on a
+// sample, writes the sinks, and pings the watchdog.
+func (s *Server) loop(ctx context.Context) error {
+	var pool []gocv.Mat
+	defer func() {
+		for i := range pool {
+			pool[i].Close()
+		}
+	}()
+	var lastPing time.Time
+	var items []work
+	rr := 0
+	for {
+		if s.opts.WatchdogEvery > 0 && time.Since(lastPing) >= s.opts.WatchdogEvery {
+			s.notify("WATCHDOG=1")
+			lastPing = time.Now()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.procMu.Lock()
+		p, mods := s.current()
+		batch := max(1, mods.int8.det.Batch)
+		for len(pool) < batch {
+			pool = append(pool, gocv.NewMat())
+		}
+		list := s.streamList()
+		items = items[:0]
+		for k := 0; k < len(list) && len(items) < batch; k++ {
+			st := list[(rr+k)%len(list)]
+			if meta, ok := st.take(&pool[len(items)]); ok {
+				items = append(items, work{st: st, img: pool[len(items)], meta: meta})
+			}
+		}
+		rr++
+		if len(items) == 0 {
+			s.procMu.Unlock()
+			select {
+			case <-s.wake:
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		s.process(ctx, p, mods, items)
+		s.procMu.Unlock()
+	}
+}
+
+// frameFailed counts a frame lost in a stage.
+func (s *Server) frameFailed(st *stream, stage string, err error) {
+	st.count(st.failed, stage, 1)
+	s.errs.add(errFrame, st.plan.Name+" "+stage, err)
+	s.log.Warn("frame failed", "stream", st.plan.Name, "stage", stage, "err", err)
+}
+
+// process runs one batch of frames through int8 and, when sampled, FP32.
+func (s *Server) process(ctx context.Context, p Plan, mods *models, items []work) {
+	t0 := time.Now()
+	d := mods.int8.det
+	ok := make([]bool, len(items))
+	pre := make([]time.Duration, len(items))
+	transforms := make([]preprocess.Transform, len(items))
+	for i, it := range items {
+		p0 := time.Now()
+		xf, err := d.Preprocess(it.img, i)
+		if err != nil {
+			s.frameFailed(it.st, metrics.StagePreprocess, err)
+			continue
+		}
+		transforms[i], ok[i], pre[i] = xf, true, time.Since(p0)
+	}
+	i0 := time.Now()
+	if err := d.Infer(ctx); err != nil {
+		for _, it := range items {
+			s.frameFailed(it.st, metrics.StageInfer, err)
+		}
+		return
+	}
+	infer := time.Since(i0)
+	for i, it := range items {
+		if !ok[i] {
+			continue
+		}
+		p0 := time.Now()
+		dets := d.Postprocess(i, transforms[i])
+		tm := pipeline.Timing{Preprocess: pre[i], Infer: infer, Postprocess: time.Since(p0)}
+		s.observe(it.st, metrics.PrecisionInt8, it.meta.read, tm)
+		it.st.count(it.st.inferred, metrics.PrecisionInt8, 1)
+		for _, x := range dets {
+			it.st.count(it.st.detections, postprocess.Name(d.Names, x.Class), 1)
+		}
+		s.writeSinks(it, metrics.PrecisionInt8, d.Names, dets, tm)
+		s.maybeShadow(ctx, p, mods, it, dets, infer)
+	}
+	s.workTime.Add(int64(time.Since(t0)))
+}
+
+// observe records a frame's stage times.
+func (s *Server) observe(st *stream, precision string, read time.Duration, tm pipeline.Timing) {
+	if read > 0 {
+		s.m.ObserveStage(st.plan.Name, precision, metrics.StageRead, read)
+	}
+	s.m.ObserveStage(st.plan.Name, precision, metrics.StagePreprocess, tm.Preprocess)
+	s.m.ObserveStage(st.plan.Name, precision, metrics.StageInfer, tm.Infer)
+	s.m.ObserveStage(st.plan.Name, precision, metrics.StagePostprocess, tm.Postprocess)
+}
+
+// writeSinks writes one frame's record (the schema of sinks.Record, as
+// `yedge detect --out` writes it).
+func (s *Server) writeSinks(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
+	s.mu.Lock()
+	k := s.sinks
+	s.mu.Unlock()
+	if k.empty() {
+		return
+	}
+	r := sinks.NewRecord(it.st.plan.Name, it.meta.index, it.meta.time, precision, it.img.Cols(), it.img.Rows(), names, dets)
+	r.Ms = map[string]float64{"read": ms(it.meta.read), "preprocess": ms(tm.Preprocess), "infer": ms(tm.Infer), "postprocess": ms(tm.Postprocess)}
+	k.write(r)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func (s *Server) writeSinks(stream, precision string, it work, dets []postprocess.Detection, pre, infer, post time.Duration) {
-	if len(s.sink) == 0 {
-		return
-	}
-	names := s.int8.det.Names
-	r := &sinks.Record{Stream: stream, Frame: it.meta.index, Time: it.meta.time, Precision: precision,
-		Width: it.img.Cols(), Height: it.img.Rows(),
-		Ms:         map[string]float64{"read": ms(it.meta.read), "preprocess": ms(pre), "infer": ms(infer), "postprocess": ms(post)},
-		Detections: make([]sinks.Detection, 0, len(dets))}
-	for _, d := range dets {
-		r.Detections = append(r.Detections, sinks.Detection{Class: d.Class, Name: postprocess.Name(names, d.Class), Score: d.Score,
-			Box: [4]float32{d.Box.X1, d.Box.Y1, d.Box.X2, d.Box.Y2}})
-	}
-	if err := s.sink.Write(r); err != nil {
-		// JSONL errors arrive through OnError; this is the stdout path.
-		s.m.SinkErrors.WithLabelValues("write").Inc()
-	}
-}
-
-// syncSinkMetrics copies the JSONL sinks' counters into the metrics.
-func (s *Server) syncSinkMetrics() {
-	for _, j := range s.jsonl {
-		st := j.Stats()
-		name := j.Name()
-		if d := st.Written - s.sinkSeen[name]; d > 0 {
-			s.m.SinkWritten.WithLabelValues(name).Add(float64(d))
-			s.sinkSeen[name] = st.Written
-		}
-	}
-}
-
-// shouldShadow applies the shadow policy: every Nth inferred frame of each
-// stream, and with a budget, only while the FP32 share of compute time is
-// below it.
-func (s *Server) shouldShadow(stream string) bool {
-	sh := s.cfg.Shadow
-	if sh.Enabled != nil && !*sh.Enabled {
+// shouldShadow applies the shadow policy: every EveryN-th inferred frame of
+// each stream, and with a budget, only while the FP32 share of compute time
+// is below it.
+func (s *Server) shouldShadow(sh ShadowPlan, st *stream) bool {
+	if !sh.Enabled || !st.shouldShadow(sh.EveryN) {
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.shadowN[stream]
-	s.shadowN[stream] = n + 1
-	if sh.EveryN > 0 && n%int64(sh.EveryN) != 0 {
-		return false
-	}
-	if sh.Budget > 0 && s.workTime > 0 && float64(s.shadowTime)/float64(s.workTime) > sh.Budget {
-		return false
-	}
-	return true
+	work := s.workTime.Load()
+	return sh.Budget <= 0 || work <= 0 || float64(s.shadowTime.Load())/float64(work) <= sh.Budget
 }
 
-func (s *Server) maybeShadow(ctx context.Context, it work, int8Dets []postprocess.Detection, int8Infer time.Duration) {
-	name := it.st.spec.Name
-	if !s.shouldShadow(name) {
+// maybeShadow runs the FP32 model on a sampled frame through the same
+// Detector path as int8, and adds the frame's agreement to the stream's
+// rolling window.
+func (s *Server) maybeShadow(ctx context.Context, p Plan, mods *models, it work, int8Dets []postprocess.Detection, int8Infer time.Duration) {
+	if !s.shouldShadow(p.Shadow, it.st) {
 		return
 	}
 	t0 := time.Now()
-	f := s.fp32.det
-	xf, err := f.Preprocess(it.img, 0)
+	fp32Dets, tm, err := mods.fp32.det.Detect(ctx, it.img)
 	if err != nil {
-		s.frameFailed(name, "shadow", err)
+		s.frameFailed(it.st, "shadow", err)
 		return
 	}
-	pre := time.Since(t0)
-	i0 := time.Now()
-	if err := f.Infer(ctx); err != nil {
-		s.frameFailed(name, "shadow", err)
-		return
-	}
-	infer := time.Since(i0)
-	p0 := time.Now()
-	fp32Dets := f.Postprocess(0, xf)
-	post := time.Since(p0)
-	s.observe(name, "fp32", 0, pre, infer, post)
-	s.m.FramesInferred.WithLabelValues(name, "fp32").Inc()
-	s.m.ShadowFrames.WithLabelValues(name).Inc()
-	iou := float32(s.cfg.Shadow.IoU)
-	if iou <= 0 {
-		iou = 0.5
-	}
-	a := Match(int8Dets, fp32Dets, iou)
-	s.mu.Lock()
-	ag := s.agree[name]
-	s.shadowTime += time.Since(t0)
-	s.mu.Unlock()
-	if ag == nil {
-		return
-	}
-	ag.Add(a)
-	fig := ag.Figures()
-	s.m.AgreementPrecision.WithLabelValues(name).Set(fig.Precision)
-	s.m.AgreementRecall.WithLabelValues(name).Set(fig.Recall)
-	s.m.AgreementIoU.WithLabelValues(name).Set(fig.MeanIoU)
-	s.m.AgreementScoreDiff.WithLabelValues(name).Set(fig.ScoreDiff)
-	s.m.AgreementCountDiff.WithLabelValues(name).Set(fig.CountDiff)
-	s.lat.add(int8Infer, infer)
+	s.observe(it.st, metrics.PrecisionFP32, 0, tm)
+	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
+	it.st.shadowed.Add(1)
+	it.st.agree.Add(Match(int8Dets, fp32Dets, p.Shadow.IoU))
+	s.shadowTime.Add(int64(time.Since(t0)))
+	s.lat.add(int8Infer, tm.Infer)
 	if r, ok := s.lat.ratio(); ok {
 		s.m.LatencyRatio.Set(r)
 	}
@@ -169,30 +221,4 @@ func (l *latencyPair) ratio() (float64, bool) {
 		return 0, false
 	}
 	return float64(median(l.int8)) / float64(f), true
-}
-
-// errRing keeps the last errors for /status.
-type errRing struct {
-	mu   sync.Mutex
-	list []errEntry
-}
-
-type errEntry struct {
-	At    time.Time `json:"at"`
-	Error string    `json:"error"`
-}
-
-func (r *errRing) add(msg string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.list = append(r.list, errEntry{time.Now(), msg})
-	if len(r.list) > 20 {
-		r.list = r.list[len(r.list)-20:]
-	}
-}
-
-func (r *errRing) snapshot() []errEntry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.list)
 }

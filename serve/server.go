@@ -1,43 +1,31 @@
-// Package serve is the yedge daemon: one reader goroutine per stream into
-// a latest-frame slot, one int8 session shared by every stream (batched
-// across streams for dynamic-batch models), an FP32 shadow on a sample of
-// frames with rolling int8-vs-FP32 agreement, periodic and on-demand
-// evaluation of both precisions, detection sinks, Prometheus metrics and
-// the HTTP endpoints /healthz, /readyz, /status, /metrics and POST /eval.
-// The command wires signals and systemd notification to it.
+// Package serve is the yedge daemon. It runs a resolved [Plan]: one reader
+// goroutine per stream into a latest-frame slot, one int8 session shared
+// by every stream (batched across streams for dynamic-batch models), an
+// FP32 shadow on a sample of frames with rolling int8-vs-FP32 agreement,
+// periodic and on-demand evaluation of both precisions, detection sinks,
+// Prometheus metrics read at scrape time, and the HTTP endpoints /healthz,
+// /readyz, /status, /metrics and POST /eval. [Server.Reload] applies a new
+// plan as a diff, building everything new before it touches the running
+// pipeline. The command wires configuration, signals and systemd
+// notification to it; serve knows nothing of YAML or quantization.
 package serve
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"gocv.io/x/gocv"
-
-	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/metrics"
-	"github.com/yedge/yedge/onnx"
-	"github.com/yedge/yedge/pipeline"
-	"github.com/yedge/yedge/postprocess"
-	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
-	"github.com/yedge/yedge/sinks"
-	"github.com/yedge/yedge/source"
 )
 
-// Options are what the command passes to the daemon besides the config.
+// Options are what the command passes to the daemon besides the plan.
 type Options struct {
 	Logger   *slog.Logger
 	Version  string
@@ -50,150 +38,90 @@ type Options struct {
 	WatchdogEvery time.Duration
 }
 
-// model is one loaded precision.
-type model struct {
-	precision string
-	path      string
-	sha256    string
-	det       *pipeline.Detector
-}
-
 // Server is a running daemon.
 type Server struct {
-	cfg  *configs.Config
 	opts Options
 	log  *slog.Logger
 	m    *metrics.Metrics
+	errs *errorLog
 
-	int8, fp32 *model
-	post       postprocess.Options
-	detCfg     pipeline.Config // template for eval detectors
-
-	// reloadMu serializes ReloadStreams with Run's start and stop of the
-	// streams; cfg.Streams is written holding it and mu.
+	// reloadMu serializes Reload with Run's start and stop of the streams.
 	reloadMu sync.Mutex
 	// procMu is held by the loop from taking frames to the end of their
-	// processing, so that a removed stream's metrics are forgotten after
-	// its last frame has updated them, not resurrected by it.
-	procMu   sync.Mutex
-	mu       sync.Mutex
-	streams  map[string]*stream
-	agree    map[string]*Agreement
-	shadowN  map[string]int64
-	wake     chan struct{}
-	runCtx   context.Context
-	sink     sinks.Multi
-	jsonl    []*sinks.JSONL
-	sinkSeen map[string]int64
+	// processing; a reload swaps models, sinks and streams holding it, so
+	// that no frame is processed half with the old and half with the new.
+	procMu sync.Mutex
+	// mu guards the state below, which a reload replaces.
+	mu      sync.Mutex
+	plan    Plan
+	models  *models
+	sinks   *sinkSet
+	streams map[string]*stream
+	runCtx  context.Context
+	reload  *reloadStatus
+	pending []string // settings that take effect at the next restart
 
+	wake       chan struct{}
 	ready      atomic.Bool
 	started    time.Time
-	errs       errRing
 	lat        latencyPair
-	shadowTime time.Duration
-	workTime   time.Duration
+	shadowTime atomic.Int64 // nanoseconds spent in the shadow
+	workTime   atomic.Int64 // nanoseconds spent processing
 
-	evalMu      sync.Mutex
-	evalRunning atomic.Bool
-	evalRes     map[string]evalStatus
-	evalWG      sync.WaitGroup
-	token       []byte
-	httpSrv     *http.Server
-	listener    net.Listener
+	evals    evaluator
+	httpSrv  *http.Server
+	listener net.Listener
 }
 
-type evalStatus struct {
-	MAP50    float64   `json:"map50"`
-	MAP50_95 float64   `json:"map50_95"`
-	P        float64   `json:"precision"`
-	R        float64   `json:"recall"`
-	Images   int       `json:"images"`
-	At       time.Time `json:"at"`
-	Error    string    `json:"error,omitempty"`
+// reloadStatus is the /status reload section.
+type reloadStatus struct {
+	At      time.Time `json:"at"`
+	Result  string    `json:"result"`
+	Error   string    `json:"error,omitempty"`
+	Changed []string  `json:"changed,omitempty"`
 }
 
-// New loads both models (quantizing the int8 one at start-up when the
-// config asks, reusing an earlier result), warms them up, opens the sinks
-// and binds the listen address. Streams start in Run.
-func New(ctx context.Context, cfg *configs.Config, o Options) (*Server, error) {
+// New loads and warms up both models of p, opens the sinks and binds the
+// listen address. Streams start in Run. The onnxruntime library must be
+// initialized (runtime.Init) first.
+func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, opts: o, log: log, m: metrics.New(o.Version, o.Revision),
-		streams: map[string]*stream{}, agree: map[string]*Agreement{}, shadowN: map[string]int64{},
-		wake: make(chan struct{}, 1), evalRes: map[string]evalStatus{}, sinkSeen: map[string]int64{}, started: time.Now()}
-	if _, err := yrt.Init(cfg.ONNXRuntime.Library, ""); err != nil {
-		return nil, err
-	}
-	s.post = postprocess.Options{Conf: float32(cfg.Thresholds.Conf), IoU: float32(cfg.Thresholds.IoU), MaxDet: cfg.Thresholds.MaxDet, MaxNMS: 30000}
-	h, w, err := parseSize(cfg.Model.ImgSize)
+	m := metrics.New(o.Version, o.Revision)
+	s := &Server{opts: o, log: log, m: m, errs: &errorLog{m: m}, plan: p, streams: map[string]*stream{},
+		wake: make(chan struct{}, 1), started: time.Now()}
+	s.evals.s = s
+	m.Watch(s)
+	mods, err := loadModels(ctx, p, true, log)
 	if err != nil {
 		return nil, err
 	}
-	rt := yrt.Options{Provider: cfg.Provider.Name, DeviceID: cfg.Provider.DeviceID, Threads: cfg.Provider.Threads, Logger: log, NoSpin: true}
-	rt.TensorRT = yrt.DefaultTensorRTOptions(trtCacheDir(cfg.Provider.TensorRT.CacheDir))
-	if v := cfg.Provider.TensorRT.FP16; v != nil {
-		rt.TensorRT.FP16 = *v
-	}
-	if v := cfg.Provider.TensorRT.INT8; v != nil {
-		rt.TensorRT.INT8 = *v
-	}
-	if v := cfg.Provider.TensorRT.DLACore; v != nil {
-		rt.TensorRT.DLACore = *v
-	}
-	rt.TensorRT.WorkspaceBytes = int64(cfg.Provider.TensorRT.WorkspaceMB) << 20
-	s.detCfg = pipeline.Config{Runtime: rt, Height: h, Width: w, Post: s.post, NamesFile: cfg.Model.Names, Logger: log}
-
-	int8Path := cfg.Model.INT8
-	if int8Path == "" && cfg.Model.Quantize != nil {
-		q := cfg.Model.Quantize
-		qh, qw := h, w
-		if qh == 0 {
-			qh, qw = pipeline.DefaultImageSize, pipeline.DefaultImageSize
-		}
-		keep := true
-		if q.KeepHead != nil {
-			keep = *q.KeepHead
-		}
-		int8Path, err = EnsureInt8(ctx, cfg.Model.FP32, QuantizeSpec{Calib: q.Calib, Images: q.Images, Target: q.Target, Method: q.Method,
-			KeepHead: keep, Exclude: q.Exclude, CacheDir: q.CacheDir, Height: qh, Width: qw}, s.detCfg, log)
-		if err != nil {
-			return nil, fmt.Errorf("quantizing at start-up: %w", err)
-		}
-	}
-	batch := cfg.Model.Batch
-	if s.int8, err = s.load("int8", int8Path, batch); err != nil {
+	s.setModels(mods)
+	if s.sinks, err = openSinks(p.Sinks, s.errs, log); err != nil {
+		mods.close()
 		return nil, err
 	}
-	if s.fp32, err = s.load("fp32", cfg.Model.FP32, 1); err != nil {
-		s.int8.det.Close()
-		return nil, err
-	}
-	if err := s.openSinks(); err != nil {
-		s.closeModels()
-		return nil, err
-	}
-	if cfg.HTTP.TokenFile != "" {
-		b, err := os.ReadFile(cfg.HTTP.TokenFile)
-		if err != nil {
-			s.closeAll()
-			return nil, fmt.Errorf("http.token_file: %w", err)
-		}
-		s.token = []byte(strings.TrimSpace(string(b)))
-		if len(s.token) == 0 {
-			s.closeAll()
-			return nil, fmt.Errorf("http.token_file %q is empty", cfg.HTTP.TokenFile)
-		}
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", p.Listen)
 	if err != nil {
-		s.closeAll()
-		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		mods.close()
+		s.sinks.close(log)
+		return nil, fmt.Errorf("listen %s: %w", p.Listen, err)
 	}
 	s.listener = ln
-	s.httpSrv = s.newHTTPServer()
+	s.httpSrv = s.newHTTPServer(p.HTTP)
 	return s, nil
+}
+
+// setModels installs loaded models and reports them.
+func (s *Server) setModels(m *models) {
+	s.models = m
+	for _, x := range []*model{m.int8, m.fp32} {
+		s.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.det.Session.Provider)
+		s.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.det.Session.Provider,
+			"threads", s.plan.Runtime.Threads, "batch", x.det.Batch)
+	}
 }
 
 // Addr is the bound HTTP address.
@@ -201,16 +129,9 @@ func (s *Server) Addr() string { return s.listener.Addr().String() }
 
 // newHTTPServer configures the HTTP server: every phase of a request is
 // bounded, so that slow clients cannot hold connections.
-func (s *Server) newHTTPServer() *http.Server {
-	read := time.Duration(s.cfg.HTTP.ReadTimeout)
-	// Headers get at most 5s, and never more than http.read_timeout (a
-	// ReadHeaderTimeout replaces ReadTimeout for the headers).
-	header := 5 * time.Second
-	if read > 0 {
-		header = min(header, read)
-	}
-	return &http.Server{Handler: s.routes(), ReadTimeout: read, ReadHeaderTimeout: header,
-		WriteTimeout: time.Duration(s.cfg.HTTP.WriteTimeout), IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+func (s *Server) newHTTPServer(h HTTPPlan) *http.Server {
+	return &http.Server{Handler: s.routes(), ReadTimeout: h.ReadTimeout, ReadHeaderTimeout: h.ReadHeaderTimeout,
+		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: 16 << 10}
 }
 
 // HTTPTimeouts are the timeouts of the HTTP server.
@@ -227,283 +148,219 @@ func (s *Server) HTTPTimeouts() HTTPTimeouts {
 // Metrics exposes the registry (for tests).
 func (s *Server) Metrics() *metrics.Metrics { return s.m }
 
-// trtCacheDir picks the TensorRT engine/timing cache folder: the
-// configured one, else systemd's CacheDirectory ($CACHE_DIRECTORY), else
-// the user cache folder.
-func trtCacheDir(configured string) string {
-	if configured != "" {
-		return configured
-	}
-	if d := os.Getenv("CACHE_DIRECTORY"); d != "" {
-		return filepath.Join(strings.Split(d, ":")[0], "tensorrt")
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "yedge", "tensorrt")
-	}
-	return filepath.Join(os.TempDir(), "yedge-tensorrt")
-}
-
-// CheckModels verifies that the model files of cfg are complete ONNX
-// models (a file being replaced is refused while half-written), so that a
-// reload can keep the running pipeline when they are not.
-func CheckModels(cfg *configs.Config) error {
-	for _, p := range []string{cfg.Model.FP32, cfg.Model.INT8} {
-		if p == "" {
-			continue
-		}
-		before, err := os.Stat(p)
-		if err != nil {
-			return fmt.Errorf("model %q: %w", p, err)
-		}
-		if _, err := onnx.Load(p); err != nil {
-			return err
-		}
-		// A file still growing (written in place rather than renamed) may
-		// parse while incomplete: require it to be unchanged for a moment.
-		time.Sleep(200 * time.Millisecond)
-		after, err := os.Stat(p)
-		if err != nil || after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
-			return fmt.Errorf("model %q is still being written; keeping the running models", p)
-		}
-	}
-	return nil
-}
-
-// ModelsChanged reports whether the model files named by cfg differ (by
-// SHA-256) from the ones this server loaded, so that SIGHUP after a model
-// is replaced in place reloads it even when the config is unchanged.
-func (s *Server) ModelsChanged(cfg *configs.Config) bool {
-	check := func(path string, m *model) bool {
-		if path == "" || m == nil {
-			return false
-		}
-		if path != m.path {
-			return true
-		}
-		om, err := onnx.Load(path)
-		return err == nil && om.SHA256() != m.sha256
-	}
-	return check(cfg.Model.FP32, s.fp32) || (cfg.Model.INT8 != "" && check(cfg.Model.INT8, s.int8))
-}
-
-func parseSize(v string) (int, int, error) {
-	if v == "" {
-		return 0, 0, nil
-	}
-	parts := strings.Split(strings.ToLower(v), "x")
-	h, err := strconv.Atoi(parts[0])
-	if err != nil {
-		return 0, 0, fmt.Errorf("model.imgsz %q: %w", v, err)
-	}
-	w := h
-	if len(parts) == 2 {
-		if w, err = strconv.Atoi(parts[1]); err != nil {
-			return 0, 0, fmt.Errorf("model.imgsz %q: %w", v, err)
-		}
-	}
-	return h, w, nil
-}
-
-func (s *Server) load(precision, path string, batch int) (*model, error) {
-	c := s.detCfg
-	c.Model = path
-	c.Batch = batch
-	d, err := pipeline.New(c)
-	if err != nil && batch > 1 {
-		// A static-batch model: fall back to one frame at a time.
-		c.Batch = 0
-		d, err = pipeline.New(c)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s model: %w", precision, err)
-	}
-	sha := ""
-	if om, err := onnx.Load(path); err == nil {
-		sha = om.SHA256()
-	}
-	// Warm up: providers build engines and caches on the first runs.
-	for i := 0; i < 3; i++ {
-		if err := d.Infer(context.Background()); err != nil {
-			d.Close()
-			return nil, fmt.Errorf("%s model warm-up: %w", precision, err)
-		}
-	}
-	s.m.SetModelInfo(precision, path, sha, d.Session.Provider)
-	s.log.Info("model ready", "precision", precision, "model", path, "provider", d.Session.Provider, "batch", d.Batch)
-	return &model{precision: precision, path: path, sha256: sha, det: d}, nil
-}
-
-func (s *Server) openSinks() error {
-	for _, c := range s.cfg.Sinks {
-		switch c.Type {
-		case "stdout":
-			s.sink = append(s.sink, sinks.NewWriter("stdout", os.Stdout))
-		case "jsonl":
-			name := "jsonl:" + c.Path
-			j, err := sinks.NewJSONL(sinks.JSONLOptions{Path: c.Path, MaxBytes: int64(c.MaxSizeMB) << 20, MaxFiles: c.MaxFiles,
-				FlushInterval: time.Duration(c.FlushInterval), OnError: func(err error) {
-					s.m.SinkErrors.WithLabelValues(name).Inc()
-					s.errs.add("sink " + name + ": " + err.Error())
-					s.log.Warn("sink write failed", "sink", name, "err", err)
-				}})
-			if err != nil {
-				for _, k := range s.sink {
-					k.Close()
-				}
-				return err
-			}
-			s.jsonl = append(s.jsonl, j)
-			s.sink = append(s.sink, j)
-		default:
-			return fmt.Errorf("unknown sink type %q", c.Type)
-		}
-	}
-	return nil
-}
-
-func (s *Server) closeModels() {
-	if s.int8 != nil {
-		s.int8.det.Close()
-	}
-	if s.fp32 != nil {
-		s.fp32.det.Close()
-	}
-}
-
-func (s *Server) closeAll() {
-	s.closeModels()
-	s.sink.Close()
-}
-
-// streamSpec converts a configured stream.
-func streamSpec(c configs.StreamConfig) (StreamSpec, error) {
-	var spec source.Spec
-	if n, ok := strings.CutPrefix(c.URI, "camera:"); ok {
-		i, err := strconv.Atoi(n)
-		if err != nil {
-			return StreamSpec{}, fmt.Errorf("stream %s: bad camera index %q", c.Name, n)
-		}
-		spec = source.CameraSpec(i)
-	} else {
-		var err error
-		if spec, err = source.Parse(c.URI); err != nil {
-			return StreamSpec{}, fmt.Errorf("stream %s: %w", c.Name, err)
-		}
-	}
-	spec.ReadTimeout = time.Duration(c.ReadTimeout)
-	spec.Loop = c.Loop
-	reconnect := c.Reconnect.Enabled == nil || *c.Reconnect.Enabled
-	return StreamSpec{Name: c.Name, Spec: spec, FPS: c.FPS, Reconnect: reconnect,
-		MinBackoff: time.Duration(c.Reconnect.MinBackoff), MaxBackoff: time.Duration(c.Reconnect.MaxBackoff), MaxRetries: c.Reconnect.MaxRetries}, nil
-}
-
-func (s *Server) startStream(ctx context.Context, c configs.StreamConfig) error {
-	spec, err := streamSpec(c)
-	if err != nil {
-		return err
-	}
-	st := newStream(spec, s.m, s.log, s.wake)
+// current returns the running plan and models.
+func (s *Server) current() (Plan, *models) {
 	s.mu.Lock()
-	s.streams[c.Name] = st
-	if s.agree[c.Name] == nil {
-		s.agree[c.Name] = NewAgreement(s.cfg.Shadow.Window)
+	defer s.mu.Unlock()
+	return s.plan, s.models
+}
+
+// StreamStats implements metrics.Stats.
+func (s *Server) StreamStats() []metrics.StreamStats {
+	var out []metrics.StreamStats
+	for _, st := range s.streamList() {
+		out = append(out, st.stats())
 	}
+	return out
+}
+
+// SinkStats implements metrics.Stats.
+func (s *Server) SinkStats() []metrics.SinkStats {
+	s.mu.Lock()
+	k := s.sinks
+	s.mu.Unlock()
+	return k.stats()
+}
+
+// streamList returns the running streams sorted by name.
+func (s *Server) streamList() []*stream {
+	s.mu.Lock()
+	list := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		list = append(list, st)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(list, func(a, b *stream) int {
+		if a.plan.Name < b.plan.Name {
+			return -1
+		}
+		if a.plan.Name > b.plan.Name {
+			return 1
+		}
+		return 0
+	})
+	return list
+}
+
+// startStream starts one stream's reader under ctx.
+func (s *Server) startStream(ctx context.Context, p StreamPlan, window int) {
+	st := newStream(p, window, s.log, s.errs, s.wake)
+	s.mu.Lock()
+	s.streams[p.Name] = st
 	s.mu.Unlock()
 	st.start(ctx)
-	return nil
 }
 
-// ReloadStreams applies a new stream list without touching the models:
-// removed or changed streams stop, new or changed ones start.
-func (s *Server) ReloadStreams(list []configs.StreamConfig) error {
+// ReloadFailed records a reload refused before it reached the server (the
+// configuration could not be read or built): it is logged, counted in
+// yedge_reload_total{result="rejected"} and shown in /status.
+func (s *Server) ReloadFailed(err error) {
+	s.recordReload("rejected", err, nil)
+}
+
+func (s *Server) recordReload(result string, err error, changed []string) {
+	st := &reloadStatus{At: time.Now(), Result: result, Changed: changed}
+	s.m.Reloads.WithLabelValues(result).Inc()
+	if err != nil {
+		st.Error = err.Error()
+		s.errs.add(errReload, "", err)
+		s.log.Error("reload rejected, keeping the running pipeline", "err", err)
+	} else {
+		s.log.Info("reload "+result, "changed", changed)
+	}
+	s.mu.Lock()
+	s.reload = st
+	s.mu.Unlock()
+}
+
+// Reload applies next as a diff against the running plan ([Plan.Diff]):
+// new models are loaded and warmed up and new sinks opened beside the
+// running ones, and only once all of that succeeded are they swapped in,
+// between two frames; removed and changed streams stop, new and changed
+// ones start; the rest keeps running untouched. Whatever fails leaves the
+// daemon exactly as it was. The result is logged, counted in
+// yedge_reload_total{result} and shown in /status. A changed listen
+// address or HTTP timeout takes effect at the next restart (the daemon
+// says so in the log and in /status).
+func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
+	cur, _ := s.current()
 	s.mu.Lock()
-	ctx := s.runCtx
-	old := map[string]configs.StreamConfig{}
-	for _, c := range s.cfg.Streams {
-		old[c.Name] = c
+	runCtx := s.runCtx
+	s.mu.Unlock()
+	// Once Run is stopping (its context done) it no longer stops streams.
+	if runCtx == nil || runCtx.Err() != nil {
+		return Change{}, errors.New("reload: the server is not running")
+	}
+	ch := cur.Diff(next)
+	if ch.None() {
+		s.recordReload("unchanged", nil, nil)
+		return ch, nil
+	}
+	var mods *models
+	var sinks *sinkSet
+	var err error
+	if ch.Models {
+		if mods, err = loadModels(ctx, next, true, s.log); err != nil {
+			s.recordReload("rejected", err, nil)
+			return ch, err
+		}
+	}
+	if ch.Sinks {
+		if sinks, err = openSinks(next.Sinks, s.errs, s.log); err != nil {
+			mods.close()
+			s.recordReload("rejected", err, nil)
+			return ch, err
+		}
+	}
+	// Commit, between two frames.
+	s.procMu.Lock()
+	s.mu.Lock()
+	oldMods, oldSinks := s.models, s.sinks
+	if sinks != nil {
+		s.sinks = sinks
+	}
+	var stopping []*stream
+	for _, name := range slices.Concat(ch.Removed, ch.Restarted) {
+		if st := s.streams[name]; st != nil {
+			stopping = append(stopping, st)
+			delete(s.streams, name)
+		}
+	}
+	s.plan = next
+	if ch.HTTP {
+		s.pending = []string{"listen", "http timeouts"}
 	}
 	s.mu.Unlock()
-	// Once Run is stopping (ctx canceled) it no longer stops new streams.
-	if ctx == nil || ctx.Err() != nil {
-		return errors.New("server is not running")
-	}
-	want := map[string]configs.StreamConfig{}
-	for _, c := range list {
-		want[c.Name] = c
-	}
-	var errs []error
-	for name, c := range old {
-		if n, ok := want[name]; ok && equalStream(n, c) {
-			continue
-		}
+	if mods != nil {
 		s.mu.Lock()
-		st := s.streams[name]
-		delete(s.streams, name)
-		if _, keep := want[name]; !keep {
-			delete(s.agree, name)
-			delete(s.shadowN, name)
-		}
+		s.setModels(mods)
 		s.mu.Unlock()
-		if st != nil {
-			st.stop()
-		}
-		if _, keep := want[name]; !keep {
-			s.procMu.Lock()
-			s.m.ForgetStream(name)
-			s.procMu.Unlock()
-			s.log.Info("stream removed", "stream", name)
-		}
 	}
-	for name, c := range want {
-		if o, ok := old[name]; ok && equalStream(o, c) {
-			continue
-		}
-		if err := s.startStream(ctx, c); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		s.log.Info("stream started", "stream", name)
+	for _, name := range ch.Removed {
+		s.m.ForgetStream(name)
 	}
-	s.mu.Lock()
-	s.cfg.Streams = list
-	s.mu.Unlock()
-	return errors.Join(errs...)
+	s.procMu.Unlock()
+
+	for _, st := range stopping {
+		st.stop()
+	}
+	byName := map[string]StreamPlan{}
+	for _, p := range next.Streams {
+		byName[p.Name] = p
+	}
+	for _, name := range slices.Concat(ch.Added, ch.Restarted) {
+		s.startStream(runCtx, byName[name], next.Shadow.Window)
+	}
+	if mods != nil {
+		oldMods.close()
+	}
+	if sinks != nil {
+		oldSinks.close(s.log)
+	}
+	if ch.HTTP {
+		s.log.Warn("listen and http timeouts take effect at the next restart", "listening", s.Addr())
+	}
+	s.recordReload("applied", nil, ch.describe())
+	return ch, nil
 }
 
-func equalStream(a, b configs.StreamConfig) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
+// describe lists what a change touches, for /status and the log.
+func (c Change) describe() []string {
+	var out []string
+	add := func(what string, names []string) {
+		for _, n := range names {
+			out = append(out, what+" "+n)
+		}
+	}
+	add("stream added", c.Added)
+	add("stream removed", c.Removed)
+	add("stream restarted", c.Restarted)
+	for _, x := range []struct {
+		on   bool
+		what string
+	}{{c.Models, "models"}, {c.Sinks, "sinks"}, {c.Settings, "settings"}, {c.HTTP, "http (at restart)"}} {
+		if x.on {
+			out = append(out, x.what)
+		}
+	}
+	return out
 }
 
 // Run serves until ctx is done, then stops the readers, finishes the frames
 // in flight, flushes the sinks and shuts the HTTP server down within the
-// configured shutdown timeout.
+// plan's shutdown timeout.
 func (s *Server) Run(ctx context.Context) error {
 	readerCtx, stopReaders := context.WithCancel(context.Background())
 	defer stopReaders()
 	s.reloadMu.Lock() // a reload waits until the configured streams run
 	s.mu.Lock()
 	s.runCtx = readerCtx
+	p := s.plan
 	s.mu.Unlock()
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- s.httpSrv.Serve(s.listener) }()
-	for _, c := range s.cfg.Streams {
-		if err := s.startStream(readerCtx, c); err != nil {
-			s.errs.add(err.Error())
-			s.log.Error("stream not started", "err", err)
-		}
+	for _, sp := range p.Streams {
+		s.startStream(readerCtx, sp, p.Shadow.Window)
 	}
-	nStreams := len(s.cfg.Streams)
 	s.reloadMu.Unlock()
 	s.ready.Store(true)
 	s.m.Ready.Set(1)
 	s.notify("READY=1")
-	s.log.Info("serving", "listen", s.Addr(), "streams", nStreams)
-	if s.cfg.Eval.Data != "" && (s.cfg.Eval.OnStart == nil || *s.cfg.Eval.OnStart) {
-		s.startEval()
+	s.log.Info("serving", "listen", s.Addr(), "streams", len(p.Streams), "provider", p.Runtime.Provider, "threads", p.Runtime.Threads)
+	if p.Eval.Data != "" && p.Eval.OnStart {
+		s.evals.start()
 	}
 	err := s.loop(ctx)
 	// Shutdown: readers first, then the sinks and HTTP.
@@ -513,23 +370,18 @@ func (s *Server) Run(ctx context.Context) error {
 	stopReaders()
 	// A reload in progress finishes first (later ones are refused: the
 	// readers' context is done), so that every stream it started is
-	// stopped here. startEval is refused from here on too (see there).
+	// stopped here. Evaluations are refused from here on too.
 	s.reloadMu.Lock()
-	s.mu.Lock()
-	streams := make([]*stream, 0, len(s.streams))
-	for _, st := range s.streams {
-		streams = append(streams, st)
-	}
-	s.mu.Unlock()
-	for _, st := range streams {
+	for _, st := range s.streamList() {
 		st.stop()
 	}
 	s.reloadMu.Unlock()
-	s.evalWG.Wait()
-	if ferr := s.sink.Close(); ferr != nil {
-		s.log.Warn("closing sinks", "err", ferr)
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), max(time.Duration(s.cfg.ShutdownTimeout), time.Second))
+	s.evals.wait()
+	s.mu.Lock()
+	sinks, mods, shutdown := s.sinks, s.models, s.plan.ShutdownTimeout
+	s.mu.Unlock()
+	sinks.close(s.log)
+	sctx, cancel := context.WithTimeout(context.Background(), max(shutdown, time.Second))
 	defer cancel()
 	if herr := s.httpSrv.Shutdown(sctx); herr != nil {
 		s.log.Warn("http shutdown", "err", herr)
@@ -537,7 +389,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if herr := <-httpErr; herr != nil && !errors.Is(herr, http.ErrServerClosed) && err == nil {
 		err = herr
 	}
-	s.closeModels()
+	mods.close()
 	s.log.Info("stopped")
 	return err
 }
@@ -546,117 +398,4 @@ func (s *Server) notify(state string) {
 	if s.opts.Notify != nil {
 		s.opts.Notify(state)
 	}
-}
-
-// work is one frame taken from a stream for inference.
-type work struct {
-	st   *stream
-	img  gocv.Mat
-	meta frameMeta
-}
-
-// loop is the processing loop: it takes the latest frame of every stream,
-// runs int8 on them (batched when the model allows), the FP32 shadow on a
-// sample, writes sinks and metrics, and pings the watchdog.
-func (s *Server) loop(ctx context.Context) error {
-	batch := max(1, s.int8.det.Batch)
-	pool := make([]gocv.Mat, batch)
-	for i := range pool {
-		pool[i] = gocv.NewMat()
-	}
-	defer func() {
-		for i := range pool {
-			pool[i].Close()
-		}
-	}()
-	var lastPing, lastSink time.Time
-	rr := 0
-	for {
-		if s.opts.WatchdogEvery > 0 && time.Since(lastPing) >= s.opts.WatchdogEvery {
-			s.notify("WATCHDOG=1")
-			lastPing = time.Now()
-		}
-		if time.Since(lastSink) > time.Second {
-			s.syncSinkMetrics()
-			lastSink = time.Now()
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		s.procMu.Lock()
-		s.mu.Lock()
-		names := make([]string, 0, len(s.streams))
-		for n := range s.streams {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		var items []work
-		for k := 0; k < len(names) && len(items) < batch; k++ {
-			st := s.streams[names[(rr+k)%len(names)]]
-			if meta, ok := st.take(&pool[len(items)]); ok {
-				items = append(items, work{st: st, img: pool[len(items)], meta: meta})
-			}
-		}
-		s.mu.Unlock()
-		rr++
-		if len(items) == 0 {
-			s.procMu.Unlock()
-			select {
-			case <-s.wake:
-			case <-ctx.Done():
-			case <-time.After(200 * time.Millisecond):
-			}
-			continue
-		}
-		s.process(ctx, items)
-		s.procMu.Unlock()
-	}
-}
-
-// process runs one batch of frames through int8 and, when sampled, FP32.
-func (s *Server) process(ctx context.Context, items []work) {
-	t0 := time.Now()
-	d := s.int8.det
-	xfs := make([]struct {
-		ok  bool
-		pre time.Duration
-	}, len(items))
-	transforms := make([]preprocess.Transform, len(items))
-	for i, it := range items {
-		p0 := time.Now()
-		xf, err := d.Preprocess(it.img, i)
-		if err != nil {
-			s.frameFailed(it.st.spec.Name, "preprocess", err)
-			continue
-		}
-		transforms[i] = xf
-		xfs[i].ok, xfs[i].pre = true, time.Since(p0)
-	}
-	i0 := time.Now()
-	if err := d.Infer(ctx); err != nil {
-		for _, it := range items {
-			s.frameFailed(it.st.spec.Name, "infer", err)
-		}
-		return
-	}
-	infer := time.Since(i0)
-	for i, it := range items {
-		if !xfs[i].ok {
-			continue
-		}
-		name := it.st.spec.Name
-		p0 := time.Now()
-		dets := d.Postprocess(i, transforms[i])
-		post := time.Since(p0)
-		s.observe(name, "int8", it.meta.read, xfs[i].pre, infer, post)
-		s.m.FramesInferred.WithLabelValues(name, "int8").Inc()
-		for _, x := range dets {
-			s.m.Detections.WithLabelValues(name, postprocess.Name(d.Names, x.Class)).Inc()
-		}
-		s.writeSinks(name, "int8", it, dets, xfs[i].pre, infer, post)
-		s.maybeShadow(ctx, it, dets, infer)
-	}
-	s.mu.Lock()
-	s.workTime += time.Since(t0)
-	s.mu.Unlock()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,16 +16,6 @@ import (
 	"github.com/yedge/yedge/source"
 )
 
-// StreamSpec is what a stream reader needs from the configuration.
-type StreamSpec struct {
-	Name                   string
-	Spec                   source.Spec // Reconnect is handled here, not in source
-	FPS                    float64     // cap; 0 = none
-	Reconnect              bool
-	MinBackoff, MaxBackoff time.Duration
-	MaxRetries             int
-}
-
 // frameMeta travels with a frame through the slot.
 type frameMeta struct {
 	index int64
@@ -32,29 +23,41 @@ type frameMeta struct {
 	read  time.Duration
 }
 
-// stream reads one source in its own goroutine into a latest-frame slot:
-// the reader of a live source (or of a video file played in real time)
-// never blocks on the detector, and the detector never sees a stale frame —
+// stream is everything the daemon keeps for one source: its reader
+// goroutine, the latest-frame slot, the shadow sampling counter, the
+// agreement window and the counters that metrics read at scrape time.
+// Removing a stream is one call, stop.
+//
+// The reader of a live source (or of a video file played in real time)
+// never blocks on the detector, and the detector never sees a stale frame:
 // an unconsumed frame replaced by a newer one is counted as skipped. The
 // reader of images (a folder, an image) instead waits until its frame is
 // taken: decoding images only to drop them would take the CPU from
-// inference.
+// inference. Reconnecting and stall detection belong to package source
+// (Spec.Reconnect, Spec.ReadTimeout); the stream only paces and publishes.
 type stream struct {
-	spec StreamSpec
-	log  *slog.Logger
-	m    *metrics.Metrics
+	plan  StreamPlan
+	log   *slog.Logger
+	errs  *errorLog
+	agree *Agreement
 
 	mu      sync.Mutex
 	slot    gocv.Mat // latest frame, owned by the slot
 	meta    frameMeta
 	fresh   bool
-	lastErr string
+	src     source.Source // nil while opening or after the end
+	ended   bool
+	lastErr errEntry
 
-	up         atomic.Bool
-	frames     atomic.Int64
-	skipped    atomic.Int64
-	reconnects atomic.Int64
-	failures   atomic.Int64
+	frames   atomic.Int64
+	skipped  atomic.Int64
+	shadowed atomic.Int64
+	sampled  atomic.Int64 // inferred frames seen by the shadow sampler
+
+	cmu        sync.Mutex
+	inferred   map[string]int64
+	failed     map[string]int64
+	detections map[string]int64
 
 	notify chan<- struct{} // wakes the detector
 	taken  chan struct{}   // signalled when take empties the slot
@@ -62,14 +65,15 @@ type stream struct {
 	done   chan struct{}
 }
 
-func newStream(spec StreamSpec, m *metrics.Metrics, log *slog.Logger, notify chan<- struct{}) *stream {
-	return &stream{spec: spec, m: m, log: log.With("stream", spec.Name), slot: gocv.NewMat(), notify: notify, taken: make(chan struct{}, 1), done: make(chan struct{})}
+func newStream(p StreamPlan, window int, log *slog.Logger, errs *errorLog, notify chan<- struct{}) *stream {
+	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: NewAgreement(window), slot: gocv.NewMat(),
+		inferred: map[string]int64{}, failed: map[string]int64{}, detections: map[string]int64{},
+		notify: notify, taken: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // start runs the reader until ctx is done or stop is called.
 func (s *stream) start(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
-	s.m.StreamUp.WithLabelValues(s.spec.Name).Set(0)
 	go func() {
 		defer close(s.done)
 		s.run(ctx)
@@ -88,115 +92,119 @@ func (s *stream) stop() {
 	s.mu.Unlock()
 }
 
-func (s *stream) setErr(err error) {
+// fail records a stream error for /status and the error log.
+func (s *stream) fail(err error) {
 	s.mu.Lock()
-	s.lastErr = err.Error()
+	s.lastErr = errEntry{At: time.Now(), Error: err.Error()}
 	s.mu.Unlock()
+	s.errs.add("stream", s.plan.Name, err)
 }
 
-// run is the reader loop: open, read until failure, reconnect with
-// exponential backoff and jitter (bounded by MaxRetries when set).
+// run opens the source and reads it until it ends or ctx is done. A live
+// source with Reconnect reopens inside source; a source that gives up, or
+// a finite one that ends, ends the stream (until a reload restarts it).
 func (s *stream) run(ctx context.Context) {
-	name := s.spec.Name
-	bo := source.NewBackoff(s.spec.MinBackoff, s.spec.MaxBackoff)
 	buf := gocv.NewMat()
 	defer buf.Close()
-	retries := 0
 	var minGap time.Duration
-	if s.spec.FPS > 0 {
-		minGap = time.Duration(float64(time.Second) / s.spec.FPS)
+	if s.plan.FPS > 0 {
+		minGap = time.Duration(float64(time.Second) / s.plan.FPS)
 	}
+	src, err := source.Open(ctx, s.plan.Source, s.log)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.fail(err)
+			s.log.Error("stream not opened", "err", err)
+		}
+		s.end(nil)
+		return
+	}
+	s.mu.Lock()
+	s.src = src
+	s.mu.Unlock()
+	s.log.Info("stream opened", "source", src.Name())
+	// A video file stands in for a camera: play it in real time by its
+	// timestamps instead of decoding as fast as possible.
+	realtime := s.plan.Source.Kind == source.Video
+	live := s.plan.Source.Kind.Live()
+	var last, base time.Time
+	var basePTS, prevPTS time.Duration
 	for ctx.Err() == nil {
-		src, err := source.Open(ctx, s.spec.Spec, s.log)
-		if err == nil {
-			s.log.Info("stream opened", "source", src.Name())
-			var last time.Time
-			// A video file stands in for a camera: play it in real time by
-			// its timestamps instead of decoding as fast as possible.
-			realtime := s.spec.Spec.Kind == source.Video
-			var base time.Time
-			var basePTS, prevPTS time.Duration
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				fr, rerr := src.Read(ctx, &buf)
-				if rerr != nil {
-					err = rerr
+		t0 := time.Now()
+		fr, err := src.Read(ctx, &buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, source.ErrStalled) && !live {
+				s.fail(err) // a stalled file: the next read reopens it
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				s.log.Info("stream ended")
+				s.fail(errors.New("source ended"))
+			} else {
+				s.fail(err)
+				s.log.Warn("stream stopped", "err", err)
+			}
+			break
+		}
+		read := time.Since(t0)
+		if realtime {
+			// Timestamps going back (a looped video restarting at 0)
+			// start a new time base.
+			if base.IsZero() || fr.PTS < prevPTS {
+				base, basePTS = time.Now(), fr.PTS
+			} else if !sleep(ctx, time.Until(base.Add(fr.PTS-basePTS))) {
+				break
+			}
+			prevPTS = fr.PTS
+		}
+		s.frames.Add(1)
+		if minGap > 0 {
+			// Cap the rate: drop frames that come too soon (live) or pace
+			// a file source to the cap.
+			if wait := minGap - time.Since(last); wait > 0 {
+				if live {
+					continue
+				}
+				if !sleep(ctx, wait) {
 					break
 				}
-				read := time.Since(t0)
-				if realtime {
-					// Timestamps going back (a looped video restarting at
-					// 0) start a new time base.
-					if base.IsZero() || fr.PTS < prevPTS {
-						base, basePTS = time.Now(), fr.PTS
-					} else if wait := time.Until(base.Add(fr.PTS - basePTS)); wait > 0 {
-						select {
-						case <-time.After(wait):
-						case <-ctx.Done():
-						}
-					}
-					prevPTS = fr.PTS
-				}
-				retries = 0
-				bo.Reset()
-				if !s.up.Swap(true) {
-					s.m.StreamUp.WithLabelValues(name).Set(1)
-				}
-				s.m.FramesRead.WithLabelValues(name).Inc()
-				s.frames.Add(1)
-				if minGap > 0 {
-					// Cap the rate: drop frames that come too soon (live) or
-					// pace a file source to the cap.
-					if wait := minGap - time.Since(last); wait > 0 {
-						if s.spec.Spec.Kind.Live() {
-							continue
-						}
-						select {
-						case <-time.After(wait):
-						case <-ctx.Done():
-						}
-					}
-					last = time.Now()
-				}
-				s.publish(&buf, frameMeta{index: fr.Index, time: fr.Time, read: read})
-				if paced := s.spec.Spec.Kind.Live() || realtime; !paced {
-					s.waitTaken(ctx)
-				}
 			}
-			src.Close()
+			last = time.Now()
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		if err == nil || errors.Is(err, io.EOF) {
-			err = errors.New("source ended")
-		}
-		s.up.Store(false)
-		s.m.StreamUp.WithLabelValues(name).Set(0)
-		s.setErr(err)
-		s.failures.Add(1)
-		if !s.spec.Reconnect {
-			s.log.Warn("stream stopped", "err", err)
-			break
-		}
-		retries++
-		if s.spec.MaxRetries > 0 && retries > s.spec.MaxRetries {
-			s.log.Error("stream gave up after retries", "retries", s.spec.MaxRetries, "err", err)
-			break
-		}
-		d := bo.Next()
-		s.log.Warn("stream failed, reconnecting", "err", err, "in", d.Round(time.Millisecond), "attempt", retries)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-		}
-		if ctx.Err() == nil {
-			s.reconnects.Add(1)
-			s.m.Reconnects.WithLabelValues(name).Inc()
+		s.publish(&buf, frameMeta{index: fr.Index, time: fr.Time, read: read})
+		if !live && !realtime {
+			s.waitTaken(ctx)
 		}
 	}
-	s.up.Store(false)
-	s.m.StreamUp.WithLabelValues(name).Set(0)
+	s.end(src)
+}
+
+// end marks the stream as ended and closes its source.
+func (s *stream) end(src source.Source) {
+	s.mu.Lock()
+	s.ended = true
+	s.mu.Unlock()
+	if src != nil {
+		src.Close()
+	}
+}
+
+// sleep waits for d or until ctx is done; it reports whether ctx is live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // publish swaps the new frame into the slot (no copy) and wakes the
@@ -205,7 +213,6 @@ func (s *stream) publish(buf *gocv.Mat, meta frameMeta) {
 	s.mu.Lock()
 	if s.fresh {
 		s.skipped.Add(1)
-		s.m.FramesSkipped.WithLabelValues(s.spec.Name).Inc()
 	}
 	s.slot, *buf = *buf, s.slot
 	s.meta = meta
@@ -250,21 +257,66 @@ func (s *stream) waitTaken(ctx context.Context) {
 	}
 }
 
-// status is the stream's part of /status.
+// up reports whether the source is delivering frames.
+func (s *stream) up() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.src != nil && !s.ended && s.src.Up()
+}
+
+// count adds n to one of the stream's labelled counters.
+func (s *stream) count(m map[string]int64, key string, n int64) {
+	s.cmu.Lock()
+	m[key] += n
+	s.cmu.Unlock()
+}
+
+// shouldShadow samples every EveryN-th inferred frame of the stream.
+func (s *stream) shouldShadow(everyN int) bool {
+	n := s.sampled.Add(1) - 1
+	return everyN <= 1 || n%int64(everyN) == 0
+}
+
+// streamStatus is the stream's part of /status.
 type streamStatus struct {
-	Name       string `json:"name"`
-	Source     string `json:"source"`
-	Up         bool   `json:"up"`
-	Frames     int64  `json:"frames_read"`
-	Skipped    int64  `json:"frames_skipped"`
-	Reconnects int64  `json:"reconnects"`
-	LastError  string `json:"last_error,omitempty"`
+	Name       string    `json:"name"`
+	Source     string    `json:"source"`
+	Up         bool      `json:"up"`
+	Frames     int64     `json:"frames_read"`
+	Skipped    int64     `json:"frames_skipped"`
+	Reconnects int64     `json:"reconnects"`
+	LastError  string    `json:"last_error,omitempty"`
+	ErrorAt    time.Time `json:"last_error_at,omitzero"`
 }
 
 func (s *stream) status() streamStatus {
+	st := streamStatus{Name: s.plan.Name, Source: source.Redact(s.plan.Source.URI), Up: s.up(), Frames: s.frames.Load(),
+		Skipped: s.skipped.Load()}
 	s.mu.Lock()
-	last := s.lastErr
+	if s.src != nil {
+		st.Reconnects = s.src.Reconnects()
+		if err, at := s.src.LastError(); err != nil && at.After(s.lastErr.At) {
+			st.LastError, st.ErrorAt = err.Error(), at
+		}
+	}
+	if st.LastError == "" && s.lastErr.Error != "" {
+		st.LastError, st.ErrorAt = s.lastErr.Error, s.lastErr.At
+	}
 	s.mu.Unlock()
-	return streamStatus{Name: s.spec.Name, Source: source.Redact(s.spec.Spec.URI), Up: s.up.Load(), Frames: s.frames.Load(),
-		Skipped: s.skipped.Load(), Reconnects: s.reconnects.Load(), LastError: last}
+	return st
 }
+
+// stats returns the stream's figures for metrics.
+func (s *stream) stats() metrics.StreamStats {
+	st := s.status()
+	out := metrics.StreamStats{Name: st.Name, Up: st.Up, FramesRead: st.Frames, FramesSkipped: st.Skipped,
+		Reconnects: st.Reconnects, ShadowFrames: s.shadowed.Load()}
+	s.cmu.Lock()
+	out.Inferred, out.Failed, out.Detections = maps.Clone(s.inferred), maps.Clone(s.failed), maps.Clone(s.detections)
+	s.cmu.Unlock()
+	if f := s.agree.Figures(); f.Frames > 0 {
+		out.Agreement = &metrics.Agreement{Precision: f.Precision, Recall: f.Recall, MeanIoU: f.MeanIoU, ScoreDiff: f.ScoreDiff, CountDiff: f.CountDiff}
+	}
+	return out
+}
+

@@ -63,6 +63,7 @@ func openCapture(ctx context.Context, spec Spec, name string, log *slog.Logger) 
 		if !s.spec.Kind.Live() || !s.spec.Reconnect {
 			return nil, err
 		}
+		s.fail(err)
 		s.log.Warn("source: open failed", "err", err)
 		if err := s.reconnect(ctx, err); err != nil {
 			if errors.Is(err, ctx.Err()) {
@@ -218,7 +219,9 @@ func (s *captureSource) Read(ctx context.Context, dst *gocv.Mat) (Frame, error) 
 		}
 		if !s.spec.Kind.Live() {
 			if err != nil { // stalled: the next Read reopens and resumes
-				return Frame{}, s.errorf("%w", err)
+				err = s.errorf("%w", err)
+				s.fail(err)
+				return Frame{}, err
 			}
 			s.closeCur()
 			if !s.spec.Loop {
@@ -239,6 +242,7 @@ func (s *captureSource) Read(ctx context.Context, dst *gocv.Mat) (Frame, error) 
 			cause = ErrStreamEnded
 		}
 		s.closeCur()
+		s.fail(s.errorf("%w", cause))
 		if !s.spec.Reconnect {
 			s.err = s.errorf("%w", cause)
 			return Frame{}, s.err
@@ -374,6 +378,7 @@ func (s *captureSource) reconnect(ctx context.Context, cause error) error {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
 		}
+		s.fail(err)
 		s.log.Warn("source: reconnect failed", "attempt", s.fails, "err", err)
 		cause = err
 	}

@@ -67,6 +67,12 @@ type Source interface {
 	Skipped() int64
 	// Reconnects counts reconnect attempts, successful or not.
 	Reconnects() int64
+	// Up reports whether the source is delivering frames: true from a
+	// frame read until a read fails (a live source then reconnects).
+	Up() bool
+	// LastError is the last failure seen (a failed read, open or
+	// reconnect, redacted) and when; nil before any.
+	LastError() (error, time.Time)
 }
 
 // Open opens the source described by spec. A Spec with Kind Unknown is
@@ -175,6 +181,33 @@ type base struct {
 	size       atomic.Uint64 // w<<32 | h
 	skipped    atomic.Int64
 	reconnects atomic.Int64
+	up         atomic.Bool
+	lastErr    atomic.Pointer[failure]
+}
+
+// failure is an error and when it happened.
+type failure struct {
+	err error
+	at  time.Time
+}
+
+// Up implements Source.
+func (b *base) Up() bool { return b.up.Load() }
+
+// LastError implements Source.
+func (b *base) LastError() (error, time.Time) {
+	if f := b.lastErr.Load(); f != nil {
+		return f.err, f.at
+	}
+	return nil, time.Time{}
+}
+
+// fail records a failure: the source is down until the next frame.
+func (b *base) fail(err error) {
+	b.up.Store(false)
+	if err != nil {
+		b.lastErr.Store(&failure{err: err, at: time.Now()})
+	}
 }
 
 // Name implements Source.
@@ -216,6 +249,7 @@ func (b *base) frame(dst *gocv.Mat, pts time.Duration, name string) Frame {
 		pts = now.Sub(b.opened)
 	}
 	b.setSize(dst.Cols(), dst.Rows())
+	b.up.Store(true)
 	f := Frame{Index: b.index, Time: now, PTS: pts, Name: name}
 	b.index++
 	return f

@@ -86,6 +86,9 @@ const (
 	DefaultMinBackoff = 500 * time.Millisecond
 	// DefaultMaxBackoff caps the reconnect delay.
 	DefaultMaxBackoff = 30 * time.Second
+	// DefaultLiveReadTimeout is the stall bound (Spec.ReadTimeout) that the
+	// daemon gives live sources when none is configured.
+	DefaultLiveReadTimeout = 10 * time.Second
 )
 
 // Spec describes a source to [Open].
@@ -161,7 +164,7 @@ var (
 )
 
 // Parse classifies a source argument:
-//   - a number N (with no file of that name) is camera N;
+//   - a number N (with no file of that name), or "camera:N", is camera N;
 //   - a string containing " ! ", or starting with a GStreamer source element
 //     (nvarguscamerasrc, v4l2src, videotestsrc, filesrc, ...), is a pipeline;
 //   - an rtsp, rtsps, http, https, rtmp (rtmps, udp, tcp, srt) URL is a stream;
@@ -182,6 +185,13 @@ func Parse(arg string) (Spec, error) {
 		Camera:     -1,
 		MinBackoff: DefaultMinBackoff,
 		MaxBackoff: DefaultMaxBackoff,
+	}
+	if rest, ok := strings.CutPrefix(uri, "camera:"); ok {
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 || !digitsRE.MatchString(rest) {
+			return Spec{}, fmt.Errorf("source %q: want camera:N with N a camera index (0, 1, ...)", Redact(uri))
+		}
+		return CameraSpec(n), nil
 	}
 	if strings.Contains(uri, " ! ") || strings.Contains(uri, "\t!") || hasGstPrefix(uri) {
 		spec.Kind = GStreamer
@@ -225,6 +235,27 @@ func Parse(arg string) (Spec, error) {
 	}
 	spec.URI = path
 	return spec, nil
+}
+
+// LocalPath reports whether arg names a local file or folder to [Parse]
+// (a plain path or a file:// URL, not a camera, device, URL or pipeline),
+// without reading the file system, and returns that path. A bare number is
+// not a local path: Parse takes it as a camera unless such a file exists,
+// so callers that resolve relative paths leave it alone.
+func LocalPath(arg string) (string, bool) {
+	uri := strings.TrimSpace(arg)
+	switch {
+	case uri == "", strings.HasPrefix(uri, "camera:"), strings.HasPrefix(uri, "/dev/"),
+		strings.Contains(uri, " ! "), strings.Contains(uri, "\t!"), hasGstPrefix(uri), digitsRE.MatchString(uri):
+		return "", false
+	}
+	if m := schemeRE.FindStringSubmatch(uri); m != nil {
+		if strings.ToLower(m[1]) != "file" || len(uri) == len(m[0]) {
+			return "", false
+		}
+		return uri[len(m[0]):], true
+	}
+	return uri, true
 }
 
 // hasGstPrefix reports whether s starts with a known GStreamer source element.

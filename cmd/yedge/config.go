@@ -3,15 +3,17 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/plan"
+	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/serve"
 )
 
 // newConfigCmd is `yedge config`, the configuration file's tools.
-func newConfigCmd(_ *globalFlags) *cobra.Command {
+func newConfigCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "config",
 		Short: "Check yedge serve configuration files",
@@ -26,10 +28,12 @@ func newConfigCmd(_ *globalFlags) *cobra.Command {
 		Long: `check parses FILE strictly (unknown keys, wrong types) and validates it:
 model files, datasets, token file and sink folders must exist, stream URIs
 must be valid sources, values must be in range. Every problem is printed with
-its line and key path. Without FILE, the file yedge serve would use is checked
+its line and key path. It then opens the models in onnxruntime sessions and
+checks that they are YOLOv5 detectors, as yedge serve and a reload do. Without FILE, the file yedge serve would use is checked
 (/etc/yedge/yedge.yaml, then ./configs/yedge.yaml).
 
-Exit codes: 0 valid, 2 invalid or not found.`,
+Exit codes: 0 valid, 2 invalid or not found, 3 a model is not a usable
+YOLOv5 detector, 4 onnxruntime or the provider unavailable.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			explicit := ""
@@ -40,19 +44,21 @@ Exit codes: 0 valid, 2 invalid or not found.`,
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
-			return checkConfig(c, path)
+			return checkConfig(c, g, path)
 		},
 	})
 	return c
 }
 
-// checkConfig loads and validates path, printing a summary or every problem.
-func checkConfig(c *cobra.Command, path string) error {
-	cfg, err := configs.Load(path)
+// checkConfig loads and validates path, then opens its models as the
+// daemon (and a reload) would: a config that serve would refuse is refused
+// here too.
+func checkConfig(c *cobra.Command, g *globalFlags, path string) error {
+	d, err := plan.Load(path, g.overrides(c.Flags().Changed))
 	if err != nil {
 		problems := configs.Problems(err)
 		if len(problems) == 0 {
-			return withCode(exitUsage, err)
+			return withCode(exitUsage, fmt.Errorf("%s: %w", path, err))
 		}
 		w := c.ErrOrStderr()
 		for _, p := range problems {
@@ -64,24 +70,12 @@ func checkConfig(c *cobra.Command, path string) error {
 		}
 		return withCode(exitUsage, fmt.Errorf("%s: %d %s", path, len(problems), noun))
 	}
-	fmt.Fprintf(c.OutOrStdout(), "%s: ok (%s)\n", path, summary(cfg))
+	if _, err := yrt.Init(d.Library, ""); err != nil {
+		return withCode(exitRuntime, err)
+	}
+	if err := serve.CheckModels(c.Context(), d.Serve, nil); err != nil {
+		return modelCode(fmt.Errorf("%s: %w", path, err))
+	}
+	fmt.Fprintf(c.OutOrStdout(), "%s: ok (%s)\n", path, d.Summary())
 	return nil
-}
-
-// summary describes a valid configuration in one line.
-func summary(cfg *configs.Config) string {
-	var b strings.Builder
-	n := len(cfg.Streams)
-	fmt.Fprintf(&b, "%d stream", n)
-	if n != 1 {
-		b.WriteString("s")
-	}
-	fmt.Fprintf(&b, ", model %s", cfg.Model.FP32)
-	if q := cfg.Model.Quantize; q != nil {
-		fmt.Fprintf(&b, ", int8 quantized at start-up into %s (target %s, method %s)", q.CacheDir, q.Target, q.Method)
-	} else {
-		fmt.Fprintf(&b, ", int8 %s", cfg.Model.INT8)
-	}
-	fmt.Fprintf(&b, ", provider %s, listen %s", cfg.Provider.Name, cfg.Listen)
-	return b.String()
 }

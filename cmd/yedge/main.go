@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/plan"
 	yrt "github.com/yedge/yedge/runtime"
 )
 
@@ -75,18 +75,43 @@ type globalFlags struct {
 }
 
 func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
+	return newLogger(g.logLevel, g.logFormat, w)
+}
+
+// newLogger makes the logger of a level and format.
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level %q: want debug, info, warn or error", level)
 	}
 	o := &slog.HandlerOptions{Level: lvl}
-	switch g.logFormat {
+	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, o)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	return nil, fmt.Errorf("log-format %q: want text or json", format)
+}
+
+// overrides are the global flags given on the command line, which override
+// a configuration file (changed reports whether a flag was given).
+func (g *globalFlags) overrides(changed func(string) bool) plan.Overrides {
+	return plan.Overrides{
+		Library: given(changed, "ort-lib", &g.ortLib), Provider: given(changed, "provider", &g.provider),
+		Threads: given(changed, "threads", &g.threads), DeviceID: given(changed, "device-id", &g.deviceID),
+		TRTCache: given(changed, "trt-cache", &g.trtCache), TRTFP16: given(changed, "trt-fp16", &g.trtFP16),
+		TRTINT8: given(changed, "trt-int8", &g.trtINT8), LogLevel: given(changed, "log-level", &g.logLevel),
+		LogFormat: given(changed, "log-format", &g.logFormat),
+	}
+}
+
+// given returns v when the flag was given on the command line, else nil.
+func given[T any](changed func(string) bool, flag string, v *T) *T {
+	if changed(flag) {
+		return v
+	}
+	return nil
 }
 
 // runtimeOptions returns the session options from the flags.
@@ -104,13 +129,6 @@ func (g *globalFlags) initRuntime(log *slog.Logger) error {
 	}
 	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", yrt.Version())
 	return nil
-}
-
-func defaultCacheDir() string {
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "yedge", "tensorrt")
-	}
-	return filepath.Join(os.TempDir(), "yedge-tensorrt")
 }
 
 func newRoot() *cobra.Command {
@@ -131,7 +149,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	pf.StringVar(&g.provider, "provider", "auto", "execution provider: auto|tensorrt|cuda|cpu")
 	pf.IntVar(&g.threads, "threads", 0, "intra-op threads (0: all cores)")
 	pf.IntVar(&g.deviceID, "device-id", 0, "GPU index for CUDA and TensorRT")
-	pf.StringVar(&g.trtCache, "trt-cache", defaultCacheDir(), "TensorRT engine and timing cache folder")
+	pf.StringVar(&g.trtCache, "trt-cache", yrt.DefaultTensorRTCacheDir(), "TensorRT engine and timing cache folder ($CACHE_DIRECTORY/tensorrt under systemd)")
 	pf.BoolVar(&g.trtFP16, "trt-fp16", true, "allow TensorRT FP16 kernels")
 	pf.BoolVar(&g.trtINT8, "trt-int8", true, "allow TensorRT INT8 kernels")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
@@ -144,7 +162,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 			return withCode(exitUsage, fmt.Errorf("--threads %d: must be 0 (all cores) or more", g.threads))
 		}
 		if _, err := g.logger(io.Discard); err != nil {
-			return withCode(exitUsage, err)
+			return withCode(exitUsage, fmt.Errorf("--%w", err))
 		}
 		return nil
 	}

@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/quant"
 )
 
@@ -34,13 +34,6 @@ type quantizeFlags struct {
 	progress    bool
 	sensitivityFlags
 }
-
-// defaultMethod and defaultKeepHead are the per-target defaults, chosen by
-// the accuracy table in README.md.
-var (
-	defaultMethod   = map[quant.Target]quant.CalibMethod{quant.TargetTensorRT: quant.MSE, quant.TargetCPU: quant.MSE}
-	defaultKeepHead = map[quant.Target]bool{quant.TargetTensorRT: true, quant.TargetCPU: true}
-)
 
 func newQuantizeCmd(g *globalFlags) *cobra.Command {
 	f := &quantizeFlags{}
@@ -93,24 +86,15 @@ The output is written atomically: an interrupted run leaves no partial file.`,
 // modelInputSize reads H and W of the model's first input; dynamic dims
 // take the requested size or 640.
 func modelInputSize(m *onnx.Model, imgsz string) (int, int, error) {
-	rh, rw, err := parseImgsz(imgsz)
+	rh, rw, err := pipeline.ParseSize(imgsz)
 	if err != nil {
-		return 0, 0, withCode(exitUsage, err)
+		return 0, 0, withCode(exitUsage, fmt.Errorf("--%w", err))
 	}
-	r := onnx.Inspect(m)
-	if len(r.Inputs) != 1 || len(r.Inputs[0].Shape) != 4 {
-		return 0, 0, withCode(exitModel, fmt.Errorf("model %q: want one NCHW image input, have %v", m.Path, r.Inputs))
+	h, w, err := pipeline.InputSize(m, rh, rw)
+	if err != nil {
+		return 0, 0, withCode(exitModel, err)
 	}
-	dim := func(s string, req int) int {
-		if v, err := strconv.Atoi(s); err == nil && v > 0 {
-			return v
-		}
-		if req > 0 {
-			return req
-		}
-		return pipeline.DefaultImageSize
-	}
-	return dim(r.Inputs[0].Shape[2], rh), dim(r.Inputs[0].Shape[3], rw), nil
+	return h, w, nil
 }
 
 func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra.Command, stdout, stderr io.Writer) error {
@@ -122,13 +106,13 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
-	method := defaultMethod[target]
+	method := quant.DefaultMethod(target)
 	if f.method != "" {
 		if method, err = quant.ParseCalibMethod(f.method); err != nil {
 			return withCode(exitUsage, err)
 		}
 	}
-	keepHead := defaultKeepHead[target]
+	keepHead := quant.DefaultKeepHead(target)
 	if c.Flags().Changed("keep-head") {
 		keepHead = f.keepHead
 	}
@@ -157,9 +141,9 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 	if err != nil {
 		return err
 	}
-	var inputs *pipeline.ImageInputs
+	var inputs *calib.ImageInputs
 	if f.calib != "" {
-		if inputs, err = pipeline.NewImageInputs(f.calib, f.calibImages, h, w); err != nil {
+		if inputs, err = calib.NewImageInputs(f.calib, f.calibImages, h, w); err != nil {
 			return withCode(exitUsage, err)
 		}
 		defer inputs.Close()

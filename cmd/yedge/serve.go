@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,7 +12,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/plan"
 	"github.com/yedge/yedge/serve"
 )
 
@@ -21,53 +22,58 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		Use:   "serve [--config FILE]",
 		Short: "Run the daemon: streams, int8 with an FP32 shadow, metrics and HTTP",
 		Long: `Run yedge as a daemon. The config is --config FILE, else /etc/yedge/yedge.yaml,
-else ./configs/yedge.yaml. HTTP: /healthz, /readyz, /status, /metrics, POST /eval.
+else ./configs/yedge.yaml. The global flags given on the command line
+(--provider, --threads, --device-id, --trt-*, --ort-lib, --log-*) override the
+file. HTTP: /healthz, /readyz, /status, /metrics, POST /eval.
 
 Signals: SIGTERM/SIGINT stop readers, finish frames in flight, flush sinks and
-exit 0; SIGHUP reloads the config (streams are added/removed without reloading
-the models when only streams changed). Under systemd (Type=notify) it sends
+exit 0; SIGHUP reloads the config as a diff: the new plan (config, models
+opened and checked as YOLOv5, sinks) is built beside the running one and
+swapped in only when all of it succeeded; otherwise the daemon keeps running
+exactly as it was, and the refusal shows in the log, in /status and in
+yedge_reload_total{result="rejected"}. Under systemd (Type=notify) it sends
 READY=1 once models and engines are ready and WATCHDOG=1 from its processing
 loop.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return runServe(c.Context(), g, cfgPath, c.Flags().Changed, c.ErrOrStderr())
+			return runServe(c.Context(), g.overrides(c.Flags().Changed), cfgPath, c.ErrOrStderr())
 		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
 	return c
 }
 
-func loadConfig(path string) (*configs.Config, error) {
-	p, err := configs.Search(path)
+// loadPlan builds the plan of a configuration file and the overrides,
+// preparing it (onnxruntime, start-up quantization).
+func loadPlan(ctx context.Context, path string, o plan.Overrides, log *slog.Logger) (*plan.Daemon, error) {
+	d, err := plan.Load(path, o)
 	if err != nil {
 		return nil, withCode(exitUsage, err)
 	}
-	cfg, err := configs.Load(p)
-	if err != nil {
-		return nil, withCode(exitUsage, err)
+	if err := d.Prepare(ctx, log); err != nil {
+		return nil, modelCode(err)
 	}
-	return cfg, nil
+	return d, nil
 }
 
-func runServe(ctx context.Context, g *globalFlags, cfgPath string, flagChanged func(string) bool, stderr io.Writer) error {
-	cfg, err := loadConfig(cfgPath)
-	if err != nil {
-		return err
-	}
-	gl := *g
-	if cfg.LogLevel != "" && !flagChanged("log-level") {
-		gl.logLevel = cfg.LogLevel
-	}
-	if cfg.LogFormat != "" && !flagChanged("log-format") {
-		gl.logFormat = cfg.LogFormat
-	}
-	log, err := gl.logger(stderr)
+func runServe(ctx context.Context, o plan.Overrides, cfgPath string, stderr io.Writer) error {
+	d, err := plan.Load(cfgPath, o)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
-	if g.ortLib != "" {
-		cfg.ONNXRuntime.Library = g.ortLib
+	log, err := newLogger(d.LogLevel, d.LogFormat, stderr)
+	if err != nil {
+		return withCode(exitUsage, err)
 	}
+	if err := d.Prepare(ctx, log); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return modelCode(err)
+	}
+	p := d.Serve
+	log.Info("starting", "config", d.ConfigPath, "provider", p.Runtime.Provider, "threads", p.Runtime.Threads,
+		"fp32", p.Models.FP32.Path, "int8", p.Models.Int8.Path, "tensorrt_cache", p.Runtime.TensorRT.CacheDir)
 	notify := func(state string) {
 		if _, err := daemon.SdNotify(false, state); err != nil {
 			log.Debug("sd_notify", "err", err)
@@ -78,58 +84,30 @@ func runServe(ctx context.Context, g *globalFlags, cfgPath string, flagChanged f
 		watchdog = d / 2
 	}
 	version, rev := buildVersion()
+	srv, err := serve.New(ctx, p, serve.Options{Logger: log, Version: version, Revision: rev, Notify: notify, WatchdogEvery: watchdog})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return modelCode(err)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
 	for {
-		srv, err := serve.New(ctx, cfg, serve.Options{Logger: log, Version: version, Revision: rev, Notify: notify, WatchdogEvery: watchdog})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+		select {
+		case err := <-done:
+			return err
+		case <-hup:
+			notify("RELOADING=1")
+			if next, err := loadPlan(ctx, d.ConfigPath, o, log); err != nil {
+				srv.ReloadFailed(err)
+			} else {
+				srv.Reload(ctx, next.Serve) // logged, counted and shown by serve
 			}
-			return modelCode(err)
-		}
-		runCtx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(runCtx) }()
-		restart := false
-	wait:
-		for {
-			select {
-			case err := <-done:
-				stop()
-				if err != nil {
-					return err
-				}
-				if !restart {
-					return nil
-				}
-				break wait
-			case <-hup:
-				notify("RELOADING=1")
-				next, err := loadConfig(cfg.Path)
-				if err != nil {
-					log.Error("reload: config rejected, keeping the running one", "err", err)
-					notify("READY=1")
-					continue
-				}
-				if cfg.OnlyStreamsChanged(next) && !srv.ModelsChanged(next) {
-					if err := srv.ReloadStreams(next.Streams); err != nil {
-						log.Error("reload: some streams failed", "err", err)
-					}
-					log.Info("reload: streams updated", "streams", len(next.Streams))
-					notify("READY=1")
-					continue
-				}
-				if err := serve.CheckModels(next); err != nil {
-					log.Error("reload: model not usable, keeping the running pipeline", "err", err)
-					notify("READY=1")
-					continue
-				}
-				log.Info("reload: models or settings changed; restarting the pipeline")
-				cfg, restart = next, true
-				stop()
-			}
+			notify("READY=1")
 		}
 	}
 }

@@ -1,4 +1,8 @@
-package pipeline
+// Package calib feeds the quantizer (package quant) with calibration
+// inputs: images from a folder, letterboxed exactly as at inference. It
+// lives apart from pipeline so that the daemon, which imports pipeline,
+// does not link the quantizer.
+package calib
 
 import (
 	"context"

@@ -1,0 +1,244 @@
+// Package plan turns a configuration file and the command's flags into the
+// daemon's resolved plan ([serve.Plan]) and prepares what that plan needs
+// before serving: the onnxruntime library, and the int8 model when the
+// configuration asks for quantization at start-up. It is the one place
+// where configuration keys, flags and environment meet: configuration
+// defaults live in package configs (the schema), flag defaults in the
+// flag definitions, and every other rule in the package that owns it
+// (input size in pipeline, TensorRT cache folder in runtime, URIs,
+// reconnecting and stall bounds in source, calibrator defaults in quant).
+// Package serve takes the result and knows nothing of YAML or quant.
+package plan
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/quant"
+	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/serve"
+	"github.com/yedge/yedge/source"
+)
+
+// Overrides are the command-line flags that override the configuration
+// file; nil fields were not given.
+type Overrides struct {
+	Library   *string
+	Provider  *string
+	Threads   *int
+	DeviceID  *int
+	TRTCache  *string
+	TRTFP16   *bool
+	TRTINT8   *bool
+	LogLevel  *string
+	LogFormat *string
+}
+
+// Daemon is a resolved plan and what must happen before it serves.
+type Daemon struct {
+	// Serve is what the daemon runs. Serve.Models.Int8 is empty until
+	// Prepare has quantized, when Quantize is set.
+	Serve serve.Plan
+	// Library is the onnxruntime library ("" searches the standard
+	// places, as runtime.Init does).
+	Library string
+	// LogLevel and LogFormat configure logging.
+	LogLevel, LogFormat string
+	// Quantize, when set, makes the int8 model from the FP32 one.
+	Quantize *Quantize
+	// ConfigPath is the file the plan was built from.
+	ConfigPath string
+}
+
+// Quantize is quantization at start-up, resolved.
+type Quantize struct {
+	Calib    string
+	Images   int
+	Target   quant.Target
+	Method   quant.CalibMethod
+	KeepHead bool
+	Exclude  string
+	CacheDir string
+	// Height and Width are the calibration input size: the serving size.
+	Height, Width int
+}
+
+// Load finds the configuration (configs.Search), parses and validates it,
+// and builds the plan with the overrides.
+func Load(path string, o Overrides) (*Daemon, error) {
+	p, err := configs.Search(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := configs.Load(p)
+	if err != nil {
+		return nil, err
+	}
+	return Build(cfg, o)
+}
+
+// Build resolves a validated configuration and the overrides into a plan.
+// It reads the model files (their content hashes, their input size) and
+// the token file.
+func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
+	d := &Daemon{Library: pick(o.Library, cfg.ONNXRuntime.Library), LogLevel: pick(o.LogLevel, cfg.LogLevel),
+		LogFormat: pick(o.LogFormat, cfg.LogFormat), ConfigPath: cfg.Path}
+	p := &d.Serve
+	p.Listen = cfg.Listen
+	p.ShutdownTimeout = cfg.ShutdownTimeout.Std()
+
+	pr := cfg.Provider
+	trt := yrt.DefaultTensorRTOptions(pick(o.TRTCache, pr.TensorRT.CacheDir))
+	if trt.CacheDir == "" {
+		trt.CacheDir = yrt.DefaultTensorRTCacheDir()
+	}
+	trt.FP16 = pick(o.TRTFP16, *pr.TensorRT.FP16)
+	trt.INT8 = pick(o.TRTINT8, *pr.TensorRT.INT8)
+	if pr.TensorRT.DLACore != nil {
+		trt.DLACore = *pr.TensorRT.DLACore
+	}
+	trt.WorkspaceBytes = int64(pr.TensorRT.WorkspaceMB) << 20
+	// The daemon's readers and HTTP share the cores: onnxruntime's threads
+	// must not spin between runs.
+	p.Runtime = yrt.Options{Provider: pick(o.Provider, pr.Name), DeviceID: pick(o.DeviceID, pr.DeviceID),
+		Threads: pick(o.Threads, pr.Threads), TensorRT: trt, NoSpin: true}
+
+	h, w, err := pipeline.ParseSize(cfg.Model.ImgSize)
+	if err != nil {
+		return nil, fmt.Errorf("model.%w", err)
+	}
+	fp32, err := modelFile(cfg.Model.FP32)
+	if err != nil {
+		return nil, err
+	}
+	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names}
+	if cfg.Model.INT8 != "" {
+		if p.Models.Int8, err = modelFile(cfg.Model.INT8); err != nil {
+			return nil, err
+		}
+	}
+	if q := cfg.Model.Quantize; q != nil && cfg.Model.INT8 == "" {
+		m, err := onnx.Load(cfg.Model.FP32)
+		if err != nil {
+			return nil, &pipeline.ModelError{Err: err}
+		}
+		qh, qw, err := pipeline.InputSize(m, h, w)
+		if err != nil {
+			return nil, err
+		}
+		d.Quantize = &Quantize{Calib: q.Calib, Images: q.Images, Target: quant.Target(q.Target), Method: quant.CalibMethod(q.Method),
+			KeepHead: *q.KeepHead, Exclude: q.Exclude, CacheDir: q.CacheDir, Height: qh, Width: qw}
+	}
+
+	t := cfg.Thresholds
+	p.Post = postprocess.DeployOptions()
+	p.Post.Conf, p.Post.IoU, p.Post.MaxDet = float32(t.Conf), float32(t.IoU), t.MaxDet
+
+	for _, s := range cfg.Streams {
+		spec, err := source.Parse(s.URI)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", s.Name, err)
+		}
+		r := s.Reconnect
+		spec.Reconnect = *r.Enabled
+		spec.MinBackoff, spec.MaxBackoff, spec.MaxRetries = r.MinBackoff.Std(), r.MaxBackoff.Std(), r.MaxRetries
+		spec.ReadTimeout, spec.Loop = s.ReadTimeout.Std(), s.Loop
+		p.Streams = append(p.Streams, serve.StreamPlan{Name: s.Name, Source: spec, FPS: s.FPS})
+	}
+	sh := cfg.Shadow
+	p.Shadow = serve.ShadowPlan{Enabled: *sh.Enabled, EveryN: sh.EveryN, Budget: sh.Budget, IoU: float32(sh.IoU), Window: sh.Window}
+	p.Eval = serve.EvalPlan{Data: cfg.Eval.Data, Images: cfg.Eval.Images, OnStart: *cfg.Eval.OnStart}
+	for _, s := range cfg.Sinks {
+		p.Sinks = append(p.Sinks, serve.SinkPlan{Type: s.Type, Path: s.Path, MaxBytes: int64(s.MaxSizeMB) << 20,
+			MaxFiles: s.MaxFiles, FlushInterval: s.FlushInterval.Std()})
+	}
+	hc := cfg.HTTP
+	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
+		// Headers get at most 5s, and never more than read_timeout.
+		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost}
+	if hc.TokenFile != "" {
+		b, err := os.ReadFile(hc.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("http.token_file: %w", err)
+		}
+		if p.HTTP.Token = strings.TrimSpace(string(b)); p.HTTP.Token == "" {
+			return nil, fmt.Errorf("http.token_file %q is empty", hc.TokenFile)
+		}
+	}
+	return d, nil
+}
+
+// pick returns the override when given, else the configured value.
+func pick[T any](override *T, configured T) T {
+	if override != nil {
+		return *override
+	}
+	return configured
+}
+
+// modelFile hashes a model file; it must be a complete ONNX model.
+func modelFile(path string) (serve.ModelFile, error) {
+	m, err := onnx.Load(path)
+	if err != nil {
+		return serve.ModelFile{}, &pipeline.ModelError{Err: err}
+	}
+	return serve.ModelFile{Path: path, SHA256: m.SHA256()}, nil
+}
+
+// Prepare loads the onnxruntime library and, when the plan quantizes at
+// start-up, makes the int8 model (reusing an earlier one: see EnsureInt8).
+func (d *Daemon) Prepare(ctx context.Context, log *slog.Logger) error {
+	c, err := yrt.Init(d.Library, "")
+	if err != nil {
+		return err
+	}
+	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", yrt.Version())
+	if d.Quantize == nil {
+		return nil
+	}
+	path, err := EnsureInt8(ctx, d.Serve.Models.FP32.Path, *d.Quantize, d.Serve.Runtime, log)
+	if err != nil {
+		return fmt.Errorf("quantizing at start-up: %w", err)
+	}
+	d.Serve.Models.Int8, err = modelFile(path)
+	return err
+}
+
+// Summary describes the plan in one line for `yedge config check`.
+func (d *Daemon) Summary() string {
+	p := d.Serve
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d stream", len(p.Streams))
+	if len(p.Streams) != 1 {
+		b.WriteString("s")
+	}
+	fmt.Fprintf(&b, ", model %s", p.Models.FP32.Path)
+	if q := d.Quantize; q != nil {
+		fmt.Fprintf(&b, ", int8 quantized at start-up into %s (target %s, method %s, %dx%d)", q.CacheDir, q.Target, q.Method, q.Height, q.Width)
+	} else {
+		fmt.Fprintf(&b, ", int8 %s", p.Models.Int8.Path)
+	}
+	fmt.Fprintf(&b, ", provider %s, threads %d, listen %s", p.Runtime.Provider, p.Runtime.Threads, p.Listen)
+	return b.String()
+}
+
+// compileExclude compiles the exclude expression ("" matches nothing).
+func compileExclude(expr string) (*regexp.Regexp, error) {
+	if expr == "" {
+		return nil, nil
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return nil, fmt.Errorf("model.quantize.exclude: %w", err)
+	}
+	return re, nil
+}

@@ -1,0 +1,68 @@
+package plan
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/pipeline/calib"
+	"github.com/yedge/yedge/quant"
+	yrt "github.com/yedge/yedge/runtime"
+)
+
+// EnsureInt8 returns the path of an int8 model quantized from fp32 with
+// q, reusing the one in q.CacheDir when the FP32 model and the options are
+// unchanged (the file name is a hash of both), and the calibration cache
+// there when only the options changed. Calibration runs on the CPU.
+func EnsureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, log *slog.Logger) (string, error) {
+	m, err := onnx.Load(fp32)
+	if err != nil {
+		return "", err
+	}
+	exclude, err := compileExclude(q.Exclude)
+	if err != nil {
+		return "", err
+	}
+	key, _ := json.Marshal(struct {
+		Model   string
+		Q       Quantize
+		Version int
+	}{m.SHA256(), Quantize{Images: q.Images, Target: q.Target, Method: q.Method, KeepHead: q.KeepHead, Exclude: q.Exclude,
+		Height: q.Height, Width: q.Width}, quant.CacheVersion})
+	sum := sha256.Sum256(key)
+	if err := os.MkdirAll(q.CacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("model.quantize.cache_dir: %w", err)
+	}
+	out := filepath.Join(q.CacheDir, "int8-"+hex.EncodeToString(sum[:8])+".onnx")
+	if _, err := onnx.Load(out); err == nil {
+		log.Info("reusing the int8 model quantized earlier", "model", out)
+		return out, nil
+	}
+	log.Info("quantizing at start-up", "fp32", fp32, "target", q.Target, "method", q.Method, "calib", q.Calib,
+		"input", fmt.Sprintf("%dx%d", q.Height, q.Width))
+	inputs, err := calib.NewImageInputs(q.Calib, q.Images, q.Height, q.Width)
+	if err != nil {
+		return "", err
+	}
+	defer inputs.Close()
+	o := quant.Options{Target: q.Target, Method: q.Method, Exclude: exclude, KeepHead: q.KeepHead,
+		CachePath: filepath.Join(q.CacheDir, "calib-"+m.SHA256()[:16]+".json"), Preprocess: inputs.Describe(), Logger: log}
+	o.Calibrate.Runtime = rt
+	o.Calibrate.Runtime.Provider = yrt.ProviderCPU
+	o.Calibrate.Logger = log
+	res, err := quant.Quantize(ctx, m, inputs, o)
+	if err != nil {
+		return "", err
+	}
+	if err := res.Model.Save(out); err != nil {
+		return "", err
+	}
+	log.Info("int8 model written", "model", out)
+	return out, nil
+}

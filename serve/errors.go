@@ -1,0 +1,55 @@
+package serve
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/yedge/yedge/metrics"
+)
+
+// Error classes: the "class" label of yedge_errors_total and of the
+// entries of /status last_errors.
+const (
+	errStream = "stream" // a source failed, stalled or ended
+	errFrame  = "frame"  // a frame failed in a stage
+	errSink   = "sink"   // a sink write failed
+	errReload = "reload" // a reload was rejected
+	errEval   = "eval"   // an evaluation failed
+)
+
+// errEntry is one error in /status.
+type errEntry struct {
+	At    time.Time `json:"at"`
+	Class string    `json:"class,omitempty"`
+	Where string    `json:"where,omitempty"`
+	Error string    `json:"error"`
+}
+
+// errorLog keeps the last errors of every class for /status and counts
+// them in yedge_errors_total{class}. It is safe for concurrent use.
+type errorLog struct {
+	m    *metrics.Metrics
+	mu   sync.Mutex
+	list []errEntry
+}
+
+// errorLogSize is how many errors /status shows.
+const errorLogSize = 20
+
+func (l *errorLog) add(class, where string, err error) {
+	l.m.Errors.WithLabelValues(class).Inc()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, errEntry{At: time.Now(), Class: class, Where: where, Error: err.Error()})
+	if len(l.list) > errorLogSize {
+		l.list = slices.Delete(l.list, 0, len(l.list)-errorLogSize)
+	}
+}
+
+// snapshot returns the errors, oldest first (never nil, for JSON []).
+func (l *errorLog) snapshot() []errEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]errEntry{}, l.list...)
+}

@@ -1,0 +1,185 @@
+package serve
+
+import (
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/yedge/yedge/postprocess"
+	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/source"
+)
+
+// Plan is everything the daemon runs with, fully resolved: no field has a
+// default to apply and no value is read from a file or the environment by
+// serve. It is built by package plan from a configuration file and the
+// command's flags.
+type Plan struct {
+	// Listen is the HTTP address (host:port).
+	Listen string
+	// Runtime are the onnxruntime session options (provider, threads,
+	// TensorRT caches) of both models.
+	Runtime yrt.Options
+	// Models are the model files and their input geometry.
+	Models ModelsPlan
+	// Post are the post-processing options of live detection.
+	Post postprocess.Options
+	// Streams are the frame sources, in order.
+	Streams []StreamPlan
+	// Shadow configures the FP32 shadow.
+	Shadow ShadowPlan
+	// Eval configures accuracy evaluation on a dataset.
+	Eval EvalPlan
+	// Sinks receive the detections.
+	Sinks []SinkPlan
+	// HTTP configures the HTTP server.
+	HTTP HTTPPlan
+	// ShutdownTimeout bounds a graceful stop.
+	ShutdownTimeout time.Duration
+}
+
+// ModelFile is one model file and the SHA-256 of its content when the
+// plan was built, so that a model replaced in place is a change.
+type ModelFile struct {
+	Path   string
+	SHA256 string
+}
+
+// ModelsPlan names the models and their input geometry.
+type ModelsPlan struct {
+	// FP32 is the FP32 model: the shadow and the reference.
+	FP32 ModelFile
+	// Int8 is the Q/DQ int8 model that serves.
+	Int8 ModelFile
+	// Height and Width are the network input size (0: from the model).
+	Height, Width int
+	// Batch is the int8 batch across streams for dynamic-batch models (1:
+	// none); a static-batch model runs one frame at a time.
+	Batch int
+	// Names is a class names file ("": the model's metadata, else COCO).
+	Names string
+}
+
+// StreamPlan is one stream.
+type StreamPlan struct {
+	// Name identifies the stream; it is a metrics label.
+	Name string
+	// Source is what to open; source owns reconnecting (Reconnect,
+	// backoff, MaxRetries) and stall detection (ReadTimeout).
+	Source source.Spec
+	// FPS caps the frame rate; 0 is no cap.
+	FPS float64
+}
+
+// ShadowPlan configures the FP32 shadow.
+type ShadowPlan struct {
+	// Enabled turns the shadow on.
+	Enabled bool
+	// EveryN shadows one inferred frame in N per stream (>= 1).
+	EveryN int
+	// Budget caps the FP32 share of compute time; 0: EveryN only.
+	Budget float64
+	// IoU matches an int8 detection to an FP32 one.
+	IoU float32
+	// Window is the rolling window of shadowed frames.
+	Window int
+}
+
+// EvalPlan configures evaluation.
+type EvalPlan struct {
+	// Data is a YOLO dataset folder; "" disables evaluation.
+	Data string
+	// Images limits the images evaluated (0: all).
+	Images int
+	// OnStart evaluates once serving starts.
+	OnStart bool
+}
+
+// SinkPlan is one detection sink.
+type SinkPlan struct {
+	// Type is "jsonl" or "stdout".
+	Type string
+	// Path is the JSON-lines file of a jsonl sink.
+	Path string
+	// MaxBytes rotates the file at this size.
+	MaxBytes int64
+	// MaxFiles is the number of rotated files kept.
+	MaxFiles int
+	// FlushInterval is the flush period.
+	FlushInterval time.Duration
+}
+
+// HTTPPlan configures the HTTP server.
+type HTTPPlan struct {
+	// MaxBodyBytes caps request bodies.
+	MaxBodyBytes int64
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout bound
+	// each phase of a request.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// EnablePost enables the POST control endpoints.
+	EnablePost bool
+	// Token, when not empty, must be sent by POST requests as
+	// "Authorization: Bearer <token>".
+	Token string
+}
+
+// Change is what differs between a running plan and the next one, as
+// [Plan.Diff] decides it: the parts a reload must rebuild.
+type Change struct {
+	// Added, Removed and Restarted are stream names: new, gone, and
+	// changed (stopped and started again).
+	Added, Removed, Restarted []string
+	// Models: the model files, their content, input geometry, runtime or
+	// post-processing options changed; both models are reloaded.
+	Models bool
+	// Sinks: the sinks changed; they are reopened.
+	Sinks bool
+	// HTTP: the listen address or the server's timeouts changed; the
+	// HTTP server is rebound.
+	HTTP bool
+	// Settings: shadow, eval, request limits, token or shutdown timeout
+	// changed; they apply to the next frame or request.
+	Settings bool
+}
+
+// None reports whether nothing changed.
+func (c Change) None() bool {
+	return len(c.Added)+len(c.Removed)+len(c.Restarted) == 0 && !c.Models && !c.Sinks && !c.HTTP && !c.Settings
+}
+
+// StreamsOnly reports whether only streams changed.
+func (c Change) StreamsOnly() bool {
+	return !c.Models && !c.Sinks && !c.HTTP && !c.Settings
+}
+
+// Diff decides what a reload from p to next changes.
+func (p Plan) Diff(next Plan) Change {
+	var c Change
+	old := map[string]StreamPlan{}
+	for _, s := range p.Streams {
+		old[s.Name] = s
+	}
+	for _, s := range next.Streams {
+		o, ok := old[s.Name]
+		switch {
+		case !ok:
+			c.Added = append(c.Added, s.Name)
+		case !reflect.DeepEqual(o, s):
+			c.Restarted = append(c.Restarted, s.Name)
+		}
+		delete(old, s.Name)
+	}
+	for name := range old {
+		c.Removed = append(c.Removed, name)
+	}
+	slices.Sort(c.Removed)
+	rt := func(o yrt.Options) yrt.Options { o.Logger = nil; return o }
+	c.Models = !reflect.DeepEqual(p.Models, next.Models) || !reflect.DeepEqual(rt(p.Runtime), rt(next.Runtime)) || p.Post != next.Post
+	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
+	h, nh := p.HTTP, next.HTTP
+	c.HTTP = p.Listen != next.Listen || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.ReadTimeout != nh.ReadTimeout ||
+		h.WriteTimeout != nh.WriteTimeout || h.IdleTimeout != nh.IdleTimeout
+	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
+		h.EnablePost != nh.EnablePost || h.Token != nh.Token || p.ShutdownTimeout != next.ShutdownTimeout
+	return c
+}
