@@ -17,7 +17,7 @@ import (
 
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/onnx"
-	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/quant"
 	yrt "github.com/yedge/yedge/runtime"
 )

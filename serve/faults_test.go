@@ -28,6 +28,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/plan"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
@@ -64,8 +65,9 @@ provider:
 `, fixtures.Model(tb, "yolov5n.onnx"), fixtures.Model(tb, "yolov5n-qdq-torch.onnx"), threads)
 }
 
-// ftConfig parses and validates a YAML config as the daemon does.
-func ftConfig(tb testing.TB, yaml string) *configs.Config {
+// ftConfig parses and validates a YAML config and builds and prepares its
+// plan, as the command does.
+func ftConfig(tb testing.TB, yaml string) serve.Plan {
 	tb.Helper()
 	cfg, err := configs.Parse([]byte(yaml), "")
 	if err != nil {
@@ -74,14 +76,21 @@ func ftConfig(tb testing.TB, yaml string) *configs.Config {
 	if err := cfg.Validate(); err != nil {
 		tb.Fatalf("config: %v\n%s", err, yaml)
 	}
-	return cfg
+	d, err := plan.Build(cfg, plan.Overrides{})
+	if err != nil {
+		tb.Fatalf("plan: %v\n%s", err, yaml)
+	}
+	if err := d.Prepare(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
+		tb.Fatalf("prepare: %v", err)
+	}
+	return d.Serve
 }
 
 // ftDaemon is a daemon running in this process.
 type ftDaemon struct {
 	tb     testing.TB
 	srv    *serve.Server
-	cfg    *configs.Config
+	cfg    serve.Plan
 	addr   string
 	logs   *ftSyncBuffer
 	cancel context.CancelFunc
@@ -92,7 +101,7 @@ type ftDaemon struct {
 // ftStart starts the daemon on cfg (listen 127.0.0.1:0 unless the config
 // says otherwise) with its log captured, and stops it at the end of the
 // test.
-func ftStart(tb testing.TB, cfg *configs.Config) *ftDaemon {
+func ftStart(tb testing.TB, cfg serve.Plan) *ftDaemon {
 	tb.Helper()
 	logs := &ftSyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -700,7 +709,7 @@ shutdown_timeout: 5s
 `, fp32Path, int8Path, fixtures.Path(t, "media", "vtest.avi")))
 	d := ftStart(t, cfg)
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
-	if err := serve.CheckModels(cfg); err != nil {
+	if err := serve.CheckModels(context.Background(), cfg, nil); err != nil {
 		t.Fatalf("CheckModels on the complete models: %v", err)
 	}
 
@@ -721,7 +730,7 @@ shutdown_timeout: 5s
 				t.Fatal(err)
 			}
 			written = n
-			if err := serve.CheckModels(cfg); err == nil {
+			if err := serve.CheckModels(context.Background(), cfg, nil); err == nil {
 				t.Errorf("%s: CheckModels accepted the model half-written (%d of %d bytes)", m.name, n, len(m.data))
 			} else if frac == 0.5 {
 				t.Logf("%s half-written: %v", m.name, err)
@@ -746,7 +755,7 @@ shutdown_timeout: 5s
 		if err := os.Rename(tmp, m.path); err != nil {
 			t.Fatal(err)
 		}
-		if err := serve.CheckModels(cfg); err != nil {
+		if err := serve.CheckModels(context.Background(), cfg, nil); err != nil {
 			t.Errorf("%s: CheckModels after the atomic rename: %v", m.name, err)
 		}
 	}

@@ -21,10 +21,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/serve"
+	"github.com/yedge/yedge/source"
 )
 
 // This file holds an in-process concurrency test of the daemon, meant to be
@@ -80,19 +80,9 @@ func soakImageDir(t *testing.T, first, n int) string {
 	return dir
 }
 
-// soakConfig parses and validates a configuration written with absolute
+// soakConfig builds the plan of a configuration written with absolute
 // paths.
-func soakConfig(t *testing.T, yaml string) *configs.Config {
-	t.Helper()
-	cfg, err := configs.Parse([]byte(yaml), "")
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
-	}
-	return cfg
-}
+func soakConfig(t *testing.T, yaml string) serve.Plan { return ftConfig(t, yaml) }
 
 // soakInferred reads yedge_frames_inferred_total from the registry: the
 // total of one precision and the count per stream.
@@ -186,7 +176,7 @@ type soakDaemon struct {
 }
 
 // soakStart creates the server (models loaded, address bound) and runs it.
-func soakStart(t *testing.T, cfg *configs.Config) *soakDaemon {
+func soakStart(t *testing.T, cfg serve.Plan) *soakDaemon {
 	t.Helper()
 	d := soakNew(t, cfg, slog.LevelInfo)
 	d.run()
@@ -194,7 +184,7 @@ func soakStart(t *testing.T, cfg *configs.Config) *soakDaemon {
 }
 
 // soakNew creates the server without running it.
-func soakNew(t *testing.T, cfg *configs.Config, level slog.Level) *soakDaemon {
+func soakNew(t *testing.T, cfg serve.Plan, level slog.Level) *soakDaemon {
 	t.Helper()
 	d := &soakDaemon{log: &soakLog{}, done: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(d.log, &slog.HandlerOptions{Level: level}))
@@ -397,8 +387,13 @@ func TestRaceServe(t *testing.T) {
 	folder := soakImageDir(t, 0, 8)
 	folder2 := soakImageDir(t, 8, 8)
 	sink := filepath.Join(t.TempDir(), "detections.jsonl")
-	stream := func(name, uri string, fps int) configs.StreamConfig {
-		return configs.StreamConfig{Name: name, URI: uri, Loop: true, FPS: float64(fps)}
+	stream := func(name, uri string, fps int) serve.StreamPlan {
+		spec, err := source.Parse(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Loop = true
+		return serve.StreamPlan{Name: name, Source: spec, FPS: float64(fps)}
 	}
 	cfg := soakConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
 model:
@@ -427,22 +422,11 @@ sinks:
     flush_interval: 100ms
 shutdown_timeout: 10s
 `, fp32, int8, video, folder, data, sink))
-	// The reloads pass stream lists as a reloaded file would: parsed with
-	// the defaults applied.
-	withDefaults := func(list ...configs.StreamConfig) []configs.StreamConfig {
-		var doc strings.Builder
-		doc.WriteString("streams:\n")
-		for _, s := range list {
-			fmt.Fprintf(&doc, "  - name: %s\n    uri: %s\n    loop: true\n", s.Name, s.URI)
-			if s.FPS > 0 {
-				fmt.Fprintf(&doc, "    fps: %v\n", s.FPS)
-			}
-		}
-		nc, err := configs.Parse([]byte(doc.String()), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc.Streams
+	// A reload passes the running plan with other streams.
+	withStreams := func(list ...serve.StreamPlan) serve.Plan {
+		p := cfg
+		p.Streams = list
+		return p
 	}
 
 	ignore := goleak.IgnoreCurrent()
@@ -465,7 +449,7 @@ shutdown_timeout: 10s
 	// while the evaluation starts: folder is replaced by folder2, video kept.
 	reloaded := make(chan error, 1)
 	go func() {
-		reloaded <- d.srv.ReloadStreams(withDefaults(stream("video", video, 0), stream("folder2", folder2, 20)))
+		reloaded <- reloadErr(d.srv.Reload(context.Background(), withStreams(stream("video", video, 0), stream("folder2", folder2, 20))))
 	}()
 	resp, err := client.Post("http://"+addr+"/eval", "text/plain", nil)
 	if err != nil {
@@ -493,7 +477,7 @@ shutdown_timeout: 10s
 		return by["folder2"] >= 5
 	})
 	// Reload 2: video changes (a frame-rate cap) and restarts in place.
-	if err := d.srv.ReloadStreams(withDefaults(stream("video", video, 5), stream("folder2", folder2, 20))); err != nil {
+	if err := reloadErr(d.srv.Reload(context.Background(), withStreams(stream("video", video, 5), stream("folder2", folder2, 20)))); err != nil {
 		t.Fatalf("reload 2: %v", err)
 	}
 	_, by := d.waitInferred(t, "60 int8 frames", 3*time.Minute, func(t2 float64, by map[string]float64) bool {
@@ -588,9 +572,14 @@ eval:
   images: 1
   on_start: false
 `, fp32, int8, a, data))
-	one := slices.Clone(cfg.Streams)
-	two := append(slices.Clone(one), configs.StreamConfig{Name: "b", URI: b, Loop: true})
-	two[1].Reconnect = one[0].Reconnect
+	one := cfg
+	two := cfg
+	bSpec, err := source.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bSpec.Loop = true
+	two.Streams = append(slices.Clone(cfg.Streams), serve.StreamPlan{Name: "b", Source: bSpec})
 
 	ignore := goleak.IgnoreCurrent()
 	mats := 0
@@ -618,7 +607,7 @@ eval:
 				list = two
 			}
 			pause.Lock()
-			if d.srv.ReloadStreams(list) == nil {
+			if reloadErr(d.srv.Reload(context.Background(), list)) == nil {
 				reloads.Add(1)
 			}
 			pause.Unlock()
@@ -647,15 +636,15 @@ eval:
 	d.waitInferred(t, "a frame", time.Minute, func(total float64, _ map[string]float64) bool {
 		return total > 0 && reloads.Load() > 10 && evals.Load() > 0
 	})
-	// Removing b while its frames are in flight: once ReloadStreams has
+	// Removing b while its frames are in flight: once Reload has
 	// returned, no series of b may be left (or come back) in the metrics.
 	pause.Lock()
-	if err := d.srv.ReloadStreams(one); err != nil {
+	if err := reloadErr(d.srv.Reload(context.Background(), one)); err != nil {
 		t.Fatal(err)
 	}
 	resurrected := 0
 	for i := 0; i < 10; i++ {
-		if err := d.srv.ReloadStreams(two); err != nil {
+		if err := reloadErr(d.srv.Reload(context.Background(), two)); err != nil {
 			t.Fatal(err)
 		}
 		_, by := d.waitInferred(t, "a frame of b", time.Minute, func(_ float64, by map[string]float64) bool { return by["b"] > 0 })
@@ -665,7 +654,7 @@ eval:
 			a0 := by["a"]
 			d.waitInferred(t, "a frame of a", time.Minute, func(_ float64, by map[string]float64) bool { return by["a"] > a0 })
 		}
-		if err := d.srv.ReloadStreams(one); err != nil {
+		if err := reloadErr(d.srv.Reload(context.Background(), one)); err != nil {
 			t.Fatal(err)
 		}
 		// Two more frames of a: the batch in flight at the removal is done.
@@ -676,7 +665,7 @@ eval:
 		}
 	}
 	if resurrected > 0 {
-		t.Errorf("in %d of 10 removals, stream b's metrics were exported after ReloadStreams had removed it", resurrected)
+		t.Errorf("in %d of 10 removals, stream b's metrics were exported after Reload had removed it", resurrected)
 	}
 	pause.Unlock()
 	d.stop(t, 30*time.Second)
@@ -684,10 +673,13 @@ eval:
 	close(stop)
 	wg.Wait()
 	client.CloseIdleConnections()
-	if err := d.srv.ReloadStreams(two); err == nil {
-		t.Error("ReloadStreams on a stopped server: no error (its streams would never be stopped)")
+	if err := reloadErr(d.srv.Reload(context.Background(), two)); err == nil {
+		t.Error("Reload on a stopped server: no error (its streams would never be stopped)")
 	}
 	t.Logf("%d successful reloads, %d evaluations started", reloads.Load(), evals.Load())
 	goleak.VerifyNone(t, ignore)
 	soakMatsLeft(t, mats)
 }
+
+// reloadErr drops the change a reload reports.
+func reloadErr(_ serve.Change, err error) error { return err }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testmodels"
 )
 
 // reloadLog collects the daemon's output for concurrent reads.
@@ -35,13 +37,25 @@ func (l *reloadLog) String() string {
 	return l.b.String()
 }
 
-// TestServeReloadHalfWrittenModel: a SIGHUP that points the daemon at a
-// new int8 model still being copied (half-written) is refused and the
-// running pipeline keeps serving; once the file is complete (atomic
-// rename), the next SIGHUP restarts the pipeline on it.
-func TestServeReloadHalfWrittenModel(t *testing.T) {
+// reloadStatus is the part of /status the reload tests read.
+type reloadStatus struct {
+	Models []struct{ Precision, Path string } `json:"models"`
+	Reload *struct {
+		Result, Error string
+		Changed       []string
+	} `json:"reload"`
+	Errors []struct{ Class, Error string } `json:"last_errors"`
+}
+
+// TestServeReload: SIGHUP reloads that cannot be applied (a model of
+// another network, a half-written model, a missing file, a YAML syntax
+// error) leave the daemon serving exactly as it was, each refusal shown in
+// /status (reload and last_errors) and counted in
+// yedge_reload_total{result="rejected"}; a good model then reloads as a
+// diff (models only: the stream keeps running).
+func TestServeReload(t *testing.T) {
 	if testing.Short() {
-		t.Skip("integration test (about 30s)")
+		t.Skip("integration test (about 40s)")
 	}
 	dir := t.TempDir()
 	data, err := os.ReadFile(fixtures.Model(t, "yolov5n-qdq-torch.onnx"))
@@ -52,10 +66,19 @@ func TestServeReloadHalfWrittenModel(t *testing.T) {
 	if err := os.WriteFile(oldModel, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	halfWritten := filepath.Join(dir, "half.onnx")
+	if err := os.WriteFile(halfWritten, data[:len(data)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	listen := freePort(t)
 	cfgPath := filepath.Join(dir, "yedge.yaml")
-	writeCfg := func(int8 string) {
-		cfg := fmt.Sprintf(`listen: %s
+	write := func(text string) {
+		if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config := func(int8 string) string {
+		return fmt.Sprintf(`listen: %s
 model:
   fp32: %s
   int8: %s
@@ -68,11 +91,8 @@ streams:
     loop: true
 shutdown_timeout: 10s
 `, listen, fixtures.Model(t, "yolov5n.onnx"), int8, fixtures.Path(t, "media", "vtest.avi"))
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
-	writeCfg(oldModel)
+	write(config(oldModel))
 	cmd := exec.Command(binPath, "serve", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
 	logs := &reloadLog{}
@@ -100,16 +120,21 @@ shutdown_timeout: 10s
 		v, _ := metricValue(scrape(listen), `yedge_frames_inferred_total{precision="int8",stream="file"}`)
 		return v
 	}
-	int8Path := func() string {
+	reloads := func(result string) float64 {
+		v, _ := metricValue(scrape(listen), `yedge_reload_total{result="`+result+`"}`)
+		return v
+	}
+	status := func() reloadStatus {
+		var st reloadStatus
 		resp, err := http.Get("http://" + listen + "/status")
 		if err != nil {
-			return ""
+			return st
 		}
 		defer resp.Body.Close()
-		var st struct {
-			Models []struct{ Precision, Path string } `json:"models"`
-		}
 		json.NewDecoder(resp.Body).Decode(&st)
+		return st
+	}
+	int8Path := func(st reloadStatus) string {
 		for _, m := range st.Models {
 			if m.Precision == "int8" {
 				return m.Path
@@ -120,36 +145,57 @@ shutdown_timeout: 10s
 	waitFor(t, "/readyz", 60*time.Second, ready)
 	waitFor(t, "first frames", 30*time.Second, func() bool { return inferred() > 0 })
 
-	// The new model is being copied: half of it is on disk.
-	if err := os.WriteFile(newModel, data[:len(data)/2], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	writeCfg(newModel)
-	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload to refuse the half-written model", 30*time.Second, func() bool {
-		return strings.Contains(logs.String(), "reload: model not usable")
-	})
-	before := inferred()
-	waitFor(t, "the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
-	if p := int8Path(); p != oldModel {
-		t.Errorf("int8 model after the refused reload: %q, want %q", p, oldModel)
+	for i, tc := range []struct {
+		name, config, reason string
+	}{
+		{"a single Relu (NCHW image in and out)", config(testmodels.SingleOp(t, "Relu", 1, 3, 640, 640)), "YOLOv5-shaped"},
+		{"an Identity on a YOLOv5 output shape", config(testmodels.SingleOp(t, "Identity", 1, 25200, 85)), "NCHW image"},
+		{"the network cut after its first Conv", config(testmodels.WrongOutput(t, fixtures.Model(t, "yolov5n.onnx"))), "YOLOv5-shaped"},
+		{"a half-written model", config(halfWritten), "half.onnx"},
+		{"a missing model file", config(filepath.Join(dir, "missing.onnx")), "missing.onnx"},
+		{"a YAML syntax error", config(oldModel) + "streams: [\n", "invalid YAML"},
+	} {
+		write(tc.config)
+		cmd.Process.Signal(syscall.SIGHUP)
+		waitFor(t, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
+		st := status()
+		if st.Reload == nil || st.Reload.Result != "rejected" || !strings.Contains(st.Reload.Error, tc.reason) {
+			t.Errorf("%s: /status reload = %+v, want rejected with %q", tc.name, st.Reload, tc.reason)
+		}
+		if n := len(st.Errors); n == 0 || st.Errors[n-1].Class != "reload" {
+			t.Errorf("%s: /status last_errors = %+v, want a reload error last", tc.name, st.Errors)
+		}
+		if p := int8Path(st); p != oldModel {
+			t.Errorf("%s: int8 model after the refused reload: %q, want %q", tc.name, p, oldModel)
+		}
+		before := inferred()
+		waitFor(t, tc.name+": the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
 	}
 	if n := strings.Count(logs.String(), "model ready"); n != 2 {
-		t.Errorf("%d \"model ready\" lines after the refused reload, want 2 (no restart)", n)
+		t.Errorf("%d \"model ready\" lines after the refused reloads, want 2 (nothing reloaded)", n)
 	}
 
-	// The copy completes by atomic rename; the next SIGHUP takes it.
+	// A good model, complete by atomic rename: only the models change.
 	if err := os.WriteFile(newModel+".tmp", data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(newModel+".tmp", newModel); err != nil {
 		t.Fatal(err)
 	}
+	write(config(newModel))
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the pipeline to restart on the complete model", 60*time.Second, func() bool {
-		return int8Path() == newModel && ready()
-	})
-	before = inferred()
+	waitFor(t, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
+	st := status()
+	if p := int8Path(st); p != newModel {
+		t.Errorf("int8 model after the reload: %q, want %q", p, newModel)
+	}
+	if st.Reload == nil || st.Reload.Result != "applied" || strings.Join(st.Reload.Changed, ",") != "models" {
+		t.Errorf("/status reload = %+v, want applied, changed [models]", st.Reload)
+	}
+	if strings.Contains(logs.String(), "stream opened") && strings.Count(logs.String(), "stream opened") != 1 {
+		t.Errorf("the stream was reopened by a models-only reload")
+	}
+	before := inferred()
 	waitFor(t, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
 
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -160,5 +206,62 @@ shutdown_timeout: 10s
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no exit within 20s of SIGTERM")
+	}
+}
+
+// TestServeFlagsOverrideConfig: global flags given on the command line win
+// over the file, the start-up log states the effective values, and an
+// explicit provider that is absent is exit 4, as in every command.
+func TestServeFlagsOverrideConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "yedge.yaml")
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+model:
+  fp32: %s
+  int8: %s
+provider:
+  name: cpu
+  threads: 2
+streams:
+  - name: file
+    uri: %s
+`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "media", "vtest.avi"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
+
+	// --threads 1 over the file's 2: the start-up log says threads=1.
+	cmd := exec.Command(binPath, "serve", "--config", cfgPath, "--threads", "1")
+	cmd.Env = env
+	logs := &reloadLog{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "the start-up log", 60*time.Second, func() bool { return strings.Contains(logs.String(), "msg=starting") })
+	line := logs.String()
+	line = line[strings.Index(line, "msg=starting"):]
+	line = line[:strings.IndexByte(line+"\n", '\n')]
+	for _, want := range []string{"provider=cpu", "threads=1", "fp32=" + fixtures.Model(t, "yolov5n.onnx")} {
+		if !strings.Contains(line, want) {
+			t.Errorf("start-up log %q lacks %q", line, want)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+
+	// --provider tensorrt where TensorRT is absent: exit 4, one line.
+	var out bytes.Buffer
+	bad := exec.Command(binPath, "serve", "--config", cfgPath, "--provider", "tensorrt")
+	bad.Env, bad.Stdout, bad.Stderr = env, &out, &out
+	err := bad.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime {
+		t.Fatalf("--provider tensorrt: %v, want exit %d\n%s", err, exitRuntime, out.String())
+	}
+	if !strings.Contains(out.String(), "tensorrt") || !strings.Contains(out.String(), "not available") {
+		t.Errorf("--provider tensorrt output lacks the reason:\n%s", out.String())
 	}
 }

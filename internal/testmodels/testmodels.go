@@ -118,3 +118,27 @@ func WrongOutput(tb testing.TB, path string) string {
 	}
 	return p
 }
+
+// SingleOp writes a valid ONNX model of another network: one float node
+// of type op (Relu, Identity, ...) from input "x" to output "y", both of
+// the given shape, and returns its path.
+func SingleOp(tb testing.TB, op string, dims ...int64) string {
+	tb.Helper()
+	vi := func(name string) *onnxpb.ValueInfoProto {
+		shape := &onnxpb.TensorShapeProto{}
+		for _, d := range dims {
+			shape.Dim = append(shape.Dim, &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: d}})
+		}
+		return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(onnxpb.TensorProto_FLOAT), Shape: shape}}}}
+	}
+	m := &onnx.Model{Proto: &onnxpb.ModelProto{IrVersion: 7, ProducerName: "yedge-test",
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 13}},
+		Graph: &onnxpb.GraphProto{Name: op, Node: []*onnxpb.NodeProto{{OpType: op, Name: op, Input: []string{"x"}, Output: []string{"y"}}},
+			Input: []*onnxpb.ValueInfoProto{vi("x")}, Output: []*onnxpb.ValueInfoProto{vi("y")}}}}
+	p := filepath.Join(tb.TempDir(), op+".onnx")
+	if err := m.Save(p); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,129 @@
+package plan
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testmodels"
+	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/source"
+)
+
+func build(t *testing.T, yaml string, o Overrides) *Daemon {
+	t.Helper()
+	cfg, err := configs.Parse([]byte(yaml), filepath.Join(t.TempDir(), "yedge.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Build(cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func config(t *testing.T, extra string) string {
+	return fmt.Sprintf(`model:
+  fp32: %s
+  int8: %s
+provider:
+  name: cpu
+  threads: 2
+streams:
+  - name: cam
+    uri: camera:3
+  - name: file
+    uri: %s
+`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "media", "vtest.avi")) + extra
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	one, cuda, cache, no := 1, "cuda", "/var/cache/x", false
+	for _, tc := range []struct {
+		name     string
+		o        Overrides
+		provider string
+		threads  int
+		cache    string
+		fp16     bool
+	}{
+		{"file", Overrides{}, "cpu", 2, yrt.DefaultTensorRTCacheDir(), true},
+		{"threads flag", Overrides{Threads: &one}, "cpu", 1, yrt.DefaultTensorRTCacheDir(), true},
+		{"provider flag", Overrides{Provider: &cuda}, "cuda", 2, yrt.DefaultTensorRTCacheDir(), true},
+		{"trt flags", Overrides{TRTCache: &cache, TRTFP16: &no}, "cpu", 2, cache, false},
+	} {
+		d := build(t, config(t, ""), tc.o)
+		r := d.Serve.Runtime
+		if r.Provider != tc.provider || r.Threads != tc.threads || r.TensorRT.CacheDir != tc.cache || r.TensorRT.FP16 != tc.fp16 || !r.NoSpin {
+			t.Errorf("%s: runtime %+v, want provider %s threads %d cache %s fp16 %v", tc.name, r, tc.provider, tc.threads, tc.cache, tc.fp16)
+		}
+	}
+}
+
+func TestBuildResolvesEverything(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := build(t, config(t, "http:\n  token_file: "+token+"\n  read_timeout: 2s\n"), Overrides{})
+	p := d.Serve
+	if p.Models.FP32.SHA256 == "" || p.Models.Int8.SHA256 == "" || p.Models.FP32.SHA256 == p.Models.Int8.SHA256 {
+		t.Errorf("model hashes %q %q", p.Models.FP32.SHA256, p.Models.Int8.SHA256)
+	}
+	if p.Models.Batch != 2 {
+		t.Errorf("batch %d, want 2 (one per stream)", p.Models.Batch)
+	}
+	cam := p.Streams[0].Source
+	if cam.Kind != source.Camera || cam.Camera != 3 || !cam.Reconnect || cam.ReadTimeout != source.DefaultLiveReadTimeout {
+		t.Errorf("camera:3 → %+v", cam)
+	}
+	if f := p.Streams[1].Source; f.Kind != source.Video || f.ReadTimeout != 0 {
+		t.Errorf("video stream → %+v", f)
+	}
+	if p.HTTP.Token != "s3cret" || p.HTTP.ReadHeaderTimeout != 2*time.Second || !p.HTTP.EnablePost {
+		t.Errorf("http %+v", p.HTTP)
+	}
+	if !p.Shadow.Enabled || p.Shadow.EveryN != 10 || p.Shadow.IoU != 0.5 || p.Post.Conf != 0.25 {
+		t.Errorf("shadow %+v post %+v", p.Shadow, p.Post)
+	}
+}
+
+// TestQuantizeSizeFromModel: with imgsz empty, start-up quantization
+// calibrates at the model's own static size, as `yedge quantize` does
+// (and as the detector will run), not at 640.
+func TestQuantizeSizeFromModel(t *testing.T) {
+	static := testmodels.Static(t, fixtures.Model(t, "yolov5n-dynamic.onnx"), 320, 416, 13)
+	for _, tc := range []struct {
+		model, imgsz string
+		h, w         int
+	}{
+		{static, "", 320, 416},
+		{fixtures.Model(t, "yolov5n-dynamic.onnx"), "", 640, 640},
+		{fixtures.Model(t, "yolov5n-dynamic.onnx"), "imgsz: 384x640\n  ", 384, 640},
+	} {
+		yaml := fmt.Sprintf(`model:
+  fp32: %s
+  %squantize:
+    calib: %s
+    cache_dir: %s
+streams:
+  - name: file
+    uri: %s
+`, tc.model, tc.imgsz, fixtures.Path(t, "datasets", "coco-calib128", "images"), t.TempDir(), fixtures.Path(t, "media", "vtest.avi"))
+		d := build(t, yaml, Overrides{})
+		if q := d.Quantize; q == nil || q.Height != tc.h || q.Width != tc.w || q.Method != "mse" || !q.KeepHead {
+			t.Errorf("%s %q: quantize %+v, want %dx%d mse keep-head", filepath.Base(tc.model), tc.imgsz, q, tc.h, tc.w)
+		}
+		if d.Serve.Models.Int8.Path != "" {
+			t.Errorf("int8 path %q before Prepare", d.Serve.Models.Int8.Path)
+		}
+	}
+}

@@ -1,0 +1,82 @@
+package serve
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/yedge/yedge/postprocess"
+	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/source"
+)
+
+func basePlan() Plan {
+	stream := func(name, uri string) StreamPlan {
+		return StreamPlan{Name: name, Source: source.Spec{URI: uri, Kind: source.Video, Camera: -1}}
+	}
+	return Plan{
+		Listen:  "127.0.0.1:9464",
+		Runtime: yrt.Options{Provider: "cpu", Threads: 2},
+		Models: ModelsPlan{FP32: ModelFile{Path: "fp32.onnx", SHA256: "aa"}, Int8: ModelFile{Path: "int8.onnx", SHA256: "bb"},
+			Batch: 2},
+		Post:    postprocess.DeployOptions(),
+		Streams: []StreamPlan{stream("a", "a.avi"), stream("b", "b.avi")},
+		Shadow:  ShadowPlan{Enabled: true, EveryN: 10, IoU: 0.5, Window: 200},
+		Sinks:   []SinkPlan{{Type: "jsonl", Path: "d.jsonl", MaxBytes: 1 << 20, MaxFiles: 5, FlushInterval: time.Second}},
+		HTTP:    HTTPPlan{MaxBodyBytes: 4096, ReadTimeout: 5 * time.Second, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second},
+	}
+}
+
+func TestPlanDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(p *Plan)
+		want Change
+	}{
+		{"nothing", func(p *Plan) {}, Change{}},
+		{"stream added", func(p *Plan) {
+			p.Streams = append(p.Streams, StreamPlan{Name: "c", Source: source.Spec{URI: "c.avi"}})
+		}, Change{Added: []string{"c"}}},
+		{"stream removed", func(p *Plan) { p.Streams = p.Streams[:1] }, Change{Removed: []string{"b"}}},
+		{"stream changed", func(p *Plan) { p.Streams[1].FPS = 5 }, Change{Restarted: []string{"b"}}},
+		{"stream reconnect changed", func(p *Plan) { p.Streams[0].Source.MaxRetries = 3 }, Change{Restarted: []string{"a"}}},
+		{"streams reordered", func(p *Plan) { p.Streams[0], p.Streams[1] = p.Streams[1], p.Streams[0] }, Change{}},
+		{"model replaced in place", func(p *Plan) { p.Models.Int8.SHA256 = "cc" }, Change{Models: true}},
+		{"model path", func(p *Plan) { p.Models.FP32.Path = "other.onnx" }, Change{Models: true}},
+		{"threads", func(p *Plan) { p.Runtime.Threads = 1 }, Change{Models: true}},
+		{"provider", func(p *Plan) { p.Runtime.Provider = "cuda" }, Change{Models: true}},
+		{"conf", func(p *Plan) { p.Post.Conf = 0.5 }, Change{Models: true}},
+		{"imgsz", func(p *Plan) { p.Models.Height, p.Models.Width = 320, 320 }, Change{Models: true}},
+		{"sink", func(p *Plan) { p.Sinks[0].MaxFiles = 2 }, Change{Sinks: true}},
+		{"sink removed", func(p *Plan) { p.Sinks = nil }, Change{Sinks: true}},
+		{"listen", func(p *Plan) { p.Listen = "127.0.0.1:9000" }, Change{HTTP: true}},
+		{"write timeout", func(p *Plan) { p.HTTP.WriteTimeout = time.Minute }, Change{HTTP: true}},
+		{"token", func(p *Plan) { p.HTTP.Token = "t" }, Change{Settings: true}},
+		{"shadow", func(p *Plan) { p.Shadow.EveryN = 5 }, Change{Settings: true}},
+		{"eval", func(p *Plan) { p.Eval.Data = "ds" }, Change{Settings: true}},
+		{"streams and models", func(p *Plan) { p.Streams = p.Streams[1:]; p.Models.Batch = 1 }, Change{Removed: []string{"a"}, Models: true}},
+	} {
+		old, next := basePlan(), basePlan()
+		tc.edit(&next)
+		got := old.Diff(next)
+		if !slices.Equal(got.Added, tc.want.Added) || !slices.Equal(got.Removed, tc.want.Removed) || !slices.Equal(got.Restarted, tc.want.Restarted) ||
+			got.Models != tc.want.Models || got.Sinks != tc.want.Sinks || got.HTTP != tc.want.HTTP || got.Settings != tc.want.Settings {
+			t.Errorf("%s: Diff = %+v, want %+v", tc.name, got, tc.want)
+		}
+		if got.None() != (tc.name == "nothing" || tc.name == "streams reordered") {
+			t.Errorf("%s: None() = %v", tc.name, got.None())
+		}
+		if onlyStreams := !tc.want.Models && !tc.want.Sinks && !tc.want.HTTP && !tc.want.Settings; got.StreamsOnly() != onlyStreams {
+			t.Errorf("%s: StreamsOnly() = %v", tc.name, got.StreamsOnly())
+		}
+	}
+}
+
+func TestPlanDiffIgnoresLogger(t *testing.T) {
+	old, next := basePlan(), basePlan()
+	next.Runtime.Logger = nil
+	old.Runtime.Logger = nil
+	if c := old.Diff(next); !c.None() {
+		t.Errorf("Diff = %+v, want none", c)
+	}
+}
