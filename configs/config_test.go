@@ -144,7 +144,7 @@ func TestLoadProblems(t *testing.T) {
 		{
 			name:   "negative fps",
 			edit:   func(s string) string { return strings.Replace(s, "fps: 5", "fps: -5", 1) },
-			want:   []string{"streams[1].fps: must be >= 0, got -5"},
+			want:   []string{"streams[1].fps: -5 is out of range"},
 			marker: "fps: -5",
 		},
 		{
@@ -200,19 +200,19 @@ func TestLoadProblems(t *testing.T) {
 		{
 			name:   "shadow.every_n below 1",
 			edit:   func(s string) string { return strings.Replace(s, "every_n: 10", "every_n: 0", 1) },
-			want:   []string{"shadow.every_n: must be >= 1, got 0"},
+			want:   []string{"shadow.every_n: 0 is out of range"},
 			marker: "every_n: 0",
 		},
 		{
 			name:   "budget of 1",
 			edit:   func(s string) string { return strings.Replace(s, "budget: 0.2", "budget: 1", 1) },
-			want:   []string{"shadow.budget: must be in [0, 1)", "got 1"},
+			want:   []string{"shadow.budget: 1 is out of range: want [0, 1)", "1 is out of range"},
 			marker: "budget: 1",
 		},
 		{
 			name:   "negative budget",
 			edit:   func(s string) string { return strings.Replace(s, "budget: 0.2", "budget: -0.1", 1) },
-			want:   []string{"shadow.budget: must be in [0, 1)", "got -0.1"},
+			want:   []string{"shadow.budget: -0.1 is out of range: want [0, 1)", "-0.1 is out of range"},
 			marker: "budget: -0.1",
 		},
 		{
@@ -244,7 +244,7 @@ func TestLoadProblems(t *testing.T) {
 				s = strings.Replace(s, "fps: 5", "fps: -1", 1)
 				return strings.Replace(s, "{{dir}}/video.avi", "ftp://admin:hunter2@10.0.0.2/y", 1)
 			},
-			want:   []string{"streams[1].fps: must be >= 0, got -1", "streams[0].uri:", "ftp://***@"},
+			want:   []string{"streams[1].fps: -1 is out of range", "streams[0].uri:", "ftp://***@"},
 			marker: "fps: -1",
 		},
 		{
@@ -252,7 +252,7 @@ func TestLoadProblems(t *testing.T) {
 			edit: func(s string) string {
 				return strings.Replace(strings.Replace(s, "fps: 5", "fps: -5", 1), "every_n: 10", "every_n: 0", 1)
 			},
-			want:   []string{"streams[1].fps: must be >= 0", "shadow.every_n: must be >= 1"},
+			want:   []string{"streams[1].fps: -5 is out of range", "shadow.every_n: 0 is out of range"},
 			marker: "every_n: 0",
 		},
 		{
@@ -276,7 +276,7 @@ func TestLoadProblems(t *testing.T) {
 		{
 			name:   "body limit",
 			edit:   func(s string) string { return s + "http:\n  max_body_bytes: 0\n" },
-			want:   []string{"http.max_body_bytes: must be >= 1, got 0"},
+			want:   []string{"http.max_body_bytes: 0 is out of range"},
 			marker: "max_body_bytes",
 		},
 		{

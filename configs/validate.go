@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/quant"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
@@ -179,9 +179,7 @@ func (v *validator) top() {
 	if lib := c.ONNXRuntime.Library; strings.Contains(lib, "/") {
 		v.file("onnxruntime.library", lib)
 	}
-	if c.ShutdownTimeout <= 0 {
-		v.add("shutdown_timeout", "must be > 0, got %s", c.ShutdownTimeout)
-	}
+	v.dur("shutdown_timeout", "shutdown_timeout", c.ShutdownTimeout)
 }
 
 // file checks that path is an existing regular file.
@@ -258,9 +256,7 @@ func (v *validator) model() {
 		} else {
 			v.dir("model.quantize.calib", q.Calib)
 		}
-		if q.Images < 1 {
-			v.add("model.quantize.images", "must be >= 1, got %d", q.Images)
-		}
+		v.num("model.quantize.images", "model.quantize.images", float64(q.Images))
 		if _, err := quant.ParseTarget(q.Target); err != nil {
 			v.add("model.quantize.target", "%v", err)
 		}
@@ -278,35 +274,13 @@ func (v *validator) model() {
 			v.notFile("model.quantize.cache_dir", q.CacheDir)
 		}
 	}
-	if m.ImgSize != "" {
-		if err := checkImgSize(m.ImgSize); err != nil {
-			v.add("model.imgsz", "%v", err)
-		}
+	if _, _, err := pipeline.ParseSize(m.ImgSize); err != nil {
+		v.add("model.imgsz", "%v", err)
 	}
 	if m.Names != "" {
 		v.file("model.names", m.Names)
 	}
-	if m.Batch < 1 {
-		v.add("model.batch", "must be >= 1 (1 disables batching), got %d", m.Batch)
-	}
-}
-
-// checkImgSize checks "640" or "320x640" (height x width).
-func checkImgSize(s string) error {
-	parts := strings.Split(strings.ToLower(s), "x")
-	if len(parts) > 2 {
-		return fmt.Errorf("want N or HEIGHTxWIDTH such as 640 or 384x640, got %q", s)
-	}
-	for _, p := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("want N or HEIGHTxWIDTH such as 640 or 384x640, got %q", s)
-		}
-		if n%32 != 0 {
-			return fmt.Errorf("%q: sizes must be multiples of 32 (the YOLOv5 stride)", s)
-		}
-	}
-	return nil
+	v.num("model.batch", "model.batch", float64(m.Batch))
 }
 
 func (v *validator) provider() {
@@ -314,38 +288,23 @@ func (v *validator) provider() {
 	if !slices.Contains(yrt.Providers, p.Name) {
 		v.add("provider.name", "want one of %s, got %q", strings.Join(yrt.Providers, ", "), p.Name)
 	}
-	if p.Threads < 0 {
-		v.add("provider.threads", "must be >= 0 (0: all cores), got %d", p.Threads)
-	}
-	if p.DeviceID < 0 {
-		v.add("provider.device_id", "must be >= 0, got %d", p.DeviceID)
-	}
+	v.num("provider.threads", "provider.threads", float64(p.Threads))
+	v.num("provider.device_id", "provider.device_id", float64(p.DeviceID))
 	t := &p.TensorRT
-	if t.DLACore != nil && *t.DLACore < 0 {
-		v.add("provider.tensorrt.dla_core", "must be >= 0 (leave it out for no DLA), got %d", *t.DLACore)
+	if t.DLACore != nil {
+		v.num("provider.tensorrt.dla_core", "provider.tensorrt.dla_core", float64(*t.DLACore))
 	}
-	if t.WorkspaceMB < 0 {
-		v.add("provider.tensorrt.workspace_mb", "must be >= 0 (0: the TensorRT default), got %d", t.WorkspaceMB)
-	}
+	v.num("provider.tensorrt.workspace_mb", "provider.tensorrt.workspace_mb", float64(t.WorkspaceMB))
 	if t.CacheDir != "" {
 		v.notFile("provider.tensorrt.cache_dir", t.CacheDir)
 	}
 }
 
-// unit reports whether x is in [0, 1].
-func unit(x float64) bool { return x >= 0 && x <= 1 }
-
 func (v *validator) thresholds() {
 	t := &v.c.Thresholds
-	if !unit(t.Conf) {
-		v.add("thresholds.conf", "must be in [0, 1], got %v", t.Conf)
-	}
-	if !unit(t.IoU) {
-		v.add("thresholds.iou", "must be in [0, 1], got %v", t.IoU)
-	}
-	if t.MaxDet < 1 {
-		v.add("thresholds.max_det", "must be >= 1, got %d", t.MaxDet)
-	}
+	v.num("thresholds.conf", "thresholds.conf", t.Conf)
+	v.num("thresholds.iou", "thresholds.iou", t.IoU)
+	v.num("thresholds.max_det", "thresholds.max_det", float64(t.MaxDet))
 }
 
 func (v *validator) streams() {
@@ -370,22 +329,16 @@ func (v *validator) streams() {
 			}
 		}
 		v.uri(p+".uri", s.URI)
-		if math.IsNaN(s.FPS) || math.IsInf(s.FPS, 0) || s.FPS < 0 {
-			v.add(p+".fps", "must be >= 0, got %v (0: no cap)", s.FPS)
-		}
+		v.num(p+".fps", "streams[].fps", s.FPS)
 		r := &s.Reconnect
-		if r.MinBackoff <= 0 {
-			v.add(p+".reconnect.min_backoff", "must be > 0, got %s", r.MinBackoff)
-		}
+		v.dur(p+".reconnect.min_backoff", "streams[].reconnect.min_backoff", r.MinBackoff)
 		if r.MaxBackoff < r.MinBackoff {
 			v.add(p+".reconnect.max_backoff", "must be >= min_backoff (%s), got %s", r.MinBackoff, r.MaxBackoff)
+		} else {
+			v.dur(p+".reconnect.max_backoff", "streams[].reconnect.max_backoff", r.MaxBackoff)
 		}
-		if r.MaxRetries < 0 {
-			v.add(p+".reconnect.max_retries", "must be >= 0 (0: unlimited), got %d", r.MaxRetries)
-		}
-		if s.ReadTimeout < 0 {
-			v.add(p+".read_timeout", "must be >= 0, got %s", s.ReadTimeout)
-		}
+		v.num(p+".reconnect.max_retries", "streams[].reconnect.max_retries", float64(r.MaxRetries))
+		v.dur(p+".read_timeout", "streams[].read_timeout", s.ReadTimeout)
 	}
 }
 
@@ -406,18 +359,10 @@ func (v *validator) uri(key, uri string) {
 
 func (v *validator) shadow() {
 	s := &v.c.Shadow
-	if s.EveryN < 1 {
-		v.add("shadow.every_n", "must be >= 1, got %d", s.EveryN)
-	}
-	if !(s.Budget >= 0 && s.Budget < 1) {
-		v.add("shadow.budget", "must be in [0, 1) (a fraction of compute time; 0: every_n only), got %v", s.Budget)
-	}
-	if !(s.IoU > 0 && s.IoU <= 1) {
-		v.add("shadow.iou", "must be in (0, 1], got %v", s.IoU)
-	}
-	if s.Window < 1 {
-		v.add("shadow.window", "must be >= 1, got %d", s.Window)
-	}
+	v.num("shadow.every_n", "shadow.every_n", float64(s.EveryN))
+	v.num("shadow.budget", "shadow.budget", s.Budget)
+	v.num("shadow.iou", "shadow.iou", s.IoU)
+	v.num("shadow.window", "shadow.window", float64(s.Window))
 }
 
 func (v *validator) eval() {
@@ -431,9 +376,7 @@ func (v *validator) eval() {
 	} else if e.OnStart != nil && *e.OnStart && v.c.has("eval.on_start") {
 		v.add("eval.on_start", "needs eval.data (a YOLO dataset folder)")
 	}
-	if e.Images < 0 {
-		v.add("eval.images", "must be >= 0 (0: all), got %d", e.Images)
-	}
+	v.num("eval.images", "eval.images", float64(e.Images))
 }
 
 func (v *validator) sinks() {
@@ -472,29 +415,17 @@ func (v *validator) sinks() {
 		default:
 			v.add(p+".type", "want jsonl or stdout, got %q", s.Type)
 		}
-		if s.MaxSizeMB < 1 {
-			v.add(p+".max_size_mb", "must be >= 1, got %d", s.MaxSizeMB)
-		}
-		if s.MaxFiles < 1 {
-			v.add(p+".max_files", "must be >= 1, got %d", s.MaxFiles)
-		}
-		if s.FlushInterval <= 0 {
-			v.add(p+".flush_interval", "must be > 0, got %s", s.FlushInterval)
-		}
+		v.num(p+".max_size_mb", "sinks[].max_size_mb", float64(s.MaxSizeMB))
+		v.num(p+".max_files", "sinks[].max_files", float64(s.MaxFiles))
+		v.dur(p+".flush_interval", "sinks[].flush_interval", s.FlushInterval)
 	}
 }
 
 func (v *validator) http() {
 	h := &v.c.HTTP
-	if h.MaxBodyBytes < 1 {
-		v.add("http.max_body_bytes", "must be >= 1, got %d", h.MaxBodyBytes)
-	}
-	if h.ReadTimeout <= 0 {
-		v.add("http.read_timeout", "must be > 0, got %s", h.ReadTimeout)
-	}
-	if h.WriteTimeout <= 0 {
-		v.add("http.write_timeout", "must be > 0, got %s", h.WriteTimeout)
-	}
+	v.num("http.max_body_bytes", "http.max_body_bytes", float64(h.MaxBodyBytes))
+	v.dur("http.read_timeout", "http.read_timeout", h.ReadTimeout)
+	v.dur("http.write_timeout", "http.write_timeout", h.WriteTimeout)
 	if h.TokenFile != "" && v.file("http.token_file", h.TokenFile) {
 		v.token(h.TokenFile)
 	}

@@ -18,7 +18,7 @@ const (
 	errEval   = "eval"   // an evaluation failed
 )
 
-// errEntry is one error in /status.
+// errEntry is one error in /status: Error reads "CLASS WHERE: cause".
 type errEntry struct {
 	At    time.Time `json:"at"`
 	Class string    `json:"class,omitempty"`
@@ -41,7 +41,11 @@ func (l *errorLog) add(class, where string, err error) {
 	l.m.Errors.WithLabelValues(class).Inc()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.list = append(l.list, errEntry{At: time.Now(), Class: class, Where: where, Error: err.Error()})
+	msg := class + ": " + err.Error()
+	if where != "" {
+		msg = class + " " + where + ": " + err.Error()
+	}
+	l.list = append(l.list, errEntry{At: time.Now(), Class: class, Where: where, Error: msg})
 	if len(l.list) > errorLogSize {
 		l.list = slices.Delete(l.list, 0, len(l.list)-errorLogSize)
 	}

@@ -45,7 +45,7 @@ type stream struct {
 	slot    gocv.Mat // latest frame, owned by the slot
 	meta    frameMeta
 	fresh   bool
-	src     source.Source // nil while opening or after the end
+	mon     source.Monitor // the source's connection state, also while opening
 	ended   bool
 	lastErr errEntry
 
@@ -110,7 +110,9 @@ func (s *stream) run(ctx context.Context) {
 	if s.plan.FPS > 0 {
 		minGap = time.Duration(float64(time.Second) / s.plan.FPS)
 	}
-	src, err := source.Open(ctx, s.plan.Source, s.log)
+	spec := s.plan.Source
+	spec.Monitor = &s.mon
+	src, err := source.Open(ctx, spec, s.log)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.fail(err)
@@ -119,9 +121,6 @@ func (s *stream) run(ctx context.Context) {
 		s.end(nil)
 		return
 	}
-	s.mu.Lock()
-	s.src = src
-	s.mu.Unlock()
 	s.log.Info("stream opened", "source", src.Name())
 	// A video file stands in for a camera: play it in real time by its
 	// timestamps instead of decoding as fast as possible.
@@ -261,7 +260,7 @@ func (s *stream) waitTaken(ctx context.Context) {
 func (s *stream) up() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.src != nil && !s.ended && s.src.Up()
+	return !s.ended && s.mon.Up()
 }
 
 // count adds n to one of the stream's labelled counters.
@@ -291,13 +290,10 @@ type streamStatus struct {
 
 func (s *stream) status() streamStatus {
 	st := streamStatus{Name: s.plan.Name, Source: source.Redact(s.plan.Source.URI), Up: s.up(), Frames: s.frames.Load(),
-		Skipped: s.skipped.Load()}
+		Skipped: s.skipped.Load(), Reconnects: s.mon.Reconnects()}
 	s.mu.Lock()
-	if s.src != nil {
-		st.Reconnects = s.src.Reconnects()
-		if err, at := s.src.LastError(); err != nil && at.After(s.lastErr.At) {
-			st.LastError, st.ErrorAt = err.Error(), at
-		}
+	if err, at := s.mon.LastError(); err != nil && at.After(s.lastErr.At) {
+		st.LastError, st.ErrorAt = err.Error(), at
 	}
 	if st.LastError == "" && s.lastErr.Error != "" {
 		st.LastError, st.ErrorAt = s.lastErr.Error, s.lastErr.At

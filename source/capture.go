@@ -367,7 +367,7 @@ func (s *captureSource) reconnect(ctx context.Context, cause error) error {
 			return err
 		}
 		s.fails++
-		s.reconnects.Add(1)
+		s.mon.reconnects.Add(1)
 		c, err := s.open(ctx)
 		if err == nil {
 			s.cur = c

@@ -166,7 +166,11 @@ func checkPath(name, path string) error {
 
 // newBase starts the shared state of a source opened now.
 func newBase(spec Spec, name string, log *slog.Logger) base {
-	return base{spec: spec, name: name, log: log, opened: time.Now()}
+	mon := spec.Monitor
+	if mon == nil {
+		mon = &Monitor{}
+	}
+	return base{spec: spec, name: name, log: log, opened: time.Now(), mon: mon}
 }
 
 // base holds what every source shares.
@@ -179,9 +183,17 @@ type base struct {
 	closed bool
 
 	size       atomic.Uint64 // w<<32 | h
-	skipped    atomic.Int64
-	reconnects atomic.Int64
+	skipped atomic.Int64
+	mon     *Monitor
+}
+
+// Monitor holds a source's connection state: whether it delivers frames,
+// its reconnect attempts and its last failure. Give one in Spec.Monitor to
+// read them while Open is still connecting (a live source with Reconnect
+// retries inside Open); its methods are safe for concurrent use.
+type Monitor struct {
 	up         atomic.Bool
+	reconnects atomic.Int64
 	lastErr    atomic.Pointer[failure]
 }
 
@@ -191,22 +203,32 @@ type failure struct {
 	at  time.Time
 }
 
-// Up implements Source.
-func (b *base) Up() bool { return b.up.Load() }
+// Up reports whether the source is delivering frames: true from a frame
+// read until a read or open fails.
+func (m *Monitor) Up() bool { return m.up.Load() }
 
-// LastError implements Source.
-func (b *base) LastError() (error, time.Time) {
-	if f := b.lastErr.Load(); f != nil {
+// Reconnects counts reconnect attempts, successful or not.
+func (m *Monitor) Reconnects() int64 { return m.reconnects.Load() }
+
+// LastError is the last failure (redacted) and when; nil before any.
+func (m *Monitor) LastError() (error, time.Time) {
+	if f := m.lastErr.Load(); f != nil {
 		return f.err, f.at
 	}
 	return nil, time.Time{}
 }
 
+// Up implements Source.
+func (b *base) Up() bool { return b.mon.Up() }
+
+// LastError implements Source.
+func (b *base) LastError() (error, time.Time) { return b.mon.LastError() }
+
 // fail records a failure: the source is down until the next frame.
 func (b *base) fail(err error) {
-	b.up.Store(false)
+	b.mon.up.Store(false)
 	if err != nil {
-		b.lastErr.Store(&failure{err: err, at: time.Now()})
+		b.mon.lastErr.Store(&failure{err: err, at: time.Now()})
 	}
 }
 
@@ -223,7 +245,7 @@ func (b *base) Live() bool { return b.spec.Kind.Live() }
 func (b *base) Skipped() int64 { return b.skipped.Load() }
 
 // Reconnects implements Source.
-func (b *base) Reconnects() int64 { return b.reconnects.Load() }
+func (b *base) Reconnects() int64 { return b.mon.Reconnects() }
 
 // Size implements Source.
 func (b *base) Size() (w, h int) {
@@ -249,7 +271,7 @@ func (b *base) frame(dst *gocv.Mat, pts time.Duration, name string) Frame {
 		pts = now.Sub(b.opened)
 	}
 	b.setSize(dst.Cols(), dst.Rows())
-	b.up.Store(true)
+	b.mon.up.Store(true)
 	f := Frame{Index: b.index, Time: now, PTS: pts, Name: name}
 	b.index++
 	return f

@@ -119,6 +119,9 @@ type Spec struct {
 	// Loop restarts finite sources (video files, images, folders) at their
 	// end instead of returning io.EOF; for demos and tests.
 	Loop bool
+	// Monitor, when set, receives the source's connection state (see
+	// Monitor); nil: the source keeps its own.
+	Monitor *Monitor
 }
 
 // CameraSpec returns the Spec of local camera number index (--camera N).

@@ -1,0 +1,118 @@
+package configs
+
+import (
+	"math"
+	"strconv"
+	"time"
+)
+
+// Range is the documented range of one numeric key. Key paths write list
+// items as "[]" ("streams[].fps"). Durations are in seconds.
+type Range struct {
+	// Key is the key path.
+	Key string
+	// Min and Max bound the value; MinOpen and MaxOpen exclude the bound.
+	Min, Max         float64
+	MinOpen, MaxOpen bool
+	// Duration marks a duration key (bounds in seconds).
+	Duration bool
+	// Note says what special values mean ("0: all cores").
+	Note string
+}
+
+const (
+	hour = 3600
+	day  = 24 * hour
+)
+
+// ranges is the one table of numeric keys: the validator checks against it
+// and README's table is tested against it.
+var ranges = []Range{
+	{Key: "shutdown_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "model.batch", Min: 1, Max: 64, Note: "1: no batching; default: the number of streams, at most 8"},
+	{Key: "model.quantize.images", Min: 1, Max: 100000},
+	{Key: "provider.threads", Min: 0, Max: 256, Note: "0: all cores"},
+	{Key: "provider.device_id", Min: 0, Max: 63},
+	{Key: "provider.tensorrt.dla_core", Min: 0, Max: 7, Note: "leave it out for no DLA"},
+	{Key: "provider.tensorrt.workspace_mb", Min: 0, Max: 1 << 20, Note: "0: the TensorRT default"},
+	{Key: "thresholds.conf", Min: 0, Max: 1},
+	{Key: "thresholds.iou", Min: 0, Max: 1},
+	{Key: "thresholds.max_det", Min: 1, Max: 30000},
+	{Key: "streams[].fps", Min: 0, Max: 1000, Note: "0: no cap"},
+	{Key: "streams[].read_timeout", Min: 0, Max: hour, Duration: true, Note: "0: no bound"},
+	{Key: "streams[].reconnect.min_backoff", Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "streams[].reconnect.max_backoff", Min: 0, MinOpen: true, Max: day, Duration: true, Note: "at least min_backoff"},
+	{Key: "streams[].reconnect.max_retries", Min: 0, Max: 1000000, Note: "0: unlimited"},
+	{Key: "shadow.every_n", Min: 1, Max: 1000000},
+	{Key: "shadow.budget", Min: 0, Max: 1, MaxOpen: true, Note: "a fraction of compute time; 0: every_n only"},
+	{Key: "shadow.iou", Min: 0, MinOpen: true, Max: 1},
+	{Key: "shadow.window", Min: 1, Max: 100000},
+	{Key: "eval.images", Min: 0, Max: 1000000, Note: "0: all"},
+	{Key: "sinks[].max_size_mb", Min: 1, Max: 1 << 20},
+	{Key: "sinks[].max_files", Min: 1, Max: 1000},
+	{Key: "sinks[].flush_interval", Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "http.max_body_bytes", Min: 1, Max: 1 << 30},
+	{Key: "http.read_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "http.write_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
+}
+
+// Ranges returns the documented range of every numeric key, in schema
+// order (a fresh copy).
+func Ranges() []Range { return append([]Range(nil), ranges...) }
+
+// String renders the range as "0 to 256 (0: all cores)", "(0s, 1h0m0s]".
+func (r Range) String() string {
+	f := func(x float64) string {
+		if r.Duration {
+			return time.Duration(x * float64(time.Second)).String()
+		}
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	lo, hi := "[", "]"
+	if r.MinOpen {
+		lo = "("
+	}
+	if r.MaxOpen {
+		hi = ")"
+	}
+	s := lo + f(r.Min) + ", " + f(r.Max) + hi
+	if r.Note != "" {
+		s += " (" + r.Note + ")"
+	}
+	return s
+}
+
+// contains reports whether x is in the range (NaN never is).
+func (r Range) contains(x float64) bool {
+	if math.IsNaN(x) || x < r.Min || x > r.Max {
+		return false
+	}
+	return !(r.MinOpen && x == r.Min) && !(r.MaxOpen && x == r.Max)
+}
+
+func rangeOf(key string) Range {
+	for _, r := range ranges {
+		if r.Key == key {
+			return r
+		}
+	}
+	panic("configs: no range for " + key)
+}
+
+// num checks a numeric key against its range; path is the key path with
+// indices ("streams[1].fps"), key the table's ("streams[].fps").
+func (v *validator) num(path, key string, x float64) {
+	r := rangeOf(key)
+	if r.contains(x) {
+		return
+	}
+	got := strconv.FormatFloat(x, 'g', -1, 64)
+	if r.Duration {
+		got = time.Duration(x * float64(time.Second)).String()
+	}
+	v.add(path, "%s is out of range: want %s", got, r)
+}
+
+// dur checks a duration key.
+func (v *validator) dur(path, key string, d Duration) { v.num(path, key, d.Std().Seconds()) }
+
