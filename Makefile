@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check lint demo eval clean race fuzz-ci
+.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci
 
 setup:
 	./scripts/setup.sh
@@ -21,7 +21,12 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
-test: fmt-check vet build
+# go.mod and go.sum are what `go mod tidy` would write (direct requires are
+# not marked // indirect, no stale sums); prints the diff and fails otherwise.
+tidy-check:
+	$(GO) mod tidy -diff
+
+test: tidy-check fmt-check vet build
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 	$(MAKE) race
 	$(MAKE) fuzz-ci
