@@ -200,12 +200,6 @@ func (d *Detector) Close() error {
 	return errors.Join(append(errs, d.Session.Close())...)
 }
 
-// Input exposes the bound input buffer (for calibration and benchmarks).
-func (d *Detector) Input() []float32 { return d.bind.Input() }
-
-// Output exposes the bound output buffer after a run.
-func (d *Detector) Output() []float32 { return d.bind.Output() }
-
 // Preprocess letterboxes img into batch slot i of the input buffer.
 func (d *Detector) Preprocess(img gocv.Mat, i int) (preprocess.Transform, error) {
 	plane := 3 * d.Width * d.Height

@@ -24,7 +24,6 @@ type LayerSensitivity struct {
 
 // SensitivityOptions controls Sensitivity.
 type SensitivityOptions struct {
-	Target   Target
 	Method   CalibMethod
 	Pct      float64
 	Inputs   int // calibration inputs used per layer (default 8)

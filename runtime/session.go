@@ -85,9 +85,6 @@ type TensorInfo struct {
 	Shape []int64
 }
 
-// Dynamic reports whether dimension i is dynamic.
-func (t TensorInfo) Dynamic(i int) bool { return i < len(t.Shape) && t.Shape[i] < 0 }
-
 // String renders the info as name:type[d0,d1,...] with ? for dynamic dims.
 func (t TensorInfo) String() string {
 	dims := make([]string, len(t.Shape))
@@ -552,9 +549,6 @@ func (s *Session) Bind(inputShape []int64, outputIndex int) (*Binding, error) {
 // Input returns the input buffer to fill (NCHW float32).
 func (b *Binding) Input() []float32 { return b.in.GetData() }
 
-// InputShape returns the bound input shape.
-func (b *Binding) InputShape() []int64 { return b.in.GetShape() }
-
 // Output returns the output buffer of the last Run.
 func (b *Binding) Output() []float32 { return b.out.GetData() }
 
@@ -590,14 +584,4 @@ func (b *Binding) Close() {
 		release(b.out)
 		b.out = nil
 	}
-}
-
-// WarmUp runs the binding n times to let providers build engines and caches.
-func (b *Binding) WarmUp(ctx context.Context, n int) error {
-	for i := 0; i < n; i++ {
-		if err := b.Run(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
 }
