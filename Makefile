@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check lint demo eval clean race fuzz-ci
+.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci
 
 setup:
 	./scripts/setup.sh
@@ -21,7 +21,20 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
-test: fmt-check vet build
+# go.mod and go.sum are what `go mod tidy` would write (direct requires are
+# not marked // indirect, no stale sums); prints the diff and fails otherwise.
+tidy-check:
+	$(GO) mod tidy -diff
+
+# golangci-lint v2, pinned and installed into bin/tools by scripts/setup.sh
+# (kept out of go.mod); configuration in .golangci.yml.
+GOLANGCI_LINT ?= bin/tools/golangci-lint
+
+lint:
+	@test -x $(GOLANGCI_LINT) || { echo "$(GOLANGCI_LINT) missing: run make setup"; exit 1; }
+	$(GOLANGCI_LINT) run $(PKGS)
+
+test: tidy-check fmt-check vet lint build
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 	$(MAKE) race
 	$(MAKE) fuzz-ci

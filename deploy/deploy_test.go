@@ -71,7 +71,11 @@ func unitSettings(t *testing.T, path string) map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() {
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	m := map[string][]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

@@ -238,8 +238,10 @@ func ReadLabels(path string, width, height int) ([]Label, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eval: labels %s: %w", path, err)
 	}
-	defer f.Close()
 	labels, err := ParseLabels(f, width, height)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("eval: labels %s: %w", path, err)
 	}

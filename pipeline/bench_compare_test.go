@@ -36,7 +36,7 @@ func benchDetectors(t *testing.T, names ...string) []*Detector {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { d.Close() })
+		t.Cleanup(func() { closeOK(t, d) })
 		dets = append(dets, d)
 	}
 	return dets

@@ -21,7 +21,7 @@ func BenchmarkStages(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.Close()
+	defer closeOK(b, d)
 	cap, err := gocv.VideoCaptureFile(fixtures.Path(b, "media", "vtest.avi"))
 	if err != nil {
 		b.Fatal(err)
@@ -31,8 +31,13 @@ func BenchmarkStages(b *testing.B) {
 	defer img.Close()
 	cap.Read(&img)
 	ctx := context.Background()
-	xf, _ := d.Preprocess(img, 0)
-	d.Infer(ctx)
+	xf, err := d.Preprocess(img, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Infer(ctx); err != nil {
+		b.Fatal(err)
+	}
 	b.Run("preprocess", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			if _, err := d.Preprocess(img, 0); err != nil {

@@ -95,13 +95,11 @@ func New(cfg Config) (*Detector, error) {
 		}
 	}
 	if err := d.setup(cfg); err != nil {
-		d.Close()
-		return nil, err
+		return nil, errors.Join(err, d.Close())
 	}
 	d.Names, d.NamesSource, err = postprocess.ResolveNames(s.Metadata, cfg.NamesFile, d.Layout.Classes)
 	if err != nil {
-		d.Close()
-		return nil, err
+		return nil, errors.Join(err, d.Close())
 	}
 	log.Info("detector ready", "model", cfg.Model, "input", fmt.Sprintf("%dx%dx%d", d.Batch, d.Height, d.Width),
 		"classes", d.Layout.Classes, "names", d.NamesSource, "provider", s.Provider)
@@ -190,22 +188,17 @@ func resolveSize(shape []int64, reqH, reqW, stride int) (int, int, error) {
 
 // Close releases the session and buffers.
 func (d *Detector) Close() error {
+	var errs []error
 	for _, l := range d.lbs {
-		l.Close()
+		errs = append(errs, l.Close())
 	}
 	d.lbs = nil
 	if d.bind != nil {
 		d.bind.Close()
 		d.bind = nil
 	}
-	return d.Session.Close()
+	return errors.Join(append(errs, d.Session.Close())...)
 }
-
-// Input exposes the bound input buffer (for calibration and benchmarks).
-func (d *Detector) Input() []float32 { return d.bind.Input() }
-
-// Output exposes the bound output buffer after a run.
-func (d *Detector) Output() []float32 { return d.bind.Output() }
 
 // Preprocess letterboxes img into batch slot i of the input buffer.
 func (d *Detector) Preprocess(img gocv.Mat, i int) (preprocess.Transform, error) {

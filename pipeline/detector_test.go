@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ func TestDetectorVideoFrame(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	defer closeOK(t, d)
 	cap, err := gocv.VideoCaptureFile(video)
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +97,7 @@ func TestDetectorInputSizes(t *testing.T) {
 			d, err := New(Config{Model: tc.model, Runtime: yrt.Options{Provider: "cpu", Threads: 2}, Height: tc.reqH, Width: tc.reqW})
 			if tc.wantErr {
 				if err == nil {
-					d.Close()
+					closeOK(t, d)
 					t.Fatal("want an error")
 				}
 				t.Log(err)
@@ -105,7 +106,7 @@ func TestDetectorInputSizes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer d.Close()
+			defer closeOK(t, d)
 			if d.Height != tc.wantH || d.Width != tc.wantW {
 				t.Errorf("input %dx%d, want %dx%d", d.Height, d.Width, tc.wantH, tc.wantW)
 			}
@@ -131,10 +132,17 @@ func TestDetectorBadModels(t *testing.T) {
 	good := fixtures.Model(t, "yolov5n.onnx")
 	dir := t.TempDir()
 	truncated := filepath.Join(dir, "truncated.onnx")
-	data, _ := os.ReadFile(good)
-	os.WriteFile(truncated, data[:len(data)/2], 0o644)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(truncated, data[:len(data)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	notOnnx := filepath.Join(dir, "notes.onnx")
-	os.WriteFile(notOnnx, []byte("hello, I am not a model"), 0o644)
+	if err := os.WriteFile(notOnnx, []byte("hello, I am not a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, model, want string
 	}{
@@ -147,7 +155,7 @@ func TestDetectorBadModels(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := New(Config{Model: tc.model, Runtime: yrt.Options{Provider: "cpu", Threads: 1}})
 			if err == nil {
-				d.Close()
+				closeOK(t, d)
 				t.Fatal("want an error")
 			}
 			var me *ModelError
@@ -155,5 +163,13 @@ func TestDetectorBadModels(t *testing.T) {
 				t.Errorf("err = %v, want a ModelError mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// closeOK closes c and fails the test if that fails.
+func closeOK(tb testing.TB, c io.Closer) {
+	tb.Helper()
+	if err := c.Close(); err != nil {
+		tb.Errorf("Close: %v", err)
 	}
 }

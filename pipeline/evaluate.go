@@ -29,11 +29,11 @@ func Evaluate(ctx context.Context, d *Detector, ds *eval.Dataset, post postproce
 		log = slog.Default()
 	}
 	var st EvalStats
-	prev := d.dec.Opts
+	prev := d.dec
 	if err := d.SetPostprocess(post); err != nil {
 		return eval.Result{}, st, err
 	}
-	defer d.SetPostprocess(prev)
+	defer func() { d.dec = prev }()
 	acc := eval.NewAccumulator()
 	img := gocv.NewMat()
 	defer img.Close()

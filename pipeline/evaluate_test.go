@@ -37,7 +37,7 @@ func TestEvalMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer d.Close()
+			defer closeOK(t, d)
 			res, st, err := Evaluate(context.Background(), d, ds, postprocess.EvalOptions(), nil, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -81,9 +81,10 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// Layout describes a YOLOv5 output tensor [batch, rows, 5+classes].
+// Layout describes a YOLOv5 output tensor [batch, rows, 5+classes] (the
+// batch size is the detector's).
 type Layout struct {
-	Batch, Rows, Classes int
+	Rows, Classes int
 }
 
 // ParseLayout validates a YOLOv5 output shape (rank 3, last dimension 5 +
@@ -98,7 +99,7 @@ func ParseLayout(shape []int64) (Layout, error) {
 	if shape[1] >= 0 && shape[1] < shape[2] && shape[1] > 0 {
 		return Layout{}, fmt.Errorf("output shape %v looks transposed ([batch, 4+classes, boxes], YOLOv8 style); yedge expects YOLOv5 [batch, boxes, 5+classes]", shape)
 	}
-	return Layout{Batch: int(shape[0]), Rows: int(shape[1]), Classes: int(shape[2]) - 5}, nil
+	return Layout{Rows: int(shape[1]), Classes: int(shape[2]) - 5}, nil
 }
 
 const maxWH = 7680 // class offset for batched NMS, as in YOLOv5

@@ -31,7 +31,6 @@ var lut = func() (t [256]float32) {
 // and PadY are the left and top padding in input pixels.
 type Transform struct {
 	SrcW, SrcH int
-	DstW, DstH int
 	Gain       float64
 	PadX, PadY float64
 }
@@ -111,7 +110,7 @@ func (l *Letterboxer) Plan(srcW, srcH int) (w1, h1, nw, nh, left, top int, t Tra
 	dh := float64(l.H-nh) / 2
 	top = int(math.RoundToEven(dh - 0.1))
 	left = int(math.RoundToEven(dw - 0.1))
-	t = Transform{SrcW: srcW, SrcH: srcH, DstW: l.W, DstH: l.H,
+	t = Transform{SrcW: srcW, SrcH: srcH,
 		Gain: float64(h1) / float64(srcH), PadX: dw, PadY: dh}
 	return
 }

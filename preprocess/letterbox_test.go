@@ -3,6 +3,7 @@ package preprocess
 import (
 	"image"
 	"image/color"
+	"io"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -27,7 +28,7 @@ func TestPlan(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			l := New(tc.dstW, tc.dstH)
-			defer l.Close()
+			defer closeOK(t, l)
 			w1, h1, nw, nh, left, top, xf := l.Plan(tc.srcW, tc.srcH)
 			if w1 != tc.w1 || h1 != tc.h1 || nw != tc.nw || nh != tc.nh || left != tc.left || top != tc.top {
 				t.Errorf("plan = %d %d %d %d %d %d, want %d %d %d %d %d %d", w1, h1, nw, nh, left, top, tc.w1, tc.h1, tc.nw, tc.nh, tc.left, tc.top)
@@ -56,7 +57,7 @@ func TestTransformRoundTrip(t *testing.T) {
 				t.Fatalf("src %dx%d input %dx%d: box %v,%v,%v,%v came back as %v,%v,%v,%v", sw, sh, l.W, l.H, x1, y1, x2, y2, bx1, by1, bx2, by2)
 			}
 		}
-		l.Close()
+		closeOK(t, l)
 	}
 }
 
@@ -94,7 +95,7 @@ func TestApplyRoundTrip(t *testing.T) {
 		// A box at least 4 input pixels wide and high, anywhere in the image.
 		minSide := int(math.Ceil(4 / gain))
 		if minSide > c.sw || minSide > c.sh {
-			l.Close()
+			closeOK(t, l)
 			continue
 		}
 		bw, bh := minSide+r.IntN(c.sw-minSide+1), minSide+r.IntN(c.sh-minSide+1)
@@ -108,7 +109,7 @@ func TestApplyRoundTrip(t *testing.T) {
 		buf := make([]float32, 3*c.w*c.h)
 		xf, err := l.Apply(img, buf)
 		img.Close()
-		l.Close()
+		closeOK(t, l)
 		if err != nil {
 			t.Fatalf("case %d %+v: %v", i, c, err)
 		}
@@ -160,7 +161,7 @@ func TestApplyPixels(t *testing.T) {
 	gocv.Rectangle(&img, image.Rect(0, 0, 32, 32), color.RGBA{0, 0, 255, 0}, -1)
 	gocv.Rectangle(&img, image.Rect(32, 0, 64, 32), color.RGBA{255, 0, 0, 0}, -1)
 	l := New(64, 64)
-	defer l.Close()
+	defer closeOK(t, l)
 	buf := make([]float32, 3*64*64)
 	xf, err := l.Apply(img, buf)
 	if err != nil {
@@ -195,12 +196,16 @@ func TestApplyNoAllocs(t *testing.T) {
 	img := gocv.NewMatWithSize(576, 768, gocv.MatTypeCV8UC3)
 	defer img.Close()
 	l := New(640, 640)
-	defer l.Close()
+	defer closeOK(t, l)
 	buf := make([]float32, 3*640*640)
 	if _, err := l.Apply(img, buf); err != nil {
 		t.Fatal(err)
 	}
-	allocs := testing.AllocsPerRun(5, func() { l.Apply(img, buf) })
+	allocs := testing.AllocsPerRun(5, func() {
+		if _, err := l.Apply(img, buf); err != nil {
+			t.Error(err)
+		}
+	})
 	if allocs > 2 {
 		t.Errorf("Apply allocates %.0f times per frame, want at most 2 (cgo boxing)", allocs)
 	}
@@ -211,12 +216,20 @@ func BenchmarkLetterbox768x576(b *testing.B) {
 	defer img.Close()
 	gocv.RandU(&img, gocv.NewScalar(0, 0, 0, 0), gocv.NewScalar(255, 255, 255, 0))
 	l := New(640, 640)
-	defer l.Close()
+	defer closeOK(b, l)
 	buf := make([]float32, 3*640*640)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := l.Apply(img, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// closeOK closes c and fails the test if that fails.
+func closeOK(tb testing.TB, c io.Closer) {
+	tb.Helper()
+	if err := c.Close(); err != nil {
+		tb.Errorf("Close: %v", err)
 	}
 }

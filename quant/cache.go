@@ -125,7 +125,9 @@ func isSHA256(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+		switch {
+		case '0' <= r && r <= '9', 'a' <= r && r <= 'f', 'A' <= r && r <= 'F':
+		default:
 			return false
 		}
 	}
@@ -190,10 +192,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 		return err
 	}
 	tmp := f.Name()
+	closed := false
 	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
+		if err == nil {
+			return
+		}
+		if !closed {
+			err = errors.Join(err, f.Close())
+		}
+		if rerr := os.Remove(tmp); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("removing the temporary file: %w", rerr))
 		}
 	}()
 	if _, err = f.Write(data); err != nil {
@@ -205,15 +213,25 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Sync(); err != nil {
 		return err
 	}
+	closed = true
 	if err = f.Close(); err != nil {
 		return err
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
-	}
+	// Best effort: the file is complete, synced and in place; a failed
+	// directory sync only leaves the rename less durable across a power cut,
+	// and some file systems refuse fsync on a directory (EINVAL).
+	_ = syncDir(dir)
 	return nil
+}
+
+// syncDir fsyncs the directory dir, making a rename in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }

@@ -201,10 +201,16 @@ func FuzzParseCache(f *testing.F) {
 		}
 		for _, s := range c.Tensors {
 			for _, m := range calibMethods {
-				s.ComputeAmax(m, 0)
+				// Errors are fine (no values, percentile 0); a NaN or
+				// negative amax is not.
+				if amax, err := s.ComputeAmax(m, 0); err == nil && (math.IsNaN(amax) || amax < 0) {
+					t.Fatalf("%s amax = %v", m, amax)
+				}
 			}
 			s.Collect([]float32{1, 1e30})
-			s.Merge(NewTensorStats(4))
+			if err := s.Merge(NewTensorStats(4)); err != nil {
+				t.Fatalf("merging empty statistics: %v", err)
+			}
 		}
 	})
 }

@@ -612,7 +612,9 @@ func BenchmarkComputeAmax(b *testing.B) {
 	for _, m := range []CalibMethod{Entropy, MSE} {
 		b.Run(string(m), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				s.ComputeAmax(m, 0)
+				if _, err := s.ComputeAmax(m, 0); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

@@ -64,7 +64,7 @@ func WithOutputs(m *onnx.Model, tensors []string) ([]byte, error) {
 // statistics (min, max, histogram of |x|) for each tensor. Memory is
 // bounded by the histograms, not by the number of inputs. It returns the
 // statistics and the number of inputs used.
-func Calibrate(ctx context.Context, m *onnx.Model, tensors []string, in InputSource, o CalibrateOptions) (map[string]*TensorStats, int, error) {
+func Calibrate(ctx context.Context, m *onnx.Model, tensors []string, in InputSource, o CalibrateOptions) (_ map[string]*TensorStats, _ int, err error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
@@ -86,7 +86,7 @@ func Calibrate(ctx context.Context, m *onnx.Model, tensors []string, in InputSou
 	if err != nil {
 		return nil, 0, err
 	}
-	defer sess.Close()
+	defer func() { err = errors.Join(err, sess.Close()) }()
 	stats := make(map[string]*TensorStats, len(tensors))
 	for _, t := range tensors {
 		stats[t] = NewTensorStats(o.Bins)

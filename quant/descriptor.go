@@ -44,9 +44,6 @@ func (m CalibMethod) valid() bool {
 	return false
 }
 
-// histogram reports whether m needs the histogram (HistogramCalibrator).
-func (m CalibMethod) histogram() bool { return m == Entropy || m == MSE || m == Percentile }
-
 // ParseCalibMethod parses a calibration method name (max, entropy, mse or
 // percentile; case and surrounding space ignored), as pytorch-quantization's
 // calib_method / compute_amax accept.

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"context"
+	"io"
 	"math"
 	"path/filepath"
 	"regexp"
@@ -56,7 +57,7 @@ func run(t *testing.T, m *onnx.Model, x []float32) []float32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer closeOK(t, s)
 	var out []float32
 	if err := s.RunFloat(context.Background(), []int64{1, 1, 2, 2}, x, func(o []yrt.Output) error {
 		out = append(out, o[0].Data...)
@@ -221,7 +222,7 @@ func TestCPUFusion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
+	closeOK(t, s)
 	om, err := onnx.Load(opt)
 	if err != nil {
 		t.Fatal(err)
@@ -270,5 +271,13 @@ func TestTensorRTPlacementCheck(t *testing.T) {
 	qdq, _ := onnx.Load(fixtures.Model(t, "yolov5n-qdq-torch.onnx"))
 	if r := CheckPlacement(qdq); r.TensorRTCompatible || r.ConvsQuantized != 60 || len(r.Issues) == 0 {
 		t.Errorf("torch qdq placement %+v", r)
+	}
+}
+
+// closeOK closes c and fails the test if that fails.
+func closeOK(tb testing.TB, c io.Closer) {
+	tb.Helper()
+	if err := c.Close(); err != nil {
+		tb.Errorf("Close: %v", err)
 	}
 }

@@ -24,7 +24,6 @@ type LayerSensitivity struct {
 
 // SensitivityOptions controls Sensitivity.
 type SensitivityOptions struct {
-	Target   Target
 	Method   CalibMethod
 	Pct      float64
 	Inputs   int // calibration inputs used per layer (default 8)
@@ -127,7 +126,7 @@ func Sensitivity(ctx context.Context, m *onnx.Model, cache *Cache, in InputSourc
 }
 
 // runAll runs a model on every input and keeps its first output.
-func runAll(ctx context.Context, m *onnx.Model, inputs [][]float32, shape []int64, ro yrt.Options) ([][]float32, error) {
+func runAll(ctx context.Context, m *onnx.Model, inputs [][]float32, shape []int64, ro yrt.Options) (_ [][]float32, err error) {
 	data, err := m.Marshal()
 	if err != nil {
 		return nil, err
@@ -136,7 +135,7 @@ func runAll(ctx context.Context, m *onnx.Model, inputs [][]float32, shape []int6
 	if err != nil {
 		return nil, err
 	}
-	defer s.Close()
+	defer func() { err = errors.Join(err, s.Close()) }()
 	res := make([][]float32, len(inputs))
 	for i, in := range inputs {
 		err := s.RunFloat(ctx, shape, in, func(outs []yrt.Output) error {

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,7 +123,7 @@ func TestProviderFallback(t *testing.T) {
 			s, err := NewSession(model, Options{Provider: tc.provider, Threads: 1, TensorRT: DefaultTensorRTOptions(cache)})
 			if tc.wantErr {
 				if err == nil {
-					s.Close()
+					closeOK(t, s)
 					t.Skipf("%s is available on this machine", tc.provider)
 				}
 				if !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), tc.provider) {
@@ -133,7 +134,7 @@ func TestProviderFallback(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer s.Close()
+			defer closeOK(t, s)
 			if s.Provider != tc.want {
 				t.Errorf("provider = %s, want %s", s.Provider, tc.want)
 			}
@@ -163,7 +164,7 @@ func TestSessionDiscoversIO(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer s.Close()
+			defer closeOK(t, s)
 			if s.Inputs[0].Name != tc.input || s.Outputs[0].Name != tc.output {
 				t.Errorf("io = %v %v", s.Inputs, s.Outputs)
 			}
@@ -199,11 +200,21 @@ func TestNewSessionBadModel(t *testing.T) {
 	initORT(t)
 	dir := t.TempDir()
 	notOnnx := filepath.Join(dir, "model.onnx")
-	os.WriteFile(notOnnx, []byte("this is not a model"), 0o644)
+	if err := os.WriteFile(notOnnx, []byte("this is not a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{filepath.Join(dir, "missing.onnx"), notOnnx, dir} {
 		_, err := NewSession(p, Options{Provider: "cpu"})
 		if err == nil || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: err = %v, want an error naming the file", p, err)
 		}
+	}
+}
+
+// closeOK closes c and fails the test if that fails.
+func closeOK(tb testing.TB, c io.Closer) {
+	tb.Helper()
+	if err := c.Close(); err != nil {
+		tb.Errorf("Close: %v", err)
 	}
 }

@@ -85,9 +85,6 @@ type TensorInfo struct {
 	Shape []int64
 }
 
-// Dynamic reports whether dimension i is dynamic.
-func (t TensorInfo) Dynamic(i int) bool { return i < len(t.Shape) && t.Shape[i] < 0 }
-
 // String renders the info as name:type[d0,d1,...] with ? for dynamic dims.
 func (t TensorInfo) String() string {
 	dims := make([]string, len(t.Shape))
@@ -202,7 +199,11 @@ func newSession(path string, data []byte, opts Options) (*Session, error) {
 		return n
 	}
 	if opts.TensorRT.CacheDir != "" && opts.TensorRT.ModelKey == "" && chain[0][0] == ProviderTensorRT {
-		opts.TensorRT.ModelKey = modelKey(path, data)
+		key, err := modelKey(path, data)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: %w", path, err)
+		}
+		opts.TensorRT.ModelKey = key
 	}
 	var failures []string
 	for _, providers := range chain {
@@ -213,7 +214,7 @@ func newSession(path string, data []byte, opts Options) (*Session, error) {
 			} else {
 				s.sess, err = ort.NewDynamicAdvancedSession(path, names(s.Inputs), names(s.Outputs), so)
 			}
-			so.Destroy()
+			release(so)
 		}
 		if err != nil {
 			failures = append(failures, fmt.Sprintf("%s: %v", providers[0], err))
@@ -248,16 +249,36 @@ type Output struct {
 	Data  []float32
 }
 
-// modelKey is the first 16 hex digits of the model's SHA-256.
-func modelKey(path string, data []byte) string {
+// modelKey is the first 16 hex digits of the model's SHA-256 (of data, or
+// else of the file at path).
+func modelKey(path string, data []byte) (string, error) {
 	h := sha256.New()
 	if data != nil {
 		h.Write(data)
-	} else if f, err := os.Open(path); err == nil {
-		io.Copy(h, f)
-		f.Close()
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(h, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", err
+		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16]
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// release destroys an onnxruntime object. onnxruntime_go's Destroy methods
+// free C memory and fail only for an object that was never initialised or
+// is already destroyed, which this package never passes: an error is a bug
+// here, logged rather than returned to callers that could not act on it.
+func release(v interface{ Destroy() error }) {
+	if err := v.Destroy(); err != nil {
+		slog.Error("runtime: releasing an onnxruntime object", "type", fmt.Sprintf("%T", v), "err", err)
+	}
 }
 
 // RunFloat runs the model on one float32 input of the given shape and calls
@@ -271,7 +292,7 @@ func (s *Session) RunFloat(ctx context.Context, shape []int64, input []float32, 
 	if err != nil {
 		return fmt.Errorf("input tensor %v: %w", shape, err)
 	}
-	defer in.Destroy()
+	defer release(in)
 	vals := make([]ort.Value, len(s.Outputs))
 	if err := s.sess.Run([]ort.Value{in}, vals); err != nil {
 		return fmt.Errorf("inference on %q: %w", s.path, err)
@@ -279,7 +300,7 @@ func (s *Session) RunFloat(ctx context.Context, shape []int64, input []float32, 
 	defer func() {
 		for _, v := range vals {
 			if v != nil {
-				v.Destroy()
+				release(v)
 			}
 		}
 	}()
@@ -316,7 +337,7 @@ func newSessionOptions(providers []string, threads int, opts Options) (*ort.Sess
 		return nil, err
 	}
 	fail := func(err error) (*ort.SessionOptions, error) {
-		so.Destroy()
+		release(so)
 		return nil, err
 	}
 	if err := so.SetIntraOpNumThreads(threads); err != nil {
@@ -400,7 +421,7 @@ func appendTensorRT(so *ort.SessionOptions, opts Options) error {
 	if err != nil {
 		return err
 	}
-	defer to.Destroy()
+	defer release(to)
 	if err := to.Update(TensorRTProviderOptions(opts)); err != nil {
 		return err
 	}
@@ -412,7 +433,7 @@ func appendCUDA(so *ort.SessionOptions, opts Options) error {
 	if err != nil {
 		return err
 	}
-	defer co.Destroy()
+	defer release(co)
 	if err := co.Update(map[string]string{"device_id": strconv.Itoa(opts.DeviceID)}); err != nil {
 		return err
 	}
@@ -425,7 +446,7 @@ func readMetadata(s *ort.DynamicAdvancedSession) map[string]string {
 	if err != nil {
 		return out
 	}
-	defer md.Destroy()
+	defer release(md)
 	keys, err := md.GetCustomMetadataMapKeys()
 	if err != nil {
 		return out
@@ -478,7 +499,6 @@ type Binding struct {
 	s      *Session
 	in     *ort.Tensor[float32]
 	out    *ort.Tensor[float32]
-	inIdx  int
 	outIdx int
 	ins    []ort.Value
 	outs   []ort.Value
@@ -512,7 +532,7 @@ func (s *Session) Bind(inputShape []int64, outputIndex int) (*Binding, error) {
 	shape := b.outs[outputIndex].GetShape()
 	for i, v := range b.outs {
 		if v != nil {
-			v.Destroy()
+			release(v)
 		}
 		b.outs[i] = nil
 	}
@@ -529,9 +549,6 @@ func (s *Session) Bind(inputShape []int64, outputIndex int) (*Binding, error) {
 // Input returns the input buffer to fill (NCHW float32).
 func (b *Binding) Input() []float32 { return b.in.GetData() }
 
-// InputShape returns the bound input shape.
-func (b *Binding) InputShape() []int64 { return b.in.GetShape() }
-
 // Output returns the output buffer of the last Run.
 func (b *Binding) Output() []float32 { return b.out.GetData() }
 
@@ -547,7 +564,7 @@ func (b *Binding) Run(ctx context.Context) error {
 	err := b.s.sess.Run(b.ins, b.outs)
 	for i, v := range b.outs {
 		if i != b.outIdx && v != nil {
-			v.Destroy()
+			release(v)
 			b.outs[i] = nil
 		}
 	}
@@ -560,21 +577,11 @@ func (b *Binding) Run(ctx context.Context) error {
 // Close releases the tensors.
 func (b *Binding) Close() {
 	if b.in != nil {
-		b.in.Destroy()
+		release(b.in)
 		b.in = nil
 	}
 	if b.out != nil {
-		b.out.Destroy()
+		release(b.out)
 		b.out = nil
 	}
-}
-
-// WarmUp runs the binding n times to let providers build engines and caches.
-func (b *Binding) WarmUp(ctx context.Context, n int) error {
-	for i := 0; i < n; i++ {
-		if err := b.Run(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -271,12 +271,7 @@ func (s *JSONL) run() {
 			var errs []error
 			s.opErrs = &errs
 			s.drain(-1)
-			if s.flushAll() == nil {
-				if err := s.closeFile(); err != nil {
-					s.report(fmt.Errorf("sinks: jsonl: %w", err))
-				}
-			}
-			s.closeFile()
+			s.flushAndClose()
 			s.opErrs = nil
 			s.closeErr = errors.Join(errs...)
 			return
@@ -381,23 +376,33 @@ func (s *JSONL) flushBuf() error {
 }
 
 // flushAll writes the buffered lines and, with SyncOnFlush, fsyncs the file.
-func (s *JSONL) flushAll() error {
+// It reports its errors itself; the result says whether it succeeded.
+func (s *JSONL) flushAll() bool {
 	if s.f == nil {
-		return nil
+		return true
 	}
-	if err := s.flushBuf(); err != nil {
-		return err
+	if s.flushBuf() != nil {
+		return false
 	}
 	if !s.sync || !s.dirty {
-		return nil
+		return true
 	}
 	s.dirty = false
 	if err := s.f.Sync(); err != nil {
-		err = fmt.Errorf("sinks: jsonl: %w", err)
-		s.report(err)
-		return err
+		s.report(fmt.Errorf("sinks: jsonl: %w", err))
+		return false
 	}
-	return nil
+	return true
+}
+
+// flushAndClose flushes and closes the file. A close error is reported
+// unless the flush already failed (and was reported): the file is being
+// given up on either way, and one failure is counted once.
+func (s *JSONL) flushAndClose() {
+	ok := s.flushAll()
+	if err := s.closeFile(); err != nil && ok {
+		s.report(fmt.Errorf("sinks: jsonl: %w", err))
+	}
 }
 
 // fail handles a failed write: the buffered records are lost, a partial
@@ -415,19 +420,16 @@ func (s *JSONL) fail(err error) {
 		}
 	}
 	s.torn = false
-	s.closeFile()
+	if cerr := s.closeFile(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("sinks: jsonl: closing after the failed write: %w", cerr))
+	}
 	s.report(err)
 }
 
 // rotate flushes and closes the file, shifts the rotated files and opens a
 // new one. Errors are reported; the caller reopens the file if needed.
 func (s *JSONL) rotate() {
-	if s.flushAll() == nil {
-		if err := s.closeFile(); err != nil {
-			s.report(fmt.Errorf("sinks: jsonl: %w", err))
-		}
-	}
-	s.closeFile()
+	s.flushAndClose()
 	rotated := func(i int) string { return fmt.Sprintf("%s.%d", s.path, i) }
 	var errs []error
 	keep := func(err error) {
@@ -465,8 +467,7 @@ func (s *JSONL) open() error {
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return err
+		return errors.Join(err, f.Close())
 	}
 	s.f, s.out = f, io.Writer(f)
 	if s.wrap != nil {

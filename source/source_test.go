@@ -308,7 +308,7 @@ func TestOpenErrorRedacted(t *testing.T) {
 	defer cancel()
 	src, err := Open(ctx, spec, log)
 	if err == nil {
-		src.Close()
+		closeOK(t, src)
 		t.Fatal("Open of a closed port succeeded")
 	}
 	msg := err.Error()
@@ -341,7 +341,7 @@ func TestStreamRetriesGiveUp(t *testing.T) {
 	src, err := Open(ctx, spec, log)
 	elapsed := time.Since(start)
 	if err == nil {
-		src.Close()
+		closeOK(t, src)
 		t.Fatal("Open of a closed port succeeded")
 	}
 	if !strings.Contains(err.Error(), "gave up after 2 reconnect attempts") {
@@ -377,7 +377,7 @@ func TestStreamRetryCancelled(t *testing.T) {
 	start := time.Now()
 	src, err := Open(ctx, spec, log)
 	if err == nil {
-		src.Close()
+		closeOK(t, src)
 		t.Fatal("Open succeeded")
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -455,7 +455,7 @@ func TestVideo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	if w, h := src.Size(); w != vtestW || h != vtestH {
 		t.Fatalf("Size() before reading = %dx%d, want %dx%d", w, h, vtestW, vtestH)
 	}
@@ -517,7 +517,7 @@ func TestVideoReadTimeoutResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	m := gocv.NewMat()
 	defer m.Close()
 	read := func(i int) Frame {
@@ -545,7 +545,7 @@ func TestVideoEOF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	m := gocv.NewMat()
 	defer m.Close()
 	n := 0
@@ -577,7 +577,7 @@ func TestVideoLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	// Start near the end to reach it quickly.
 	src.(*captureSource).cur.vc.Set(gocv.VideoCapturePosFrames, vtestFrames-5)
 	m := gocv.NewMat()
@@ -627,7 +627,7 @@ func TestOpenMissingAndBadVideo(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src, err := Open(context.Background(), tt.spec, nil)
 			if err == nil {
-				src.Close()
+				closeOK(t, src)
 				t.Fatal("Open succeeded")
 			}
 			if !strings.Contains(err.Error(), tt.want) {
@@ -660,7 +660,7 @@ func TestFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	m := gocv.NewMat()
 	defer m.Close()
 	want := []struct {
@@ -712,7 +712,7 @@ func TestFolderErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer src.Close()
+		defer closeOK(t, src)
 		m := gocv.NewMat()
 		defer m.Close()
 		_, err = src.Read(context.Background(), &m)
@@ -769,7 +769,7 @@ func TestImage(t *testing.T) {
 			}
 		}
 		m.Close()
-		src.Close()
+		closeOK(t, src)
 		if want := map[bool]int{false: 1, true: 3}[loop]; n != want {
 			t.Fatalf("loop=%v: %d frames, want %d", loop, n, want)
 		}
@@ -809,7 +809,7 @@ func TestStreamReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	if !src.Live() || strings.Contains(src.Name(), "s3cr3t") || !strings.Contains(src.Name(), "token=***") {
 		t.Fatalf("Live %v Name %q", src.Live(), src.Name())
 	}
@@ -862,7 +862,9 @@ func TestStreamStall(t *testing.T) {
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "video/x-msvideo")
 		w.WriteHeader(http.StatusOK)
-		w.Write(data[:len(data)*2/3])
+		if _, err := w.Write(data[:len(data)*2/3]); err != nil {
+			return // the client is gone
+		}
 		w.(http.Flusher).Flush()
 		select {
 		case <-stop:
@@ -885,7 +887,7 @@ func TestStreamStall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	m := gocv.NewMat()
 	defer m.Close()
 	n := 0
@@ -923,7 +925,7 @@ func TestGStreamerEnded(t *testing.T) {
 	if err != nil {
 		t.Skipf("GStreamer videotestsrc unavailable here: %v", err)
 	}
-	defer src.Close()
+	defer closeOK(t, src)
 	m := gocv.NewMat()
 	defer m.Close()
 	for i := 0; i < 5; i++ {
@@ -946,10 +948,18 @@ func TestCameraMissing(t *testing.T) {
 	defer cancel()
 	src, err := Open(ctx, CameraSpec(63), nil)
 	if err == nil {
-		src.Close()
+		closeOK(t, src)
 		t.Skip("a camera 63 exists here")
 	}
 	if !strings.Contains(err.Error(), `source "camera 63": cannot open camera`) {
 		t.Fatalf("error %q", err)
+	}
+}
+
+// closeOK closes c and fails the test if that fails.
+func closeOK(tb testing.TB, c io.Closer) {
+	tb.Helper()
+	if err := c.Close(); err != nil {
+		tb.Errorf("Close: %v", err)
 	}
 }
