@@ -468,10 +468,14 @@ func TestDuration(t *testing.T) {
 func TestRelativePaths(t *testing.T) {
 	dir := testDir(t)
 	sub := filepath.Join(dir, "etc")
-	os.Mkdir(sub, 0o755)
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	text := strings.NewReplacer("{{dir}}/", "../").Replace(baseYAML)
 	path := filepath.Join(sub, "yedge.yaml")
-	os.WriteFile(path, []byte(text), 0o644)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	c, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -496,11 +500,15 @@ func TestSearch(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), etc) || !strings.Contains(err.Error(), local) || !strings.Contains(err.Error(), "--config") {
 		t.Errorf("nothing found: err %v", err)
 	}
-	os.WriteFile(local, []byte("listen: x\n"), 0o644)
+	if err := os.WriteFile(local, []byte("listen: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if p, err := Search(""); p != local || err != nil {
 		t.Errorf("only local: %q %v", p, err)
 	}
-	os.WriteFile(etc, []byte("listen: x\n"), 0o644)
+	if err := os.WriteFile(etc, []byte("listen: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if p, err := Search(""); p != etc || err != nil {
 		t.Errorf("both: %q %v, want the /etc one first", p, err)
 	}
@@ -508,7 +516,9 @@ func TestSearch(t *testing.T) {
 	if _, err := Search(explicit); err == nil || !strings.Contains(err.Error(), "mine.yaml") {
 		t.Errorf("missing explicit: %v", err)
 	}
-	os.WriteFile(explicit, []byte("listen: x\n"), 0o644)
+	if err := os.WriteFile(explicit, []byte("listen: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if p, err := Search(explicit); p != explicit || err != nil {
 		t.Errorf("explicit: %q %v", p, err)
 	}
@@ -587,7 +597,9 @@ func TestTokenFile(t *testing.T) {
 		{"  \n", `is empty`},
 		{"s3cret\n", ""},
 	} {
-		os.WriteFile(token, []byte(tc.content), 0o600)
+		if err := os.WriteFile(token, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		_, err := Load(writeConfig(t, dir, baseYAML+"http:\n  token_file: {{dir}}/token\n"))
 		switch {
 		case tc.want == "" && err != nil:

@@ -115,4 +115,3 @@ func (v *validator) num(path, key string, x float64) {
 
 // dur checks a duration key.
 func (v *validator) dur(path, key string, d Duration) { v.num(path, key, d.Std().Seconds()) }
-

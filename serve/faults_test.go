@@ -28,8 +28,8 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/configs"
-	"github.com/yedge/yedge/plan"
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/plan"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
 )
@@ -173,7 +173,7 @@ func ftParseMetrics(body string) []ftSample {
 			continue
 		}
 		s := ftSample{labels: map[string]string{}}
-		rest := line
+		var rest string
 		if i := strings.IndexAny(line, "{ "); i >= 0 && line[i] == '{' {
 			s.name = line[:i]
 			j := strings.LastIndex(line, "}")
@@ -290,7 +290,7 @@ func (d *ftDaemon) status() (ftStatus, string) {
 	if err != nil || code != http.StatusOK {
 		return st, body
 	}
-	json.Unmarshal([]byte(body), &st)
+	_ = json.Unmarshal([]byte(body), &st)
 	return st, body
 }
 
@@ -389,7 +389,7 @@ func ftStartClipServer(tb testing.TB, clip []byte, partial int) *ftClipServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/cam.avi", c.serve)
 	c.srv = &http.Server{Handler: mux}
-	go c.srv.Serve(ln)
+	go func() { _ = c.srv.Serve(ln) }()
 	tb.Cleanup(c.stop)
 	return c
 }
@@ -401,7 +401,7 @@ func (c *ftClipServer) serve(w http.ResponseWriter, r *http.Request) {
 	fl, _ := w.(http.Flusher)
 	if c.stall.Load() {
 		c.stalled.Add(1)
-		w.Write(c.clip[:min(int(c.partial.Load()), len(c.clip))])
+		_, _ = w.Write(c.clip[:min(int(c.partial.Load()), len(c.clip))])
 		if fl != nil {
 			fl.Flush()
 		}
@@ -440,7 +440,7 @@ func (c *ftClipServer) stop() {
 		close(c.release)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c.srv.Shutdown(ctx)
+		_ = c.srv.Shutdown(ctx)
 		c.srv.Close()
 	})
 }

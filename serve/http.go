@@ -25,7 +25,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /metrics", newScrapeCache(s.m.Handler(metrics.WithMaxRequestsInFlight(maxScrapesInFlight)), 250*time.Millisecond))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
+		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("GET /status", s.handleStatus)
@@ -62,7 +62,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	case up == 0:
 		http.Error(w, "not ready: no stream is up", http.StatusServiceUnavailable)
 	default:
-		io.WriteString(w, "ready\n")
+		_, _ = io.WriteString(w, "ready\n")
 	}
 }
 
@@ -114,7 +114,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
-	e.Encode(o)
+	_ = e.Encode(o)
 }
 
 // authorized checks that POST endpoints are enabled and, with a token
@@ -162,5 +162,5 @@ func (s *Server) handleEval(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-	io.WriteString(w, "evaluation started; see /status and yedge_eval_map50_95\n")
+	_, _ = io.WriteString(w, "evaluation started; see /status and yedge_eval_map50_95\n")
 }

@@ -68,5 +68,5 @@ func (c *scrapeCache) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(status)
-	w.Write(body)
+	_, _ = w.Write(body)
 }

@@ -199,7 +199,10 @@ func soakNew(t *testing.T, cfg serve.Plan, level slog.Level) *soakDaemon {
 		if d.cancel != nil && !d.exited {
 			d.cancel()
 			select {
-			case <-d.done:
+			case err := <-d.done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
 			case <-time.After(time.Minute):
 				t.Error("Run did not return within a minute of the cancel")
 			}
@@ -455,7 +458,7 @@ shutdown_timeout: 10s
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /eval: %s", resp.Status)
@@ -468,7 +471,7 @@ shutdown_timeout: 10s
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusAccepted {
 		t.Errorf("second POST /eval: %s, want 409 (or 202 if the first was done)", resp.Status)
@@ -625,7 +628,7 @@ eval:
 			if err != nil {
 				continue // not serving yet, or any more
 			}
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusAccepted {
 				evals.Add(1)

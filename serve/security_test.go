@@ -87,7 +87,7 @@ func ftRawRequest(addr, req string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
 		return "", err
 	}
@@ -120,7 +120,7 @@ shutdown_timeout: 5s
 			t.Fatalf("POST /eval: %v", err)
 		}
 		defer resp.Body.Close()
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		return resp.StatusCode
 	}
 	big := strings.Repeat("x", 4096)
@@ -168,7 +168,7 @@ shutdown_timeout: 5s
 				}
 			}
 		}()
-		io.WriteString(conn, head)
+		_, _ = io.WriteString(conn, head)
 		var cut time.Duration
 	loop:
 		for i := 0; i < 50; i++ {
@@ -257,7 +257,9 @@ func ftDataset(tb testing.TB, n int) string {
 		tb.Fatalf("only %d labelled images in %s", k, src)
 	}
 	if b, err := os.ReadFile(filepath.Join(src, "data.yaml")); err == nil {
-		os.WriteFile(filepath.Join(dir, "data.yaml"), b, 0o644)
+		if err := os.WriteFile(filepath.Join(dir, "data.yaml"), b, 0o644); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -285,7 +287,7 @@ func TestSecurityPostEndpoints(t *testing.T) {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
 		defer resp.Body.Close()
-		io.Copy(io.Discard, resp.Body)
+		_, _ = io.Copy(io.Discard, resp.Body)
 		if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
 			t.Errorf("%s %s: 401 without WWW-Authenticate", method, path)
 		}
@@ -367,13 +369,13 @@ func ftCaptureStderr(tb testing.TB) func() string {
 	var buf ftSyncBuffer
 	done := make(chan struct{})
 	go func() {
-		io.Copy(&buf, r)
+		_, _ = io.Copy(&buf, r)
 		close(done)
 	}()
 	var once sync.Once
 	restore := func() string {
 		once.Do(func() {
-			syscall.Dup2(saved, 2)
+			_ = syscall.Dup2(saved, 2)
 			syscall.Close(saved)
 			w.Close()
 			<-done

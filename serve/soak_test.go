@@ -163,7 +163,7 @@ shutdown_timeout: 10s
 	t.Logf("gocv Mats alive: %d before serve.New, %d after Run returned", mats0, mats)
 	if mats != mats0 {
 		var b bytes.Buffer
-		gocv.MatProfile.WriteTo(&b, 1)
+		_ = gocv.MatProfile.WriteTo(&b, 1)
 		t.Errorf("%d Mats leaked; where the live ones were made:\n%s", mats-mats0, b.String())
 	}
 	goleak.VerifyNone(t, ignore)

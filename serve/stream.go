@@ -292,7 +292,7 @@ func (s *stream) status() streamStatus {
 	st := streamStatus{Name: s.plan.Name, Source: source.Redact(s.plan.Source.URI), Up: s.up(), Frames: s.frames.Load(),
 		Skipped: s.skipped.Load(), Reconnects: s.mon.Reconnects()}
 	s.mu.Lock()
-	if err, at := s.mon.LastError(); err != nil && at.After(s.lastErr.At) {
+	if at, err := s.mon.LastError(); err != nil && at.After(s.lastErr.At) {
 		st.LastError, st.ErrorAt = err.Error(), at
 	}
 	if st.LastError == "" && s.lastErr.Error != "" {
@@ -315,4 +315,3 @@ func (s *stream) stats() metrics.StreamStats {
 	}
 	return out
 }
-

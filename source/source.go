@@ -72,7 +72,7 @@ type Source interface {
 	Up() bool
 	// LastError is the last failure seen (a failed read, open or
 	// reconnect, redacted) and when; nil before any.
-	LastError() (error, time.Time)
+	LastError() (time.Time, error)
 }
 
 // Open opens the source described by spec. A Spec with Kind Unknown is
@@ -211,18 +211,18 @@ func (m *Monitor) Up() bool { return m.up.Load() }
 func (m *Monitor) Reconnects() int64 { return m.reconnects.Load() }
 
 // LastError is the last failure (redacted) and when; nil before any.
-func (m *Monitor) LastError() (error, time.Time) {
+func (m *Monitor) LastError() (time.Time, error) {
 	if f := m.lastErr.Load(); f != nil {
-		return f.err, f.at
+		return f.at, f.err
 	}
-	return nil, time.Time{}
+	return time.Time{}, nil
 }
 
 // Up implements Source.
 func (b *base) Up() bool { return b.mon.Up() }
 
 // LastError implements Source.
-func (b *base) LastError() (error, time.Time) { return b.mon.LastError() }
+func (b *base) LastError() (time.Time, error) { return b.mon.LastError() }
 
 // fail records a failure: the source is down until the next frame.
 func (b *base) fail(err error) {

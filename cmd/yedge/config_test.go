@@ -37,7 +37,9 @@ func TestConfigCheck(t *testing.T) {
 		}
 	}
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o644)
+	if err := os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r = yedge(t, nil, "config", "check", bad)
 	want := fmt.Sprintf("bad.yaml:%d: unknown key \"lop\" in streams[0] (did you mean \"loop\"?)", line)
 	if r.code != exitUsage || !strings.Contains(r.stderr, want) {
@@ -48,7 +50,9 @@ func TestConfigCheck(t *testing.T) {
 	text = strings.Replace(text, "fps: 10", "fps: -10", 1)
 	text = strings.Replace(text, "every_n: 5", "every_n: 0", 1)
 	text = strings.Replace(text, "uri: "+fixtures.SharedDir()+"/media/vtest.avi\n    loop", "uri: ftp://admin:hunter2@10.0.0.1/x\n    loop", 1)
-	os.WriteFile(bad, []byte(text), 0o644)
+	if err := os.WriteFile(bad, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r = yedge(t, nil, "config", "check", bad)
 	for _, w := range []string{"streams[0].uri:", "streams[1].fps: must be >= 0, got -10", "shadow.every_n: must be >= 1", "3 problems"} {
 		if !strings.Contains(r.stderr, w) {

@@ -103,7 +103,7 @@ shutdown_timeout: 10s
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		if t.Failed() {
 			t.Logf("yedge log:\n%s", logs.String())
 		}
@@ -131,7 +131,7 @@ shutdown_timeout: 10s
 			return st
 		}
 		defer resp.Body.Close()
-		json.NewDecoder(resp.Body).Decode(&st)
+		_ = json.NewDecoder(resp.Body).Decode(&st)
 		return st
 	}
 	int8Path := func(st reloadStatus) string {
@@ -156,7 +156,7 @@ shutdown_timeout: 10s
 		{"a YAML syntax error", config(oldModel) + "streams: [\n", "invalid YAML"},
 	} {
 		write(tc.config)
-		cmd.Process.Signal(syscall.SIGHUP)
+		_ = cmd.Process.Signal(syscall.SIGHUP)
 		waitFor(t, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
 		st := status()
 		if st.Reload == nil || st.Reload.Result != "rejected" || !strings.Contains(st.Reload.Error, tc.reason) {
@@ -183,7 +183,7 @@ shutdown_timeout: 10s
 		t.Fatal(err)
 	}
 	write(config(newModel))
-	cmd.Process.Signal(syscall.SIGHUP)
+	_ = cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
 	st := status()
 	if p := int8Path(st); p != newModel {
@@ -198,7 +198,7 @@ shutdown_timeout: 10s
 	before := inferred()
 	waitFor(t, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
 
-	cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -239,7 +239,7 @@ streams:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	defer func() { _ = cmd.Process.Kill() }()
 	waitFor(t, "the start-up log", 60*time.Second, func() bool { return strings.Contains(logs.String(), "msg=starting") })
 	line := logs.String()
 	line = line[strings.Index(line, "msg=starting"):]
@@ -249,8 +249,8 @@ streams:
 			t.Errorf("start-up log %q lacks %q", line, want)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
 
 	// --provider tensorrt where TensorRT is absent: exit 4, one line.
 	var out bytes.Buffer

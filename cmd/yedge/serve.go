@@ -105,7 +105,7 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, stderr io.W
 			if next, err := loadPlan(ctx, d.ConfigPath, o, log); err != nil {
 				srv.ReloadFailed(err)
 			} else {
-				srv.Reload(ctx, next.Serve) // logged, counted and shown by serve
+				_, _ = srv.Reload(ctx, next.Serve) // logged, counted and shown by serve
 			}
 			notify("READY=1")
 		}

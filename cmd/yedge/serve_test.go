@@ -49,7 +49,9 @@ func makeClip(t *testing.T, path string, n int) {
 				t.Fatal(err)
 			}
 		}
-		w.Write(img)
+		if err := w.Write(img); err != nil {
+			t.Fatal(err)
+		}
 	}
 	w.Close()
 }
@@ -74,14 +76,14 @@ func startClipServer(t *testing.T, addr, clip string) *clipServer {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/cam.avi", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, clip) })
 	s := &clipServer{srv: &http.Server{Handler: mux}}
-	go s.srv.Serve(l)
+	go func() { _ = s.srv.Serve(l) }()
 	return s
 }
 
 func (c *clipServer) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	c.srv.Shutdown(ctx)
+	_ = c.srv.Shutdown(ctx)
 	c.srv.Close()
 }
 
@@ -225,7 +227,7 @@ shutdown_timeout: 10s
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		if t.Failed() {
 			t.Logf("yedge log:\n%s", logs.String())
 		}
@@ -242,7 +244,9 @@ shutdown_timeout: 10s
 	// A real Prometheus scraping yedge every second.
 	prom := freePort(t)
 	promCfg := filepath.Join(dir, "prometheus.yml")
-	os.WriteFile(promCfg, []byte(fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: yedge\n    static_configs:\n      - targets: ['%s']\n", listen)), 0o644)
+	if err := os.WriteFile(promCfg, []byte(fmt.Sprintf("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: yedge\n    static_configs:\n      - targets: ['%s']\n", listen)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	pc := exec.Command(promBin, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
 		"--web.listen-address="+prom, "--log.level=warn")
 	var promLog bytes.Buffer
@@ -251,8 +255,8 @@ shutdown_timeout: 10s
 		t.Fatal(err)
 	}
 	defer func() {
-		pc.Process.Signal(syscall.SIGTERM)
-		pc.Wait()
+		_ = pc.Process.Signal(syscall.SIGTERM)
+		_ = pc.Wait()
 		if t.Failed() {
 			t.Logf("prometheus log:\n%s", promLog.String())
 		}
@@ -299,7 +303,7 @@ shutdown_timeout: 10s
 
 	// SIGHUP with the web stream removed: streams change, models stay.
 	writeCfg(false)
-	cmd.Process.Signal(syscall.SIGHUP)
+	_ = cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the reload to drop the web stream", 30*time.Second, func() bool {
 		resp, err := http.Get("http://" + listen + "/status")
 		if err != nil {
@@ -309,7 +313,7 @@ shutdown_timeout: 10s
 		var st struct {
 			Streams []struct{ Name string } `json:"streams"`
 		}
-		json.NewDecoder(resp.Body).Decode(&st)
+		_ = json.NewDecoder(resp.Body).Decode(&st)
 		return len(st.Streams) == 1 && st.Streams[0].Name == "file"
 	})
 	if strings.Contains(scrape(listen), `stream="web"`) {
@@ -320,7 +324,7 @@ shutdown_timeout: 10s
 	}
 
 	// SIGTERM: exit 0 in bounded time with the sink flushed.
-	cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
 		if err != nil {
