@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/yedge/yedge/classnames"
 )
 
 // Box is an axis-aligned box in pixels, with X1 <= X2 and Y1 <= Y2.
@@ -129,79 +129,9 @@ func readDataYAML(path string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eval: %s: %w", path, err)
 	}
-	names, err := parseDataYAML(data)
+	names, err := classnames.ParseYAML(data)
 	if err != nil {
 		return nil, fmt.Errorf("eval: %s: %w", path, err)
-	}
-	return names, nil
-}
-
-// parseDataYAML extracts class names from the content of a data.yaml file:
-// `names` as a list or as a map from class id to name, and/or `nc`. With
-// only `nc`, the names are "class0", "class1", ...
-func parseDataYAML(data []byte) ([]string, error) {
-	var doc struct {
-		Names yaml.Node `yaml:"names"`
-		NC    yaml.Node `yaml:"nc"`
-	}
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("invalid YAML: %w", err)
-	}
-	nc := -1
-	if doc.NC.Kind != 0 {
-		if doc.NC.Kind != yaml.ScalarNode {
-			return nil, fmt.Errorf("line %d: nc must be an integer", doc.NC.Line)
-		}
-		n, err := strconv.Atoi(doc.NC.Value)
-		if err != nil || n < 0 || n > maxClasses {
-			return nil, fmt.Errorf("line %d: nc must be an integer in [0, %d], got %q", doc.NC.Line, maxClasses, doc.NC.Value)
-		}
-		nc = n
-	}
-	var names []string
-	switch doc.Names.Kind {
-	case 0:
-		if nc < 0 {
-			return nil, errors.New("neither names nor nc is set")
-		}
-		names = make([]string, nc)
-		for i := range names {
-			names[i] = fmt.Sprintf("class%d", i)
-		}
-		return names, nil
-	case yaml.SequenceNode:
-		names = make([]string, 0, len(doc.Names.Content))
-		for _, n := range doc.Names.Content {
-			if n.Kind != yaml.ScalarNode {
-				return nil, fmt.Errorf("line %d: class name must be a scalar", n.Line)
-			}
-			names = append(names, n.Value)
-		}
-	case yaml.MappingNode:
-		seen := map[int]bool{}
-		for i := 0; i+1 < len(doc.Names.Content); i += 2 {
-			k, v := doc.Names.Content[i], doc.Names.Content[i+1]
-			id, err := strconv.Atoi(k.Value)
-			if k.Kind != yaml.ScalarNode || err != nil || id < 0 || id >= maxClasses {
-				return nil, fmt.Errorf("line %d: names key must be a class id in [0, %d), got %q", k.Line, maxClasses, k.Value)
-			}
-			if v.Kind != yaml.ScalarNode {
-				return nil, fmt.Errorf("line %d: class name must be a scalar", v.Line)
-			}
-			if seen[id] {
-				return nil, fmt.Errorf("line %d: class id %d listed twice", k.Line, id)
-			}
-			seen[id] = true
-			for len(names) <= id {
-				names = append(names, "")
-			}
-			names[id] = v.Value
-		}
-	default:
-		return nil, fmt.Errorf("line %d: names must be a list or a map of class id to name", doc.Names.Line)
-	}
-	if nc >= 0 && nc != len(names) {
-		return nil, fmt.Errorf("nc is %d but names lists %d classes", nc, len(names))
 	}
 	return names, nil
 }

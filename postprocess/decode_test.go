@@ -335,22 +335,7 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-func TestParseNames(t *testing.T) {
-	got, err := ParseNames("{0: 'person', 1: \"bicycle\", 3: 'it''s'}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 4 || got[0] != "person" || got[1] != "bicycle" || got[2] != "class2" {
-		t.Errorf("got %q", got)
-	}
-	if got, _ := ParseNames("['a', 'b']"); len(got) != 2 || got[1] != "b" {
-		t.Errorf("list: %q", got)
-	}
-	for _, bad := range []string{"", "person", "{}", "[]"} {
-		if _, err := ParseNames(bad); err == nil {
-			t.Errorf("%q: want an error", bad)
-		}
-	}
+func TestResolveNames(t *testing.T) {
 	n, src, err := ResolveNames(map[string]string{}, "", 80)
 	if err != nil || src != "COCO-80" || n[0] != "person" {
 		t.Errorf("fallback: %v %s %v", n[:1], src, err)
