@@ -172,7 +172,7 @@ func TestLoadDataset(t *testing.T) {
 		{name: "no data.yaml", images: imgs, wantNames: nil},
 		{name: "names list", images: imgs, yaml: "names: [person, bicycle]\n", wantNames: []string{"person", "bicycle"}},
 		{name: "names map", images: imgs, yaml: "nc: 3\nnames:\n  0: person\n  2: car\n  1: bicycle\n", wantNames: []string{"person", "bicycle", "car"}},
-		{name: "names map with a gap", images: imgs, yaml: "names: {0: person, 2: car}\n", wantNames: []string{"person", "", "car"}},
+		{name: "names map with a gap", images: imgs, yaml: "names: {0: person, 2: car}\n", wantNames: []string{"person", "class1", "car"}},
 		{name: "nc only", images: imgs, yaml: "nc: 2\n", wantNames: []string{"class0", "class1"}},
 		{name: "numeric name", images: imgs, yaml: "names: [1, two]\n", wantNames: []string{"1", "two"}},
 		{name: "invalid yaml", images: imgs, yaml: "names: [a, b\n", wantErr: "data.yaml: invalid YAML"},
