@@ -48,9 +48,10 @@ type Daemon struct {
 	// Serve is what the daemon runs. Serve.Models.Int8 is empty until
 	// Prepare has quantized, when Quantize is set.
 	Serve serve.Plan
-	// Library is the onnxruntime library ("" searches the standard
-	// places, as runtime.Init does).
-	Library string
+	// Library and LibraryConfig locate the onnxruntime library: the
+	// command's flag and the configuration's key ("" for either: search
+	// the standard places, as runtime.Init does). The command loads it.
+	Library, LibraryConfig string
 	// LogLevel and LogFormat configure logging.
 	LogLevel, LogFormat string
 	// Quantize, when set, makes the int8 model from the FP32 one.
@@ -90,7 +91,7 @@ func Load(path string, o Overrides) (*Daemon, error) {
 // It reads the model files (their content hashes, their input size) and
 // the token file.
 func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
-	d := &Daemon{Library: pick(o.Library, cfg.ONNXRuntime.Library), LogLevel: pick(o.LogLevel, cfg.LogLevel),
+	d := &Daemon{Library: pick(o.Library, ""), LibraryConfig: cfg.ONNXRuntime.Library, LogLevel: pick(o.LogLevel, cfg.LogLevel),
 		LogFormat: pick(o.LogFormat, cfg.LogFormat), ConfigPath: cfg.Path}
 	p := &d.Serve
 	p.Listen = cfg.Listen
@@ -194,14 +195,10 @@ func modelFile(path string) (serve.ModelFile, error) {
 	return serve.ModelFile{Path: path, SHA256: m.SHA256()}, nil
 }
 
-// Prepare loads the onnxruntime library and, when the plan quantizes at
-// start-up, makes the int8 model (reusing an earlier one: see EnsureInt8).
+// Prepare makes the int8 model when the plan quantizes at start-up
+// (reusing an earlier one: see EnsureInt8). The onnxruntime library must
+// be loaded (runtime.Init).
 func (d *Daemon) Prepare(ctx context.Context, log *slog.Logger) error {
-	c, err := yrt.Init(d.Library, "")
-	if err != nil {
-		return err
-	}
-	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", yrt.Version())
 	if d.Quantize == nil {
 		return nil
 	}

@@ -137,12 +137,12 @@ func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
 		hit := false
 		for _, n := range nodes {
 			if o.Exclude.MatchString(n.Name) {
-				p.Excluded[n.Name] = "--exclude " + o.Exclude.String()
+				p.Excluded[n.Name] = "exclude " + o.Exclude.String()
 				hit = true
 			}
 		}
 		if !hit {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("--exclude %q matches no node name", o.Exclude.String()))
+			p.Warnings = append(p.Warnings, fmt.Sprintf("exclude %q matches no node name", o.Exclude.String()))
 		}
 	}
 	for _, name := range o.ExcludeNodes {

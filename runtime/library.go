@@ -33,8 +33,12 @@ type LibraryNotFoundError struct {
 
 func (e *LibraryNotFoundError) Error() string {
 	return "onnxruntime library not found; tried: " + strings.Join(e.Tried, ", ") +
-		" (set --ort-lib, " + EnvLibrary + ", or run `make setup`)"
+		" (give its path, set " + EnvLibrary + ", or run `make setup`)"
 }
+
+// OriginExplicit is the origin of a library path given by the caller (a
+// command's flag).
+const OriginExplicit = "explicit"
 
 // LibraryCandidate is one place the onnxruntime library may be, with the
 // source of that place (flag, env, config, setup, system).
@@ -50,7 +54,7 @@ type LibraryCandidate struct {
 func Candidates(flagPath, configPath string) []LibraryCandidate {
 	var c []LibraryCandidate
 	if flagPath != "" {
-		c = append(c, LibraryCandidate{flagPath, "--ort-lib"})
+		c = append(c, LibraryCandidate{flagPath, OriginExplicit})
 	}
 	if env := os.Getenv(EnvLibrary); env != "" {
 		c = append(c, LibraryCandidate{env, EnvLibrary})

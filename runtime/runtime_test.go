@@ -26,7 +26,7 @@ func TestFindLibraryOrder(t *testing.T) {
 		want, origin         string
 		wantErr              string
 	}{
-		{"flag wins", flagLib, envLib, cfgLib, flagLib, "--ort-lib", ""},
+		{"flag wins", flagLib, envLib, cfgLib, flagLib, OriginExplicit, ""},
 		{"env next", "", envLib, cfgLib, envLib, EnvLibrary, ""},
 		{"config next", "", "", cfgLib, cfgLib, "config", ""},
 		{"missing flag is an error", filepath.Join(dir, "nope.so"), envLib, "", "", "", "nope.so"},

@@ -30,6 +30,7 @@ import (
 	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/plan"
+	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
 )
@@ -79,6 +80,9 @@ func ftConfig(tb testing.TB, yaml string) serve.Plan {
 	d, err := plan.Build(cfg, plan.Overrides{})
 	if err != nil {
 		tb.Fatalf("plan: %v\n%s", err, yaml)
+	}
+	if _, err := yrt.Init(d.Library, d.LibraryConfig); err != nil {
+		tb.Fatal(err)
 	}
 	if err := d.Prepare(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
 		tb.Fatalf("prepare: %v", err)

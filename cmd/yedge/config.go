@@ -8,7 +8,6 @@ import (
 
 	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/plan"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 )
 
@@ -70,8 +69,8 @@ func checkConfig(c *cobra.Command, g *globalFlags, path string) error {
 		}
 		return withCode(exitUsage, fmt.Errorf("%s: %d %s", path, len(problems), noun))
 	}
-	if _, err := yrt.Init(d.Library, ""); err != nil {
-		return withCode(exitRuntime, err)
+	if _, err := initLibrary(d.Library, d.LibraryConfig); err != nil {
+		return err
 	}
 	if err := serve.CheckModels(c.Context(), d.Serve, nil); err != nil {
 		return modelCode(fmt.Errorf("%s: %w", path, err))

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testmodels"
 )
 
 func TestConfigCheck(t *testing.T) {
@@ -54,13 +55,27 @@ func TestConfigCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = yedge(t, nil, "config", "check", bad)
-	for _, w := range []string{"streams[0].uri:", "streams[1].fps: must be >= 0, got -10", "shadow.every_n: must be >= 1", "3 problems"} {
+	for _, w := range []string{"streams[0].uri:", "streams[1].fps: -10 is out of range: want [0, 1000]", "shadow.every_n: 0 is out of range: want [1, 1000000]", "3 problems"} {
 		if !strings.Contains(r.stderr, w) {
 			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
 		}
 	}
 	if r.code != exitUsage || strings.Contains(r.stderr+r.stdout, "hunter2") {
 		t.Errorf("exit %d (want %d), or credentials leaked:\n%s", r.code, exitUsage, r.stderr)
+	}
+
+	// A valid ONNX file of another network as the int8 model: the file is
+	// fine for the schema, but serve (and a reload) would refuse it, so
+	// check refuses it too.
+	relu := strings.ReplaceAll(string(data), "../../../shared", fixtures.SharedDir())
+	relu = strings.Replace(relu, fixtures.SharedDir()+"/models/yolov5n-qdq-torch.onnx", testmodels.SingleOp(t, "Relu", 1, 3, 640, 640), 1)
+	reluPath := filepath.Join(dir, "relu.yaml")
+	if err := os.WriteFile(reluPath, []byte(relu), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = yedge(t, nil, "config", "check", reluPath)
+	if r.code != exitModel || !strings.Contains(r.stderr, "Relu.onnx") || !strings.Contains(r.stderr, "YOLOv5-shaped") {
+		t.Errorf("Relu int8 model: exit %d (want %d)\n%s%s", r.code, exitModel, r.stdout, r.stderr)
 	}
 
 	r = yedge(t, nil, "config", "check", filepath.Join(dir, "nope.yaml"))

@@ -123,12 +123,26 @@ func (g *globalFlags) runtimeOptions() yrt.Options {
 
 // initRuntime loads the onnxruntime library and logs which one.
 func (g *globalFlags) initRuntime(log *slog.Logger) error {
-	c, err := yrt.Init(g.ortLib, "")
+	c, err := initLibrary(g.ortLib, "")
 	if err != nil {
-		return withCode(exitRuntime, err)
+		return err
 	}
 	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", yrt.Version())
 	return nil
+}
+
+// initLibrary loads the onnxruntime library (from the --ort-lib flag, the
+// config's onnxruntime.library, or the standard places) and names the flag
+// and key in its error: runtime speaks of an explicit path.
+func initLibrary(flag, config string) (yrt.LibraryCandidate, error) {
+	c, err := yrt.Init(flag, config)
+	if err != nil {
+		return c, withCode(exitRuntime, fmt.Errorf("%w; --ort-lib PATH or the config's onnxruntime.library sets it", err))
+	}
+	if c.Origin == yrt.OriginExplicit {
+		c.Origin = "--ort-lib"
+	}
+	return c, nil
 }
 
 func newRoot() *cobra.Command {

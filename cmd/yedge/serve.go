@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/yedge/yedge/plan"
+	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 )
 
@@ -50,6 +51,9 @@ func loadPlan(ctx context.Context, path string, o plan.Overrides, log *slog.Logg
 	if err != nil {
 		return nil, withCode(exitUsage, err)
 	}
+	if _, err := initLibrary(d.Library, d.LibraryConfig); err != nil {
+		return nil, err
+	}
 	if err := d.Prepare(ctx, log); err != nil {
 		return nil, modelCode(err)
 	}
@@ -65,6 +69,11 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, stderr io.W
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
+	lib, err := initLibrary(d.Library, d.LibraryConfig)
+	if err != nil {
+		return err
+	}
+	log.Debug("onnxruntime loaded", "library", lib.Path, "from", lib.Origin, "version", yrt.Version())
 	if err := d.Prepare(ctx, log); err != nil {
 		if ctx.Err() != nil {
 			return nil

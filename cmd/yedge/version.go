@@ -46,7 +46,7 @@ func newVersionCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintf(w, "go %s\n", bi.GoVersion)
 			}
 			fmt.Fprintf(w, "opencv %s (gocv %s)\n", gocv.OpenCVVersion(), gocv.Version())
-			lib, err := yrt.Init(g.ortLib, "")
+			lib, err := initLibrary(g.ortLib, "")
 			if err != nil {
 				fmt.Fprintf(w, "onnxruntime: not loaded: %v\n", err)
 				return nil
