@@ -180,4 +180,3 @@ func ParseYAML(data []byte) ([]string, error) {
 	}
 	return names, nil
 }
-

@@ -155,7 +155,6 @@ type Metrics struct {
 	// Ready is yedge_ready: 1 once models and engines are loaded and the
 	// daemon has told systemd READY=1, 0 before and while shutting down.
 	Ready prometheus.Gauge
-
 }
 
 // New creates a registry with the Go and process collectors and every yedge

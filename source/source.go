@@ -182,7 +182,7 @@ type base struct {
 	index  int64
 	closed bool
 
-	size       atomic.Uint64 // w<<32 | h
+	size    atomic.Uint64 // w<<32 | h
 	skipped atomic.Int64
 	mon     *Monitor
 }
