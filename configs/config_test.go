@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -611,4 +613,95 @@ func TestTokenFile(t *testing.T) {
 			t.Error("token printed")
 		}
 	}
+}
+
+// TestRangesInReadme keeps README's table of key ranges in step with the
+// one the validator checks.
+func TestRangesInReadme(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range Ranges() {
+		row := fmt.Sprintf("| `%s` | %s |", r.Key, r)
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README lacks the row %s", row)
+		}
+	}
+}
+
+// TestEveryRangeIsChecked: a value just outside each range is refused with
+// a message naming the key, the value and the range.
+func TestEveryRangeIsChecked(t *testing.T) {
+	for _, r := range Ranges() {
+		if r.Key == "streams[].reconnect.max_backoff" {
+			continue // also checked against min_backoff: see TestLoadProblems
+		}
+		key := strings.ReplaceAll(r.Key, "[]", "[0]")
+		bad := r.Max + 1
+		if r.Duration {
+			bad = r.Max * 2
+		}
+		cfg := minimalConfig(t)
+		if !setNumber(t, cfg, key, bad) {
+			t.Errorf("%s: not settable", key)
+			continue
+		}
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), key+": ") || !strings.Contains(err.Error(), "is out of range: want "+r.String()) {
+			t.Errorf("%s = %v: error %v", key, bad, err)
+		}
+	}
+}
+
+// minimalConfig loads baseYAML with a quantize section (so that every
+// numeric key exists) over the placeholder files.
+func minimalConfig(t *testing.T) *Config {
+	t.Helper()
+	dir := testDir(t)
+	text := strings.Replace(baseYAML, "  int8: {{dir}}/int8.onnx", "  quantize:\n    calib: {{dir}}/out\n    cache_dir: {{dir}}/q", 1)
+	cfg, err := Load(writeConfig(t, dir, text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// setNumber sets the numeric field at a key path ("streams[0].fps") by its
+// yaml tag; durations take seconds.
+func setNumber(t *testing.T, cfg *Config, path string, x float64) bool {
+	t.Helper()
+	v := reflect.ValueOf(cfg).Elem()
+	for _, part := range strings.Split(path, ".") {
+		name, idx, hasIdx := strings.Cut(part, "[")
+		f, ok := fieldByTag(v.Type(), name)
+		if !ok {
+			return false
+		}
+		v = v.FieldByIndex(f.Index)
+		if v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				v.Set(reflect.New(v.Type().Elem()))
+			}
+			v = v.Elem()
+		}
+		if hasIdx {
+			i, _ := strconv.Atoi(strings.TrimSuffix(idx, "]"))
+			if i >= v.Len() {
+				return false
+			}
+			v = v.Index(i)
+		}
+	}
+	switch {
+	case v.Type() == durationType:
+		v.SetInt(int64(x * float64(time.Second)))
+	case v.CanInt():
+		v.SetInt(int64(x))
+	case v.CanFloat():
+		v.SetFloat(x)
+	default:
+		return false
+	}
+	return true
 }
