@@ -243,7 +243,6 @@ type HTTPConfig struct {
 
 // Duration is a time.Duration written in YAML as "500ms", "10s", "1m30s",
 // or a plain integer of seconds ("10"). Negative durations are errors.
-// It marshals back (YAML, JSON, text) as a Go duration string.
 type Duration time.Duration
 
 // Std returns d as a time.Duration.
@@ -290,22 +289,6 @@ func (d *Duration) UnmarshalYAML(value *yaml.Node) error {
 	v, err := ParseDuration(value.Value)
 	if err != nil {
 		return fail(err.Error())
-	}
-	*d = v
-	return nil
-}
-
-// MarshalYAML implements yaml.Marshaler: d as a duration string.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
-
-// MarshalText implements encoding.TextMarshaler (JSON renders "10s").
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler, as ParseDuration.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := ParseDuration(string(b))
-	if err != nil {
-		return err
 	}
 	*d = v
 	return nil

@@ -10,10 +10,6 @@ import (
 // searchPaths are the places Search tries, in order, without --config.
 var searchPaths = []string{"/etc/yedge/yedge.yaml", "configs/yedge.yaml"}
 
-// SearchPaths returns the places [Search] tries, in order, when no file is
-// given: /etc/yedge/yedge.yaml, then ./configs/yedge.yaml.
-func SearchPaths() []string { return append([]string(nil), searchPaths...) }
-
 // Search finds the configuration file: explicit (the --config flag) when
 // given, which must then exist; else the first of /etc/yedge/yedge.yaml and
 // ./configs/yedge.yaml that exists. The error lists the places tried.
