@@ -17,6 +17,7 @@ import (
 
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/sinks"
 )
 
 var binPath string
@@ -139,11 +140,11 @@ func TestDetectVideo(t *testing.T) {
 		t.Fatalf("%d lines, want 6", len(lines))
 	}
 	for i, l := range lines {
-		var rec frameRecord
+		var rec sinks.Record
 		if err := json.Unmarshal([]byte(l), &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Frame != int64(i) || rec.Width != 768 || rec.Height != 576 || rec.Ms.Infer <= 0 {
+		if rec.Frame != int64(i) || rec.Width != 768 || rec.Height != 576 || rec.Ms["infer"] <= 0 || rec.Precision != "fp32" || rec.Corrupt {
 			t.Errorf("line %d: %+v", i, rec)
 		}
 		people := 0
