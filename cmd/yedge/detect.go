@@ -118,6 +118,24 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 		return err
 	}
 	cfg.Logger = log
+	// The outputs are created before any work: one that cannot be is an
+	// error naming its path, not a warning after the run.
+	saver, err := newSaver(f.save, spec)
+	if err != nil {
+		return err
+	}
+	defer saver.Close()
+	// Output: stdout or a file, flushed after every frame so that a stop
+	// loses nothing written so far.
+	out := stdout
+	if f.out != "" {
+		file, err := os.Create(f.out)
+		if err != nil {
+			return fmt.Errorf("--out %q: cannot create the file: %w", f.out, unwrapPathError(err))
+		}
+		defer file.Close()
+		out = file
+	}
 	if err := g.initRuntime(log); err != nil {
 		return err
 	}
@@ -128,17 +146,6 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	defer det.Close()
 	precision := modelPrecision(f.model)
 
-	// Output: stdout or a file, flushed after every frame so that a stop
-	// loses nothing written so far.
-	out := stdout
-	if f.out != "" {
-		file, err := os.Create(f.out)
-		if err != nil {
-			return withCode(exitFailure, fmt.Errorf("--out: %w", err))
-		}
-		defer file.Close()
-		out = file
-	}
 	bw := bufio.NewWriter(out)
 	defer bw.Flush()
 	// The same record and encoder as the daemon's sinks.
@@ -149,11 +156,6 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 		return withCode(exitSource, err)
 	}
 	defer src.Close()
-	saver, err := newSaver(f.save, spec)
-	if err != nil {
-		return err
-	}
-	defer saver.Close()
 
 	var st runSummary
 	img := gocv.NewMat()
