@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -112,10 +113,17 @@ func (m *modelFlags) register(c *cobra.Command, post postprocess.Options) {
 	f.StringVarP(&m.model, "model", "m", "", "YOLOv5 ONNX model (FP32 or Q/DQ int8)")
 	f.StringVar(&m.imgsz, "imgsz", "", imgszUsage)
 	f.StringVar(&m.names, "names", "", "class names file (YAML with names: or one per line); default: model metadata, else COCO-80")
-	f.Float64Var(&m.conf, "conf", float64(post.Conf), "confidence threshold (obj x cls), in [0, 1]")
-	f.Float64Var(&m.iou, "iou", float64(post.IoU), "NMS IoU threshold, in (0, 1]")
+	f.Float64Var(&m.conf, "conf", f32(post.Conf), "confidence threshold (obj x cls), in [0, 1]")
+	f.Float64Var(&m.iou, "iou", f32(post.IoU), "NMS IoU threshold, in (0, 1]")
 	f.IntVar(&m.maxDet, "max-det", post.MaxDet, fmt.Sprintf("maximum detections per image, in [1, %d]", maxMaxDet))
 	_ = c.MarkFlagRequired("model")
+}
+
+// f32 widens a float32 default to the float64 with the same shortest
+// decimal form (0.45, not 0.44999998807907104).
+func f32(v float32) float64 {
+	x, _ := strconv.ParseFloat(strconv.FormatFloat(float64(v), 'g', -1, 32), 64)
+	return x
 }
 
 // validate checks the numeric flags' ranges (before any work).

@@ -379,3 +379,15 @@ func TestCorruptJPEG(t *testing.T) {
 		}
 	})
 }
+
+// A panic becomes one line and exit 1, without a stack trace.
+func TestGuardRecoversPanic(t *testing.T) {
+	var b strings.Builder
+	code := guard(&b, func() int { panic("boom\nsecond line") })
+	if code != exitFailure || b.String() != "yedge: internal error: boom second line (please report this)\n" {
+		t.Errorf("exit %d, stderr %q", code, b.String())
+	}
+	if code := guard(&b, func() int { return 5 }); code != 5 {
+		t.Errorf("exit %d, want 5", code)
+	}
+}

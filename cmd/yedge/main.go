@@ -178,9 +178,15 @@ func main() {
 }
 
 // run executes the command line and returns the exit code. A panic
-// anywhere below is caught here and reported as a one-line internal error
+// anywhere below is caught and reported as a one-line internal error
 // (exit 1): no Go stack trace ever reaches the user.
-func run(args []string, stdout, stderr io.Writer) (code int) {
+func run(args []string, stdout, stderr io.Writer) int {
+	return guard(stderr, func() int { return execute(args, stdout, stderr) })
+}
+
+// guard calls f and turns a panic into a one-line "yedge: internal error"
+// on stderr and exit code 1.
+func guard(stderr io.Writer, f func() int) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
 			msg := strings.Join(strings.Fields(fmt.Sprint(r)), " ")
@@ -188,6 +194,11 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			code = exitFailure
 		}
 	}()
+	return f()
+}
+
+// execute runs the root command and maps its error to an exit code.
+func execute(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRoot()
