@@ -9,7 +9,6 @@ package fsx
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -51,31 +50,4 @@ func RefuseOverwrite(out string, inputs ...string) error {
 		}
 	}
 	return nil
-}
-
-// RefuseInside returns an error when out lies inside the folder dir (at any
-// depth, after resolving symbolic links of the existing part of the path),
-// so that an output cannot land among input files such as a dataset.
-func RefuseInside(out, dir string) error {
-	if out == "" || dir == "" {
-		return nil
-	}
-	di, err := os.Stat(dir)
-	if err != nil || !di.IsDir() {
-		return nil
-	}
-	abs, err := filepath.Abs(out)
-	if err != nil {
-		return nil
-	}
-	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
-		if st, err := os.Stat(p); err == nil && os.SameFile(st, di) {
-			return fmt.Errorf("output %q is inside the input folder %q: %w; choose another output path", out, dir, ErrInputOverwrite)
-		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if filepath.Dir(p) == p {
-			return nil
-		}
-	}
 }

@@ -28,17 +28,3 @@ func TestRefuseOverwrite(t *testing.T) {
 		}
 	}
 }
-
-func TestRefuseInside(t *testing.T) {
-	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	os.MkdirAll(filepath.Join(data, "images"), 0o755)
-	for _, out := range []string{filepath.Join(data, "x.json"), filepath.Join(data, "images", "new", "y.jpg")} {
-		if err := RefuseInside(out, data); !errors.Is(err, ErrInputOverwrite) {
-			t.Errorf("%s: err = %v", out, err)
-		}
-	}
-	if err := RefuseInside(filepath.Join(dir, "x.json"), data); err != nil {
-		t.Error(err)
-	}
-}
