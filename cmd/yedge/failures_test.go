@@ -161,25 +161,25 @@ func TestQuantizeRefusesInPlace(t *testing.T) {
 	cache := filepath.Join(dir, "cache.json")
 	os.WriteFile(cache, []byte("{}"), 0o644)
 	before := sha(t, model)
-	t.Chdir(dir)
-	for _, tc := range []struct{ flag, out string }{
-		{"out", "m.onnx"}, {"out", "./m.onnx"}, {"out", "sub/../m.onnx"}, {"out", model},
-		{"out", "link.onnx"}, {"out", "hard.onnx"},
-		{"trt-calib-table", "./m.onnx"}, {"sensitivity-json", "link.onnx"}, {"calib-cache", "hard.onnx"},
-		{"out", "sub/../cache.json"},
+	q := filepath.Join(dir, "q.onnx")
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"out=m.onnx", []string{"--out", "m.onnx"}},
+		{"out=./m.onnx", []string{"--out", "./m.onnx"}},
+		{"out=sub/../m.onnx", []string{"--out", "sub/../m.onnx"}},
+		{"out=absolute", []string{"--out", model}},
+		{"out=symlink", []string{"--out", "link.onnx"}},
+		{"out=hard link", []string{"--out", "hard.onnx"}},
+		{"out=the cache", []string{"--calib-cache", "cache.json", "--out", "sub/../cache.json"}},
+		{"trt-calib-table=./m.onnx", []string{"--out", q, "--trt-calib-table", "./m.onnx"}},
+		{"sensitivity-json=symlink", []string{"--out", q, "--sensitivity", "--sensitivity-json", "link.onnx"}},
+		{"calib-cache=hard link", []string{"--out", q, "--calib-cache", "hard.onnx"}},
 	} {
-		t.Run(tc.flag+"="+tc.out, func(t *testing.T) {
-			args := []string{"quantize", "--model", "m.onnx", "--calib", calib, "--calib-images", "2", "--provider", "cpu"}
-			if tc.flag != "out" {
-				args = append(args, "--out", filepath.Join(dir, "q.onnx"))
-			}
-			if tc.out != "sub/../cache.json" && tc.flag != "calib-cache" {
-				args = append(args, "--calib-cache", "cache.json")
-			}
-			if tc.out == "sub/../cache.json" {
-				args = append(args, "--calib-cache", cache)
-			}
-			r := yedge(t, nil, append(args, "--"+tc.flag, tc.out)...)
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"quantize", "--model", "m.onnx", "--calib", calib, "--calib-images", "2", "--provider", "cpu"}, tc.args...)
+			r := yedgeIn(t, dir, nil, args...)
 			if r.code != exitUsage || !strings.Contains(r.stderr, "would overwrite an input") || strings.Count(r.stderr, "\n") != 1 {
 				t.Errorf("exit %d:\n%s%s", r.code, r.stdout, r.stderr)
 			}
@@ -189,29 +189,49 @@ func TestQuantizeRefusesInPlace(t *testing.T) {
 			if b, _ := os.ReadFile(cache); string(b) != "{}" {
 				t.Fatal("the calibration cache was changed")
 			}
-			if _, err := os.Stat(filepath.Join(dir, "q.onnx")); err == nil {
+			if _, err := os.Stat(q); err == nil {
 				t.Error("an output was written although the command was refused")
 			}
 		})
 	}
 }
 
-// detect --out and --save never replace the model or the source.
+// copyFixture copies a shared fixture into dir: tests that aim outputs at
+// inputs work on copies, so that a regression can never damage ../shared.
+func copyFixture(t *testing.T, dir string, parts ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(fixtures.Path(t, parts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, parts[len(parts)-1])
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// detect --out and --save never replace the model or the source (copies of
+// the fixtures, never the fixtures themselves).
 func TestDetectRefusesInputAsOutput(t *testing.T) {
 	dir := t.TempDir()
-	video := filepath.Join(dir, "v.avi")
-	os.Symlink(fixtures.Path(t, "media", "vtest.avi"), video)
-	model := fixtures.Model(t, "yolov5n.onnx")
+	video := copyFixture(t, dir, "media", "vtest.avi")
+	model := copyFixture(t, dir, "models", "yolov5n.onnx")
+	link := filepath.Join(dir, "link.avi")
+	os.Symlink(video, link)
 	imgs := filepath.Join(dir, "imgs")
 	os.MkdirAll(imgs, 0o755)
 	jpg := firstVal128(t)
 	b, _ := os.ReadFile(jpg)
 	os.WriteFile(filepath.Join(imgs, "a.jpg"), b, 0o644)
-	before := sha(t, filepath.Join(imgs, "a.jpg"))
+	sums := map[string][32]byte{}
+	for _, p := range []string{video, model, filepath.Join(imgs, "a.jpg")} {
+		sums[p] = sha(t, p)
+	}
 	for _, args := range [][]string{
-		{"--source", video, "--out", fixtures.Path(t, "media", "vtest.avi")},
+		{"--source", link, "--out", video},
 		{"--source", video, "--out", model},
-		{"--source", video, "--save", video},
+		{"--source", video, "--save", link},
 		{"--source", imgs, "--save", imgs + "/."},
 	} {
 		r := yedge(t, nil, append([]string{"detect", "--model", model, "--max-frames", "1"}, args...)...)
@@ -219,8 +239,10 @@ func TestDetectRefusesInputAsOutput(t *testing.T) {
 			t.Errorf("%v: exit %d\n%s", args, r.code, r.stderr)
 		}
 	}
-	if sha(t, filepath.Join(imgs, "a.jpg")) != before {
-		t.Error("a source image was overwritten")
+	for p, sum := range sums {
+		if sha(t, p) != sum {
+			t.Errorf("input %s was changed", p)
+		}
 	}
 }
 

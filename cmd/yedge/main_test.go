@@ -47,7 +47,14 @@ type result struct {
 // yedge runs the binary with the repository's onnxruntime library.
 func yedge(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return yedgeIn(t, "", env, args...)
+}
+
+// yedgeIn is yedge run in the working directory dir ("" for the test's).
+func yedgeIn(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binPath, args...)
+	cmd.Dir = dir
 	lib := filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1")
 	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+lib)
 	cmd.Env = append(cmd.Env, env...)
