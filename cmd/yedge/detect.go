@@ -126,15 +126,27 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	}
 	defer saver.Close()
 	// Output: stdout or a file, flushed after every frame so that a stop
-	// loses nothing written so far.
+	// loses nothing written so far. The file is opened now (so that one
+	// that cannot be created fails before any work) but emptied only once
+	// the model and the source are open: a run that fails at the start leaves an earlier
+	// output as it was, and removes the empty file it created.
 	out := stdout
+	var outFile *os.File
+	removeOut := false
 	if f.out != "" {
-		file, err := os.Create(f.out)
+		_, statErr := os.Stat(f.out)
+		outFile, err = os.OpenFile(f.out, os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
 			return fmt.Errorf("--out %q: cannot create the file: %w", f.out, unwrapPathError(err))
 		}
-		defer file.Close()
-		out = file
+		defer outFile.Close()
+		removeOut = statErr != nil
+		defer func() {
+			if removeOut {
+				os.Remove(f.out) // the empty file this failed run created
+			}
+		}()
+		out = outFile
 	}
 	if err := g.initRuntime(log); err != nil {
 		return err
@@ -156,6 +168,12 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 		return withCode(exitSource, err)
 	}
 	defer src.Close()
+	if outFile != nil {
+		if err := outFile.Truncate(0); err != nil {
+			return fmt.Errorf("--out %q: %w", f.out, unwrapPathError(err))
+		}
+		removeOut = false
+	}
 
 	var st runSummary
 	img := gocv.NewMat()

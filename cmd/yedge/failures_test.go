@@ -413,3 +413,25 @@ func TestGuardRecoversPanic(t *testing.T) {
 		t.Errorf("exit %d, want 5", code)
 	}
 }
+
+// A detect run that fails at the start (here: the source is missing) keeps
+// an earlier --out file as it was, and leaves no empty new one.
+func TestDetectFailedRunKeepsOutput(t *testing.T) {
+	model := fixtures.Model(t, "yolov5n.onnx")
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.jsonl")
+	os.WriteFile(old, []byte("{\"frame\":0}\n"), 0o644)
+	fresh := filepath.Join(dir, "fresh.jsonl")
+	for _, out := range []string{old, fresh} {
+		r := yedge(t, nil, "detect", "--model", model, "--source", filepath.Join(dir, "missing.avi"), "--out", out)
+		if r.code != exitSource {
+			t.Errorf("exit %d, want %d\n%s", r.code, exitSource, r.stderr)
+		}
+	}
+	if b, _ := os.ReadFile(old); string(b) != "{\"frame\":0}\n" {
+		t.Errorf("the earlier output was changed: %q", b)
+	}
+	if _, err := os.Stat(fresh); err == nil {
+		t.Error("an empty output file was left behind")
+	}
+}
