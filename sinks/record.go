@@ -31,7 +31,8 @@ type Record struct {
 	// (truncated data): its detections come from a partly missing picture.
 	// Omitted when false.
 	Corrupt bool `json:"corrupt,omitempty"`
-	// Ms holds per-stage durations in milliseconds ("pre", "infer", "post", ...).
+	// Ms holds per-stage durations in milliseconds: "read", "preprocess",
+	// "infer", "postprocess".
 	Ms map[string]float64 `json:"ms"`
 	// Detections are the frame's detections. A nil slice is written as [].
 	Detections []Detection `json:"detections"`
