@@ -189,6 +189,63 @@ func ReadLabels(path string, width, height int) ([]Label, error) {
 // (compared as float32, like YOLOv5's np.unique) are removed; when that
 // happens the remaining rows are sorted the way np.unique sorts them.
 func ParseLabels(r io.Reader, width, height int) ([]Label, error) {
+	return parseLabels(r, width, height, nil)
+}
+
+// BadClassError is a label whose class id is outside the model's classes.
+type BadClassError struct {
+	// File is the label file and Line the 1-based line of the label.
+	File string
+	Line int
+	// Class is the label's class id; Classes is the model's class count.
+	Class, Classes int
+}
+
+// Error names the file and line as FILE:LINE.
+func (e *BadClassError) Error() string {
+	return fmt.Sprintf("%s:%d: class %d is outside the model's %d classes (0..%d)", e.File, e.Line, e.Class, e.Classes, e.Classes-1)
+}
+
+// ReadLabelsClasses reads a label file like ReadLabels and checks every
+// class id against classes, the number of classes of the model (0: not
+// checked). A class id >= classes is an error (*BadClassError naming the
+// file and line); with drop, such labels are removed instead and returned
+// in bad, so that the caller can count and report them. A label is never
+// scored under a class the model cannot predict.
+func ReadLabelsClasses(path string, width, height, classes int, drop bool) (labels []Label, bad []*BadClassError, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("eval: labels %s: %w", path, err)
+	}
+	defer f.Close()
+	check := func(line, class int) (bool, error) {
+		if classes <= 0 || class < classes {
+			return true, nil
+		}
+		e := &BadClassError{File: path, Line: line, Class: class, Classes: classes}
+		if !drop {
+			return false, e
+		}
+		bad = append(bad, e)
+		return false, nil
+	}
+	labels, err = parseLabels(f, width, height, check)
+	if err != nil {
+		var be *BadClassError
+		if errors.As(err, &be) {
+			return nil, nil, fmt.Errorf("eval: labels %w", be)
+		}
+		return nil, nil, fmt.Errorf("eval: labels %s: %w", path, err)
+	}
+	return labels, bad, nil
+}
+
+// parseLabels is ParseLabels with check called on each label's line number
+// and class: it keeps the label, drops it, or fails the parse.
+func parseLabels(r io.Reader, width, height int, check func(line, class int) (bool, error)) ([]Label, error) {
 	if width <= 0 || height <= 0 {
 		return nil, fmt.Errorf("invalid image size %dx%d", width, height)
 	}
@@ -211,7 +268,16 @@ func ParseLabels(r io.Reader, width, height int) ([]Label, error) {
 			if perr != nil {
 				return nil, fmt.Errorf("line %d: %w", n, perr)
 			}
-			rows = append(rows, row{v, lab})
+			keep := true
+			if check != nil {
+				var cerr error
+				if keep, cerr = check(n, lab.Class); cerr != nil {
+					return nil, cerr
+				}
+			}
+			if keep {
+				rows = append(rows, row{v, lab})
+			}
 		}
 		if err != nil { // io.EOF
 			break

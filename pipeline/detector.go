@@ -32,6 +32,8 @@ type Config struct {
 	// different size is an error.
 	Height, Width int
 	// Batch is the batch size for models with a dynamic batch (default 1).
+	// Batch x Height x Width is bounded by MaxBatch, MaxImageSize and
+	// MaxInputPixels: New refuses larger inputs with ErrInputTooLarge.
 	Batch     int
 	Post      postprocess.Options
 	NamesFile string
@@ -75,6 +77,12 @@ func New(cfg Config) (*Detector, error) {
 		log = slog.Default()
 	}
 	cfg.Runtime.Logger = log
+	if cfg.Batch < 0 || cfg.Height < 0 || cfg.Width < 0 {
+		return nil, fmt.Errorf("model %q: negative batch %d or input size %dx%d", cfg.Model, cfg.Batch, cfg.Height, cfg.Width)
+	}
+	if err := CheckInputSize(max(cfg.Batch, 1), cfg.Height, cfg.Width); err != nil {
+		return nil, fmt.Errorf("model %q: %w", cfg.Model, err)
+	}
 	if cfg.Post.MaxDet == 0 {
 		cfg.Post = postprocess.DeployOptions()
 	}
@@ -140,6 +148,12 @@ func (d *Detector) setup(cfg Config) error {
 		}
 	} else if cfg.Batch > 0 {
 		d.Batch = cfg.Batch
+	}
+	if err := CheckInputSize(d.Batch, h, w); err != nil {
+		if in.Shape[0] > 0 && in.Shape[2] > 0 && in.Shape[3] > 0 {
+			return &ModelError{fmt.Errorf("model %q: %w", cfg.Model, err)}
+		}
+		return fmt.Errorf("model %q: %w", cfg.Model, err)
 	}
 	d.bind, err = s.Bind([]int64{int64(d.Batch), 3, int64(h), int64(w)}, d.outIdx)
 	if err != nil {

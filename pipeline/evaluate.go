@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/yedge/yedge/eval"
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/source"
 )
 
 // Progress is called after each image with the number done and the total.
@@ -16,15 +18,46 @@ type Progress func(done, total int)
 
 // EvalStats counts what an evaluation run saw besides the metrics.
 type EvalStats struct {
-	Skipped int // unreadable images, skipped with a warning
+	// Skipped counts unreadable images (the decoder failed), skipped with a
+	// warning.
+	Skipped int
+	// Corrupt counts images whose data is corrupt (source.CheckImage: a
+	// truncated JPEG or PNG that a decoder would half-read), skipped with a
+	// warning and not scored.
+	Corrupt int
+	// BadLabels counts labels whose class is outside the model's classes,
+	// dropped with a warning (EvalOptions.IgnoreBadLabels only; otherwise
+	// such a label is an error).
+	BadLabels int
+}
+
+// EvalOptions are the options of EvaluateWith.
+type EvalOptions struct {
+	// Post are the postprocess options (postprocess.EvalOptions() for the
+	// YOLOv5 protocol).
+	Post postprocess.Options
+	// IgnoreBadLabels drops labels whose class is outside the model's
+	// classes, counting them in EvalStats.BadLabels, instead of failing.
+	IgnoreBadLabels bool
+	// Progress, if set, is called after each image.
+	Progress Progress
+	// Logger receives warnings; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Evaluate runs the detector over every image of ds with the evaluation
 // postprocess options (conf 0.001, IoU 0.6, multi-label, 300 detections)
 // and scores the detections against the labels with the YOLOv5 protocol.
-// Unreadable images are skipped with a warning and counted. The detector's
-// postprocess options are restored afterwards.
+// Unreadable and corrupt images are skipped with a warning and counted; a
+// label whose class the model does not have is an error naming the file
+// and line. The detector's postprocess options are restored afterwards.
 func Evaluate(ctx context.Context, d *Detector, ds *eval.Dataset, post postprocess.Options, progress Progress, log *slog.Logger) (eval.Result, EvalStats, error) {
+	return EvaluateWith(ctx, d, ds, EvalOptions{Post: post, Progress: progress, Logger: log})
+}
+
+// EvaluateWith is Evaluate with options.
+func EvaluateWith(ctx context.Context, d *Detector, ds *eval.Dataset, o EvalOptions) (eval.Result, EvalStats, error) {
+	post, progress, log := o.Post, o.Progress, o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
@@ -42,6 +75,14 @@ func Evaluate(ctx context.Context, d *Detector, ds *eval.Dataset, post postproce
 		if err := ctx.Err(); err != nil {
 			return eval.Result{}, st, err
 		}
+		if err := source.CheckImage(path); errors.Is(err, source.ErrCorruptImage) {
+			st.Corrupt++
+			log.Warn("skipping corrupt image", "image", path, "err", err)
+			if progress != nil {
+				progress(i+1, len(ds.Images))
+			}
+			continue
+		}
 		m := gocv.IMRead(path, gocv.IMReadColor)
 		if m.Empty() {
 			m.Close()
@@ -54,9 +95,13 @@ func Evaluate(ctx context.Context, d *Detector, ds *eval.Dataset, post postproce
 		}
 		img.Close()
 		img = m
-		labels, err := eval.ReadLabels(eval.LabelPath(path), img.Cols(), img.Rows())
+		labels, bad, err := eval.ReadLabelsClasses(eval.LabelPath(path), img.Cols(), img.Rows(), d.Layout.Classes, o.IgnoreBadLabels)
 		if err != nil {
 			return eval.Result{}, st, err
+		}
+		for _, b := range bad {
+			st.BadLabels++
+			log.Warn("ignoring label with a class the model does not have", "label", fmt.Sprintf("%s:%d", b.File, b.Line), "class", b.Class, "classes", b.Classes)
 		}
 		dets, _, err := d.Detect(ctx, img)
 		if err != nil {
@@ -74,7 +119,7 @@ func Evaluate(ctx context.Context, d *Detector, ds *eval.Dataset, post postproce
 			progress(i+1, len(ds.Images))
 		}
 	}
-	if st.Skipped == len(ds.Images) {
+	if st.Skipped+st.Corrupt == len(ds.Images) {
 		return eval.Result{}, st, fmt.Errorf("dataset %q: no image could be read", ds.Root)
 	}
 	names := ds.Names

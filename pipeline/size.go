@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,32 +9,50 @@ import (
 	"github.com/yedge/yedge/onnx"
 )
 
-// MaxImageSize bounds each side of a network input: beyond it the input
-// tensor alone (3 x H x W float32 per frame) would take hundreds of MiB.
-const MaxImageSize = 4096
+// Bounds on the network input, checked before any buffer is allocated.
+const (
+	// MinImageSize is the smallest input side (one stride).
+	MinImageSize = 32
+	// MaxImageSize is the largest input side in pixels.
+	MaxImageSize = 4096
+	// SizeMultiple is the multiple every input side must be (the YOLOv5
+	// stride).
+	SizeMultiple = 32
+	// MaxBatch is the largest batch size.
+	MaxBatch = 64
+	// MaxInputPixels bounds batch x height x width (4096x4096 at batch 1,
+	// 640x640 up to batch 40): the input and output buffers and
+	// onnxruntime's activations grow with it.
+	MaxInputPixels = MaxImageSize * MaxImageSize
+)
 
-// ParseSize parses an input size: "" (0, 0: from the model), "N" (square)
-// or "HEIGHTxWIDTH" such as "384x640". Each side must be a positive
-// multiple of 32 (the YOLOv5 stride) of at most MaxImageSize. It is the one
-// parser of the imgsz flag and config key; errors name neither.
+// ErrInputTooLarge is wrapped by the errors of New and CheckInputSize for an
+// input size or batch beyond MaxImageSize, MaxBatch or MaxInputPixels.
+var ErrInputTooLarge = errors.New("input too large")
+
+// ParseSize parses an input size option: "" (0, 0: from the model), "N"
+// (N x N) or "HEIGHTxWIDTH". Each side must be a multiple of SizeMultiple in
+// [MinImageSize, MaxImageSize]. Errors name the option as "imgsz" and quote
+// the value; callers add their own flag or key name.
 func ParseSize(s string) (h, w int, err error) {
 	if s == "" {
 		return 0, 0, nil
 	}
-	parts := strings.Split(strings.ToLower(strings.TrimSpace(s)), "x")
+	bad := func(why string) (int, int, error) {
+		return 0, 0, fmt.Errorf("imgsz %q: %s", s, why)
+	}
+	parts := strings.Split(strings.ToLower(s), "x")
 	if len(parts) > 2 {
-		return 0, 0, fmt.Errorf("imgsz %q: want N or HEIGHTxWIDTH such as 640 or 384x640", s)
+		return bad("want N or HEIGHTxWIDTH")
 	}
 	var v [2]int
 	for i, p := range parts {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
-		switch {
-		case err != nil || n <= 0:
-			return 0, 0, fmt.Errorf("imgsz %q: want N or HEIGHTxWIDTH such as 640 or 384x640", s)
-		case n > MaxImageSize:
-			return 0, 0, fmt.Errorf("imgsz %q: each side must be at most %d", s, MaxImageSize)
-		case n%32 != 0:
-			return 0, 0, fmt.Errorf("imgsz %q: sizes must be multiples of 32 (the YOLOv5 stride)", s)
+		if err != nil {
+			return bad("want N or HEIGHTxWIDTH (whole numbers)")
+		}
+		if n < MinImageSize || n > MaxImageSize || n%SizeMultiple != 0 {
+			return bad(fmt.Sprintf("%d must be a multiple of %d in [%d, %d]", n, SizeMultiple, MinImageSize, MaxImageSize))
 		}
 		v[i] = n
 	}
@@ -41,6 +60,20 @@ func ParseSize(s string) (h, w int, err error) {
 		v[1] = v[0]
 	}
 	return v[0], v[1], nil
+}
+
+// CheckInputSize returns an error wrapping ErrInputTooLarge when a batch of
+// batch images of h x w exceeds MaxImageSize, MaxBatch or MaxInputPixels.
+func CheckInputSize(batch, h, w int) error {
+	switch {
+	case h > MaxImageSize || w > MaxImageSize:
+		return fmt.Errorf("input %dx%d: %w: each side must be at most %d", h, w, ErrInputTooLarge, MaxImageSize)
+	case batch > MaxBatch:
+		return fmt.Errorf("batch %d: %w: must be at most %d", batch, ErrInputTooLarge, MaxBatch)
+	case int64(batch)*int64(h)*int64(w) > MaxInputPixels:
+		return fmt.Errorf("batch %d x %dx%d: %w: batch x height x width must be at most %d", batch, h, w, ErrInputTooLarge, MaxInputPixels)
+	}
+	return nil
 }
 
 // InputSize resolves the network input size of model m for a requested

@@ -21,7 +21,18 @@ type Record struct {
 	Width int `json:"width"`
 	// Height is the frame height in pixels.
 	Height int `json:"height"`
-	// Ms holds per-stage durations in milliseconds ("pre", "infer", "post", ...).
+	// PTSms is the frame's position in a video file in milliseconds when
+	// known, else the time since the source was opened (detect only;
+	// omitted when 0).
+	PTSms float64 `json:"pts_ms,omitempty"`
+	// Image is the file of an image or folder source (omitted otherwise).
+	Image string `json:"image,omitempty"`
+	// Corrupt is true for a frame whose image file failed source.CheckImage
+	// (truncated data): its detections come from a partly missing picture.
+	// Omitted when false.
+	Corrupt bool `json:"corrupt,omitempty"`
+	// Ms holds per-stage durations in milliseconds: "read", "preprocess",
+	// "infer", "postprocess".
 	Ms map[string]float64 `json:"ms"`
 	// Detections are the frame's detections. A nil slice is written as [].
 	Detections []Detection `json:"detections"`

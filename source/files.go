@@ -19,6 +19,7 @@ type fileSource struct {
 	passFrames int64    // images delivered in the current pass over paths
 	img        gocv.Mat // the decoded single image (Kind Image)
 	hasImg     bool
+	imgCorrupt bool  // the single image failed CheckImage
 	err        error // sticky terminal error
 }
 
@@ -39,6 +40,7 @@ func openFiles(spec Spec, name string, log *slog.Logger) (*fileSource, error) {
 			return nil, s.errorf("cannot decode image (corrupt or unsupported file?)")
 		}
 		s.img, s.hasImg = m, true
+		s.imgCorrupt = s.checkImage(path)
 		s.paths = []string{path}
 		s.setSize(m.Cols(), m.Rows())
 		return s, nil
@@ -90,6 +92,7 @@ func (s *fileSource) Read(ctx context.Context, dst *gocv.Mat) (Frame, error) {
 		}
 		p := s.paths[s.next]
 		s.next++
+		corrupt := s.imgCorrupt
 		if s.hasImg {
 			s.img.CopyTo(dst)
 		} else {
@@ -102,10 +105,24 @@ func (s *fileSource) Read(ctx context.Context, dst *gocv.Mat) (Frame, error) {
 			}
 			m.CopyTo(dst)
 			m.Close()
+			corrupt = s.checkImage(p)
 		}
 		s.passFrames++
-		return s.frame(dst, -1, p), nil
+		f := s.frame(dst, -1, p)
+		f.Corrupt = corrupt
+		return f, nil
 	}
+}
+
+// checkImage runs CheckImage on a decoded file and reports (with a
+// warning) whether its data is corrupt.
+func (s *fileSource) checkImage(p string) bool {
+	err := CheckImage(p)
+	if err == nil {
+		return false
+	}
+	s.log.Warn("source: image data is corrupt; the frame is flagged", "file", Redact(p), "err", err)
+	return true
 }
 
 // Close implements Source.

@@ -37,6 +37,11 @@ type Frame struct {
 	PTS time.Duration
 	// Name is the file path for Image and Folder sources, else "".
 	Name string
+	// Corrupt is set for an Image or Folder frame whose file failed
+	// CheckImage (truncated JPEG or PNG data) although the decoder returned
+	// an image: the frame is delivered (and a warning logged), but its pixels
+	// are partly missing.
+	Corrupt bool
 }
 
 // Source delivers decoded BGR frames. Read and Close must not be called

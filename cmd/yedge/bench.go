@@ -20,6 +20,12 @@ import (
 	"github.com/yedge/yedge/source"
 )
 
+// Ranges of bench's flags: --frames decoded frames are held in memory.
+const (
+	maxBenchFrames = 1000
+	maxBenchRuns   = 1000000
+)
+
 // Size and seed of the synthetic frames used when bench has no --source.
 const (
 	benchNoiseWidth  = 768
@@ -69,10 +75,10 @@ and, for exactly two models, speedup_infer and speedup_end_to_end.`,
 	fl.StringArrayVarP(&f.models, "model", "m", nil, "YOLOv5 ONNX model to time (repeatable; the first is the baseline)")
 	fl.StringSliceVar(&f.list, "models", nil, "comma-separated models to time, after those of --model")
 	fl.StringVarP(&f.source, "source", "s", "", "input frames: a video, an image or a folder of images (default: seeded 768x576 noise)")
-	fl.IntVar(&f.frames, "frames", 8, "number of distinct frames to read and cycle through")
-	fl.IntVar(&f.warmup, "warmup", pipeline.DefaultBenchWarmup, "untimed passes per model before timing")
-	fl.IntVar(&f.runs, "runs", pipeline.DefaultBenchRuns, "timed passes per model")
-	fl.StringVar(&f.imgsz, "imgsz", "", "input size for dynamic models: N or HEIGHTxWIDTH, multiples of the stride (default: from the model, else 640)")
+	fl.IntVar(&f.frames, "frames", 8, fmt.Sprintf("number of distinct frames to read and cycle through, in [1, %d]", maxBenchFrames))
+	fl.IntVar(&f.warmup, "warmup", pipeline.DefaultBenchWarmup, fmt.Sprintf("untimed passes per model before timing, in [0, %d]", maxBenchRuns))
+	fl.IntVar(&f.runs, "runs", pipeline.DefaultBenchRuns, fmt.Sprintf("timed passes per model, in [1, %d]", maxBenchRuns))
+	fl.StringVar(&f.imgsz, "imgsz", "", imgszUsage)
 	fl.BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	return c
@@ -98,24 +104,24 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 		return withCode(exitUsage, err)
 	}
 	models := append(append([]string{}, f.models...), f.list...)
-	switch {
-	case len(models) == 0:
+	if len(models) == 0 {
 		return withCode(exitUsage, errors.New("no model: give --model (repeatable) or --models A,B"))
-	case f.runs <= 0:
-		return withCode(exitUsage, fmt.Errorf("--runs %d: must be 1 or more", f.runs))
-	case f.warmup < 0:
-		return withCode(exitUsage, fmt.Errorf("--warmup %d: must be 0 or more", f.warmup))
-	case f.frames <= 0:
-		return withCode(exitUsage, fmt.Errorf("--frames %d: must be 1 or more", f.frames))
+	}
+	if err := firstErr(
+		intInRange("frames", int64(f.frames), 1, maxBenchFrames, ""),
+		intInRange("warmup", int64(f.warmup), 0, maxBenchRuns, ""),
+		intInRange("runs", int64(f.runs), 1, maxBenchRuns, ""),
+	); err != nil {
+		return err
 	}
 	for _, m := range models {
 		if m == "" {
 			return withCode(exitUsage, errors.New("--model: empty model path"))
 		}
 	}
-	h, w, err := parseImgsz(f.imgsz)
+	h, w, err := parseImgszFlag(f.imgsz)
 	if err != nil {
-		return withCode(exitUsage, err)
+		return err
 	}
 	var spec source.Spec
 	if f.source != "" {

@@ -1,15 +1,101 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
 )
+
+// Ranges of numeric flags shared by several commands (README "Flag
+// ranges" lists every flag).
+const (
+	maxThreads  = 1024
+	maxDeviceID = 255
+	maxMaxDet   = 30000 // postprocess keeps at most 30000 NMS candidates
+)
+
+// intInRange returns a usage error naming flag when v is outside [lo, hi];
+// note explains special values (e.g. "0: all frames").
+func intInRange(flag string, v, lo, hi int64, note string) error {
+	if v >= lo && v <= hi {
+		return nil
+	}
+	r := fmt.Sprintf("in [%d, %d]", lo, hi)
+	if hi == math.MaxInt64 {
+		r = fmt.Sprintf(">= %d", lo)
+	}
+	return withCode(exitUsage, fmt.Errorf("--%s %d: must be %s%s", flag, v, r, noteText(note)))
+}
+
+// floatInRange returns a usage error naming flag when v is NaN, infinite or
+// outside the range from lo to hi (open at an end when loOpen/hiOpen).
+func floatInRange(flag string, v, lo, hi float64, loOpen, hiOpen bool, note string) error {
+	ok := !math.IsNaN(v) && !math.IsInf(v, 0) &&
+		(v > lo || (!loOpen && v == lo)) && (v < hi || (!hiOpen && v == hi))
+	if ok {
+		return nil
+	}
+	return withCode(exitUsage, fmt.Errorf("--%s %v: must be a number %s%s", flag, v, rangeText(lo, hi, loOpen, hiOpen), noteText(note)))
+}
+
+// rangeText writes an interval: [lo, hi], (lo, hi], ...
+func rangeText(lo, hi float64, loOpen, hiOpen bool) string {
+	l, r := "[", "]"
+	if loOpen {
+		l = "("
+	}
+	if hiOpen {
+		r = ")"
+	}
+	return fmt.Sprintf("in %s%v, %v%s", l, lo, hi, r)
+}
+
+func noteText(note string) string {
+	if note == "" {
+		return ""
+	}
+	return " (" + note + ")"
+}
+
+// firstErr returns the first non-nil error.
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// parseImgszFlag parses an --imgsz value with pipeline.ParseSize (the one
+// parser, shared with the daemon) and adds the flag name.
+func parseImgszFlag(s string) (h, w int, err error) {
+	h, w, err = pipeline.ParseSize(s)
+	if err != nil {
+		return 0, 0, withCode(exitUsage, fmt.Errorf("--%w", err))
+	}
+	return h, w, nil
+}
+
+// imgszUsage documents --imgsz and its range.
+var imgszUsage = fmt.Sprintf("input size for dynamic models: N or HEIGHTxWIDTH, each a multiple of %d in [%d, %d] (default: from the model, else %d)",
+	pipeline.SizeMultiple, pipeline.MinImageSize, pipeline.MaxImageSize, pipeline.DefaultImageSize)
+
+// refuseOverwrite is fsx.RefuseOverwrite with the flag name of the output:
+// no command writes over a file the user gave as input.
+func refuseOverwrite(flag, out string, inputs ...string) error {
+	if err := fsx.RefuseOverwrite(out, inputs...); err != nil {
+		return withCode(exitUsage, fmt.Errorf("--%s: %w", flag, err))
+	}
+	return nil
+}
 
 // modelFlags are the flags of commands that run a model.
 type modelFlags struct {
@@ -25,42 +111,44 @@ type modelFlags struct {
 func (m *modelFlags) register(c *cobra.Command, post postprocess.Options) {
 	f := c.Flags()
 	f.StringVarP(&m.model, "model", "m", "", "YOLOv5 ONNX model (FP32 or Q/DQ int8)")
-	f.StringVar(&m.imgsz, "imgsz", "", "input size for dynamic models: N or HEIGHTxWIDTH, multiples of the stride (default: from the model, else 640)")
+	f.StringVar(&m.imgsz, "imgsz", "", imgszUsage)
 	f.StringVar(&m.names, "names", "", "class names file (YAML with names: or one per line); default: model metadata, else COCO-80")
-	f.Float64Var(&m.conf, "conf", float64(post.Conf), "confidence threshold (obj x cls)")
-	f.Float64Var(&m.iou, "iou", float64(post.IoU), "NMS IoU threshold")
-	f.IntVar(&m.maxDet, "max-det", post.MaxDet, "maximum detections per image")
+	f.Float64Var(&m.conf, "conf", f32(post.Conf), "confidence threshold (obj x cls), in [0, 1]")
+	f.Float64Var(&m.iou, "iou", f32(post.IoU), "NMS IoU threshold, in (0, 1]")
+	f.IntVar(&m.maxDet, "max-det", post.MaxDet, fmt.Sprintf("maximum detections per image, in [1, %d]", maxMaxDet))
 	_ = c.MarkFlagRequired("model")
 }
 
-// parseImgsz parses "640" or "320x640" (height x width).
-func parseImgsz(s string) (h, w int, err error) {
-	if s == "" {
-		return 0, 0, nil
+// f32 widens a float32 default to the float64 with the same shortest
+// decimal form (0.45, not 0.44999998807907104).
+func f32(v float32) float64 {
+	x, _ := strconv.ParseFloat(strconv.FormatFloat(float64(v), 'g', -1, 32), 64)
+	return x
+}
+
+// validate checks the numeric flags' ranges (before any work).
+func (m *modelFlags) validate() error {
+	if m.model == "" {
+		return withCode(exitUsage, errors.New("--model: empty model path"))
 	}
-	parts := strings.Split(strings.ToLower(s), "x")
-	if len(parts) > 2 {
-		return 0, 0, fmt.Errorf("--imgsz %q: want N or HEIGHTxWIDTH", s)
+	if _, _, err := parseImgszFlag(m.imgsz); err != nil {
+		return err
 	}
-	var v [2]int
-	for i, p := range parts {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n <= 0 {
-			return 0, 0, fmt.Errorf("--imgsz %q: want N or HEIGHTxWIDTH", s)
-		}
-		v[i] = n
-	}
-	if len(parts) == 1 {
-		v[1] = v[0]
-	}
-	return v[0], v[1], nil
+	return firstErr(
+		floatInRange("conf", m.conf, 0, 1, false, false, ""),
+		floatInRange("iou", m.iou, 0, 1, true, false, ""),
+		intInRange("max-det", int64(m.maxDet), 1, maxMaxDet, ""),
+	)
 }
 
 // detectorConfig builds the pipeline configuration from flags.
 func (m *modelFlags) detectorConfig(g *globalFlags, post postprocess.Options) (pipeline.Config, error) {
-	h, w, err := parseImgsz(m.imgsz)
+	if err := m.validate(); err != nil {
+		return pipeline.Config{}, err
+	}
+	h, w, err := parseImgszFlag(m.imgsz)
 	if err != nil {
-		return pipeline.Config{}, withCode(exitUsage, err)
+		return pipeline.Config{}, err
 	}
 	post.Conf, post.IoU, post.MaxDet = float32(m.conf), float32(m.iou), m.maxDet
 	if err := post.Validate(); err != nil {

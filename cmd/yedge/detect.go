@@ -3,10 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +15,11 @@ import (
 	"github.com/spf13/cobra"
 	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/quant"
+	"github.com/yedge/yedge/sinks"
 	"github.com/yedge/yedge/source"
 )
 
@@ -52,47 +55,48 @@ of images. Credentials in URLs are never printed.`,
 	f.register(c, postprocess.DeployOptions())
 	fl := c.Flags()
 	fl.StringVarP(&f.source, "source", "s", "", "source: device path, video file, URL, GStreamer pipeline, image or folder")
-	fl.IntVar(&f.camera, "camera", -1, "V4L2 camera index")
+	fl.IntVar(&f.camera, "camera", -1, fmt.Sprintf("V4L2 camera index, in [0, %d] (-1: none, use --source)", maxCamera))
 	fl.StringVarP(&f.out, "out", "o", "", "write JSON lines to FILE instead of stdout")
 	fl.StringVar(&f.save, "save", "", "save annotated frames: a folder for JPEGs, or a .mp4/.avi/.mkv file")
-	fl.Int64Var(&f.maxFrames, "max-frames", 0, "stop after N frames (0: until the source ends)")
+	fl.Int64Var(&f.maxFrames, "max-frames", 0, "stop after N frames, N >= 0 (0: all frames, until the source ends)")
 	fl.BoolVar(&f.reconnect, "reconnect", false, "reconnect live sources with backoff when they fail")
 	fl.BoolVar(&f.loop, "loop", false, "restart video files at the end")
 	return c
 }
 
-// frameRecord is one JSON line of detect output.
-type frameRecord struct {
-	Frame      int64           `json:"frame"`
-	Time       string          `json:"time"`
-	PTSms      float64         `json:"pts_ms"`
-	Image      string          `json:"image,omitempty"`
-	Width      int             `json:"width"`
-	Height     int             `json:"height"`
-	Ms         stageMs         `json:"ms"`
-	Detections []detectionJSON `json:"detections"`
-}
-
-type stageMs struct {
-	Read        float64 `json:"read"`
-	Preprocess  float64 `json:"preprocess"`
-	Infer       float64 `json:"infer"`
-	Postprocess float64 `json:"postprocess"`
-}
-
-type detectionJSON struct {
-	Class int        `json:"class"`
-	Name  string     `json:"name"`
-	Score float32    `json:"score"`
-	Box   [4]float32 `json:"box"`
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// maxCamera bounds --camera.
+const maxCamera = 255
+
+// validate checks detect's numeric flags and that no output is an input,
+// before any work.
+func (f *detectFlags) validate() error {
+	if err := firstErr(
+		f.modelFlags.validate(),
+		intInRange("max-frames", f.maxFrames, 0, math.MaxInt64, "0: all frames"),
+	); err != nil {
+		return err
+	}
+	if f.camera != -1 {
+		if err := intInRange("camera", int64(f.camera), 0, maxCamera, "-1: none"); err != nil {
+			return err
+		}
+	}
+	inputs := []string{f.model, f.names, f.source}
+	if err := refuseOverwrite("out", f.out, append(inputs, f.save)...); err != nil {
+		return err
+	}
+	return refuseOverwrite("save", f.save, inputs...)
+}
 
 func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stderr io.Writer) error {
 	log, err := g.logger(stderr)
 	if err != nil {
 		return withCode(exitUsage, err)
+	}
+	if err := f.validate(); err != nil {
+		return err
 	}
 	var spec source.Spec
 	switch {
@@ -114,6 +118,36 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 		return err
 	}
 	cfg.Logger = log
+	// The outputs are created before any work: one that cannot be is an
+	// error naming its path, not a warning after the run.
+	saver, err := newSaver(f.save, spec)
+	if err != nil {
+		return err
+	}
+	defer saver.Close()
+	// Output: stdout or a file, flushed after every frame so that a stop
+	// loses nothing written so far. The file is opened now (so that one
+	// that cannot be created fails before any work) but emptied only once
+	// the model and the source are open: a run that fails at the start leaves an earlier
+	// output as it was, and removes the empty file it created.
+	out := stdout
+	var outFile *os.File
+	removeOut := false
+	if f.out != "" {
+		_, statErr := os.Stat(f.out)
+		outFile, err = os.OpenFile(f.out, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return fmt.Errorf("--out %q: cannot create the file: %w", f.out, unwrapPathError(err))
+		}
+		defer outFile.Close()
+		removeOut = statErr != nil
+		defer func() {
+			if removeOut {
+				os.Remove(f.out) // the empty file this failed run created
+			}
+		}()
+		out = outFile
+	}
 	if err := g.initRuntime(log); err != nil {
 		return err
 	}
@@ -122,32 +156,24 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 		return modelCode(err)
 	}
 	defer det.Close()
+	precision := modelPrecision(f.model)
 
-	// Output: stdout or a file, flushed after every frame so that a stop
-	// loses nothing written so far.
-	out := stdout
-	if f.out != "" {
-		file, err := os.Create(f.out)
-		if err != nil {
-			return withCode(exitFailure, fmt.Errorf("--out: %w", err))
-		}
-		defer file.Close()
-		out = file
-	}
 	bw := bufio.NewWriter(out)
 	defer bw.Flush()
-	enc := json.NewEncoder(bw)
+	// The same record and encoder as the daemon's sinks.
+	sink := sinks.NewWriter("detect", bw)
 
 	src, err := source.Open(ctx, spec, log)
 	if err != nil {
 		return withCode(exitSource, err)
 	}
 	defer src.Close()
-	saver, err := newSaver(f.save, src)
-	if err != nil {
-		return withCode(exitUsage, err)
+	if outFile != nil {
+		if err := outFile.Truncate(0); err != nil {
+			return fmt.Errorf("--out %q: %w", f.out, unwrapPathError(err))
+		}
+		removeOut = false
 	}
-	defer saver.Close()
 
 	var st runSummary
 	img := gocv.NewMat()
@@ -178,42 +204,71 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 			continue
 		}
 		st.add(read, tm, len(dets))
-		rec := frameRecord{Frame: fr.Index, Time: fr.Time.UTC().Format(time.RFC3339Nano), PTSms: ms(fr.PTS),
-			Image: fr.Name, Width: img.Cols(), Height: img.Rows(),
-			Ms:         stageMs{ms(read), ms(tm.Preprocess), ms(tm.Infer), ms(tm.Postprocess)},
-			Detections: make([]detectionJSON, 0, len(dets))}
-		for _, d := range dets {
-			rec.Detections = append(rec.Detections, detectionJSON{Class: d.Class, Name: postprocess.Name(det.Names, d.Class),
-				Score: round4(d.Score), Box: [4]float32{round2(d.Box.X1), round2(d.Box.Y1), round2(d.Box.X2), round2(d.Box.Y2)}})
+		if fr.Corrupt {
+			st.corrupt++
 		}
-		if err := enc.Encode(rec); err != nil {
-			return fmt.Errorf("writing detections: %w", err)
+		rec := sinks.NewRecord(src.Name(), fr.Index, fr.Time.UTC(), precision, img.Cols(), img.Rows(), det.Names, dets)
+		rec.PTSms, rec.Image, rec.Corrupt = ms(fr.PTS), fr.Name, fr.Corrupt
+		rec.Ms = map[string]float64{"read": ms(read), "preprocess": ms(tm.Preprocess), "infer": ms(tm.Infer), "postprocess": ms(tm.Postprocess)}
+		if err := sink.Write(rec); err != nil {
+			return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
 		}
-		if err := bw.Flush(); err != nil {
-			return fmt.Errorf("writing detections: %w", err)
+		if err := sink.Flush(); err != nil {
+			return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
 		}
 		if saver.active() {
 			postprocess.Draw(&img, dets, det.Names)
 			if err := saver.Write(img, fr); err != nil {
-				log.Warn("saving frame failed", "frame", fr.Index, "err", err)
+				runErr = err // an output the user asked for cannot be written
+				break
 			}
 		}
 	}
 	st.elapsed = time.Since(start)
 	st.skipped = src.Skipped()
+	if err := saver.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
 	st.write(stderr, det, src.Name())
-	if runErr == nil && st.frames == 0 && st.skipped > 0 {
-		runErr = withCode(exitSource, fmt.Errorf("source %s: no frame could be read", src.Name()))
+	if runErr == nil && st.frames == 0 {
+		switch {
+		case ctx.Err() != nil:
+			runErr = ctx.Err() // interrupted before a result: 130
+		case st.failed > 0:
+			runErr = fmt.Errorf("source %s: detection failed on all %d frames", src.Name(), st.failed)
+		default:
+			// "Nothing happened" is not success: a source without a single
+			// readable frame is a source error.
+			runErr = withCode(exitSource, fmt.Errorf("source %s: no frame could be read (0 frames processed)", src.Name()))
+		}
 	}
 	return runErr
 }
 
-func round2(v float32) float32 { return float32(int64(v*100+0.5)) / 100 }
-func round4(v float32) float32 { return float32(int64(v*10000+0.5)) / 10000 }
+// outName names detect's JSON-lines destination in errors.
+func outName(out string) string {
+	if out == "" {
+		return "stdout"
+	}
+	return out
+}
+
+// modelPrecision is the record's precision: "int8" for a Q/DQ model, else
+// "fp32" (also when the model cannot be read here; pipeline.New has
+// already loaded it).
+func modelPrecision(path string) string {
+	m, err := onnx.Load(path)
+	if err == nil && quant.IsQDQ(m) {
+		return "int8"
+	}
+	return "fp32"
+}
+
 
 // runSummary accumulates per-stage timings for the end-of-run report.
 type runSummary struct {
 	frames, failed, skipped, dets int64
+	corrupt                       int64 // frames flagged corrupt (processed, flagged in their record)
 	elapsed                       time.Duration
 	read, pre, infer, post        pipeline.LatencyStats
 }
@@ -232,8 +287,8 @@ func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string) {
 	if s.elapsed > 0 {
 		fps = float64(s.frames) / s.elapsed.Seconds()
 	}
-	fmt.Fprintf(w, "\nsource %s: %d frames in %.1fs (%.1f fps), %d detections, %d failed, %d skipped\n",
-		name, s.frames, s.elapsed.Seconds(), fps, s.dets, s.failed, s.skipped)
+	fmt.Fprintf(w, "\nsource %s: %d frames in %.1fs (%.1f fps), %d detections, %d failed, %d skipped, %d corrupt\n",
+		name, s.frames, s.elapsed.Seconds(), fps, s.dets, s.failed, s.skipped, s.corrupt)
 	fmt.Fprintf(w, "model %s on %s, input %dx%d\n", d.Session.Path(), d.Session.Provider, d.Height, d.Width)
 	fmt.Fprintf(w, "%-12s %10s %10s\n", "stage", "mean ms", "p95 ms")
 	for _, r := range []struct {
@@ -244,63 +299,126 @@ func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string) {
 	}
 }
 
-// saver writes annotated frames to a folder of JPEGs or a video file.
+// saver writes annotated frames to a folder of JPEGs or a video file. Every
+// failure to write is an error naming the path: an output the user asked
+// for is never silently missing.
 type saver struct {
-	dir    string
-	path   string
-	fps    float64
-	writer *gocv.VideoWriter
+	dir     string
+	path    string
+	fps     float64
+	writer  *gocv.VideoWriter
+	created bool // path did not exist before: an empty one is ours to remove
+	frames  int
 }
 
 var videoExt = map[string]string{".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
-func newSaver(path string, src source.Source) (*saver, error) {
+// newSaver prepares the --save output and checks now that it can be
+// created: a video file is opened for writing, a folder is created.
+func newSaver(path string, spec source.Spec) (*saver, error) {
 	s := &saver{}
 	if path == "" {
 		return s, nil
 	}
 	if _, ok := videoExt[strings.ToLower(filepath.Ext(path))]; ok {
-		if dir := filepath.Dir(path); dir != "" {
-			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-				return nil, fmt.Errorf("--save %q: folder %q does not exist", path, dir)
-			}
+		dir := filepath.Dir(path)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, withCode(exitUsage, fmt.Errorf("--save %q: folder %q does not exist", path, dir))
 		}
-		s.path, s.fps = path, 10
+		_, statErr := os.Stat(path)
+		fd, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("--save %q: cannot create the file: %w", path, unwrapPathError(err))
+		}
+		fd.Close()
+		s.path, s.fps, s.created = path, 10, statErr != nil
 		return s, nil
 	}
+	// A folder: it must not be the source folder (annotated frames would
+	// replace the images).
+	if spec.Kind == source.Folder {
+		if err := refuseOverwrite("save", path, spec.URI); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(path, 0o755); err != nil {
-		return nil, fmt.Errorf("--save: %w", err)
+		return nil, fmt.Errorf("--save %q: cannot create the folder: %w", path, unwrapPathError(err))
 	}
 	s.dir = path
 	return s, nil
 }
 
+// unwrapPathError drops the path from an *os.PathError (the caller names it).
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 func (s *saver) active() bool { return s.dir != "" || s.path != "" }
 
+// Write saves one annotated frame.
 func (s *saver) Write(img gocv.Mat, fr source.Frame) error {
 	if s.dir != "" {
 		name := fmt.Sprintf("frame_%06d.jpg", fr.Index)
 		if fr.Name != "" {
 			name = strings.TrimSuffix(filepath.Base(fr.Name), filepath.Ext(fr.Name)) + ".jpg"
 		}
-		if !gocv.IMWrite(filepath.Join(s.dir, name), img) {
-			return fmt.Errorf("writing %s failed", filepath.Join(s.dir, name))
+		p := filepath.Join(s.dir, name)
+		if err := refuseOverwrite("save", p, fr.Name); err != nil {
+			return err
 		}
+		if !gocv.IMWrite(p, img) {
+			return fmt.Errorf("--save: cannot write %q", p)
+		}
+		s.frames++
 		return nil
 	}
 	if s.writer == nil {
 		w, err := gocv.VideoWriterFile(s.path, videoExt[strings.ToLower(filepath.Ext(s.path))], s.fps, img.Cols(), img.Rows(), true)
 		if err != nil {
-			return fmt.Errorf("opening %s: %w", s.path, err)
+			return fmt.Errorf("--save %q: cannot open the video writer: %w", s.path, err)
 		}
 		s.writer = w
+		if !w.IsOpened() {
+			return fmt.Errorf("--save %q: OpenCV cannot open a video writer for this file (codec %s)", s.path, videoExt[strings.ToLower(filepath.Ext(s.path))])
+		}
 	}
-	return s.writer.Write(img)
+	if err := s.writer.Write(img); err != nil {
+		return fmt.Errorf("--save %q: %w", s.path, err)
+	}
+	s.frames++
+	return nil
 }
 
+// Close finishes the video and checks that the file was really written
+// (it exists and is not empty). Closing twice returns nil.
 func (s *saver) Close() error {
+	if s.path == "" {
+		return nil
+	}
+	path := s.path
+	s.path = ""
 	if s.writer != nil {
-		return s.writer.Close()
+		err := s.writer.Close()
+		s.writer = nil
+		if err != nil {
+			return fmt.Errorf("--save %q: %w", path, err)
+		}
+	}
+	st, err := os.Stat(path)
+	switch {
+	case s.frames == 0:
+		if s.created && err == nil && st.Size() == 0 {
+			os.Remove(path) // the empty file this run created
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("--save %q: the video was not written: %w", path, unwrapPathError(err))
+	case st.Size() == 0:
+		return fmt.Errorf("--save %q: the video file is empty after %d frames", path, s.frames)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,9 +18,10 @@ import (
 
 type evalFlags struct {
 	modelFlags
-	data     string
-	jsonOut  bool
-	progress bool
+	data      string
+	jsonOut   bool
+	progress  bool
+	ignoreBad bool
 }
 
 func newEvalCmd(g *globalFlags) *cobra.Command {
@@ -31,7 +33,11 @@ func newEvalCmd(g *globalFlags) *cobra.Command {
 with the Ultralytics YOLOv5 protocol: square letterbox at the model input size,
 conf 0.001, class-aware NMS IoU 0.6, multi-label, 300 detections, AP with
 101-point interpolation over IoU 0.50:0.05:0.95. --json prints the keys
-map50, map50_95, precision, recall, images, labels, per_class.`,
+map50, map50_95, precision, recall, images, labels, per_class, skipped
+(unreadable images), corrupt (truncated images, skipped) and bad_labels.
+
+A label whose class the model does not have is an error naming FILE:LINE;
+with --ignore-bad-labels it is dropped, warned about and counted.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runEval(c.Context(), g, f, c.OutOrStdout(), c.ErrOrStderr())
@@ -40,6 +46,7 @@ map50, map50_95, precision, recall, images, labels, per_class.`,
 	f.register(c, postprocess.EvalOptions())
 	c.Flags().StringVar(&f.data, "data", "", "dataset folder (images/, labels/, data.yaml)")
 	c.Flags().BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
+	c.Flags().BoolVar(&f.ignoreBad, "ignore-bad-labels", false, "drop (and count) labels whose class the model does not have, instead of failing")
 	c.Flags().BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	_ = c.MarkFlagRequired("data")
 	return c
@@ -76,25 +83,41 @@ func runEval(ctx context.Context, g *globalFlags, f *evalFlags, stdout, stderr i
 		progress = func(done, total int) { _ = bar.Set(done) }
 		defer bar.Finish()
 	}
-	res, st, err := pipeline.Evaluate(ctx, det, ds, cfg.Post, progress, log)
+	res, st, err := pipeline.EvaluateWith(ctx, det, ds, pipeline.EvalOptions{Post: cfg.Post, IgnoreBadLabels: f.ignoreBad, Progress: progress, Logger: log})
 	if err != nil {
+		var be *eval.BadClassError
+		if errors.As(err, &be) {
+			return withCode(exitUsage, fmt.Errorf("%w (give --ignore-bad-labels to drop such labels)", err))
+		}
 		return err
 	}
 	if st.Skipped > 0 {
 		log.Warn("unreadable images skipped", "count", st.Skipped)
 	}
+	if st.Corrupt > 0 {
+		log.Warn("corrupt images skipped", "count", st.Corrupt)
+	}
+	if st.BadLabels > 0 {
+		log.Warn("labels with a class the model does not have were ignored", "count", st.BadLabels)
+	}
 	if f.jsonOut {
 		out := struct {
 			eval.Result
-			Model    string `json:"model"`
-			Provider string `json:"provider"`
-			Input    [2]int `json:"input_hw"`
-			Skipped  int    `json:"skipped"`
-		}{res, f.model, det.Session.Provider, [2]int{det.Height, det.Width}, st.Skipped}
+			Model     string `json:"model"`
+			Provider  string `json:"provider"`
+			Input     [2]int `json:"input_hw"`
+			Skipped   int    `json:"skipped"`
+			Corrupt   int    `json:"corrupt"`
+			BadLabels int    `json:"bad_labels"`
+		}{res, f.model, det.Session.Provider, [2]int{det.Height, det.Width}, st.Skipped, st.Corrupt, st.BadLabels}
 		e := json.NewEncoder(stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(out)
 	}
 	fmt.Fprintf(stdout, "model %s (%s, input %dx%d) on %s\n", f.model, det.Session.Provider, det.Height, det.Width, f.data)
-	return res.WriteTable(stdout)
+	if err := res.WriteTable(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "skipped: %d unreadable, %d corrupt images; %d labels ignored\n", st.Skipped, st.Corrupt, st.BadLabels)
+	return nil
 }

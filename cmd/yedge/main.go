@@ -161,8 +161,8 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.ortLib, "ort-lib", "", "path of libonnxruntime.so (else $"+yrt.EnvLibrary+", config, setup folder, system)")
 	pf.StringVar(&g.provider, "provider", "auto", "execution provider: auto|tensorrt|cuda|cpu")
-	pf.IntVar(&g.threads, "threads", 0, "intra-op threads (0: all cores)")
-	pf.IntVar(&g.deviceID, "device-id", 0, "GPU index for CUDA and TensorRT")
+	pf.IntVar(&g.threads, "threads", 0, fmt.Sprintf("intra-op threads, in [0, %d] (0: all cores)", maxThreads))
+	pf.IntVar(&g.deviceID, "device-id", 0, fmt.Sprintf("GPU index for CUDA and TensorRT, in [0, %d]", maxDeviceID))
 	pf.StringVar(&g.trtCache, "trt-cache", yrt.DefaultTensorRTCacheDir(), "TensorRT engine and timing cache folder ($CACHE_DIRECTORY/tensorrt under systemd)")
 	pf.BoolVar(&g.trtFP16, "trt-fp16", true, "allow TensorRT FP16 kernels")
 	pf.BoolVar(&g.trtINT8, "trt-int8", true, "allow TensorRT INT8 kernels")
@@ -172,8 +172,11 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 		if !slices.Contains(yrt.Providers, g.provider) {
 			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(yrt.Providers, ", ")))
 		}
-		if g.threads < 0 {
-			return withCode(exitUsage, fmt.Errorf("--threads %d: must be 0 (all cores) or more", g.threads))
+		if err := firstErr(
+			intInRange("threads", int64(g.threads), 0, maxThreads, "0: all cores"),
+			intInRange("device-id", int64(g.deviceID), 0, maxDeviceID, ""),
+		); err != nil {
+			return err
 		}
 		if _, err := g.logger(io.Discard); err != nil {
 			return withCode(exitUsage, fmt.Errorf("--%w", err))
@@ -196,6 +199,8 @@ func modelCode(err error) error {
 		return withCode(exitModel, err)
 	case errors.Is(err, yrt.ErrProviderUnavailable):
 		return withCode(exitRuntime, err)
+	case errors.Is(err, pipeline.ErrInputTooLarge):
+		return withCode(exitUsage, err)
 	}
 	return err
 }
@@ -204,7 +209,28 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// run executes the command line and returns the exit code. A panic
+// anywhere below is caught and reported as a one-line internal error
+// (exit 1): no Go stack trace ever reaches the user.
 func run(args []string, stdout, stderr io.Writer) int {
+	return guard(stderr, func() int { return execute(args, stdout, stderr) })
+}
+
+// guard calls f and turns a panic into a one-line "yedge: internal error"
+// on stderr and exit code 1.
+func guard(stderr io.Writer, f func() int) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			msg := strings.Join(strings.Fields(fmt.Sprint(r)), " ")
+			fmt.Fprintf(stderr, "yedge: internal error: %s (please report this)\n", msg)
+			code = exitFailure
+		}
+	}()
+	return f()
+}
+
+// execute runs the root command and maps its error to an exit code.
+func execute(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRoot()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/sinks"
 )
 
 var binPath string
@@ -46,7 +47,14 @@ type result struct {
 // yedge runs the binary with the repository's onnxruntime library.
 func yedge(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return yedgeIn(t, "", env, args...)
+}
+
+// yedgeIn is yedge run in the working directory dir ("" for the test's).
+func yedgeIn(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binPath, args...)
+	cmd.Dir = dir
 	lib := filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1")
 	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+lib)
 	cmd.Env = append(cmd.Env, env...)
@@ -139,11 +147,11 @@ func TestDetectVideo(t *testing.T) {
 		t.Fatalf("%d lines, want 6", len(lines))
 	}
 	for i, l := range lines {
-		var rec frameRecord
+		var rec sinks.Record
 		if err := json.Unmarshal([]byte(l), &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Frame != int64(i) || rec.Width != 768 || rec.Height != 576 || rec.Ms.Infer <= 0 {
+		if rec.Frame != int64(i) || rec.Width != 768 || rec.Height != 576 || rec.Ms["infer"] <= 0 || rec.Precision != "fp32" || rec.Corrupt {
 			t.Errorf("line %d: %+v", i, rec)
 		}
 		people := 0

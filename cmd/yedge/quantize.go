@@ -67,15 +67,15 @@ The output is written atomically: an interrupted run leaves no partial file.`,
 	fl.StringVarP(&f.model, "model", "m", "", "FP32 ONNX model")
 	fl.StringVarP(&f.out, "out", "o", "", "output Q/DQ model")
 	fl.StringVar(&f.calib, "calib", "", "folder of calibration images")
-	fl.IntVar(&f.calibImages, "calib-images", 128, "number of calibration images (sorted by name)")
+	fl.IntVar(&f.calibImages, "calib-images", 128, fmt.Sprintf("number of calibration images (the first, sorted by name), in [1, %d]", maxCalibImages))
 	fl.StringVar(&f.cache, "calib-cache", "", "calibration cache JSON: reused when it matches the model, written otherwise")
 	fl.StringVar(&f.trtTable, "trt-calib-table", "", "also write a TensorRT calibration table (implicit quantization)")
 	fl.StringVar(&f.target, "target", "tensorrt", "Q/DQ layout: tensorrt|cpu")
 	fl.StringVar(&f.method, "method", "", "activation calibrator: max|entropy|mse|percentile (default: mse)")
-	fl.Float64Var(&f.percentile, "percentile", quant.DefaultPercentile, "percentile for --method percentile")
+	fl.Float64Var(&f.percentile, "percentile", quant.DefaultPercentile, "percentile for --method percentile, in (0, 100]")
 	fl.StringVar(&f.exclude, "exclude", "", "regular expression on node names to keep in float")
 	fl.BoolVar(&f.keepHead, "keep-head", true, "keep the Detect-head Convs (the last Convs, feeding the box decode) in float")
-	fl.StringVar(&f.imgsz, "imgsz", "", "calibration input size for dynamic models (N or HEIGHTxWIDTH, default 640)")
+	fl.StringVar(&f.imgsz, "imgsz", "", "calibration "+imgszUsage)
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr")
 	f.sensitivityFlags.register(c)
 	_ = c.MarkFlagRequired("model")
@@ -86,21 +86,62 @@ The output is written atomically: an interrupted run leaves no partial file.`,
 // modelInputSize reads H and W of the model's first input; dynamic dims
 // take the requested size or 640.
 func modelInputSize(m *onnx.Model, imgsz string) (int, int, error) {
-	rh, rw, err := pipeline.ParseSize(imgsz)
+	rh, rw, err := parseImgszFlag(imgsz)
 	if err != nil {
-		return 0, 0, withCode(exitUsage, fmt.Errorf("--%w", err))
+		return 0, 0, err
 	}
 	h, w, err := pipeline.InputSize(m, rh, rw)
 	if err != nil {
 		return 0, 0, withCode(exitModel, err)
 	}
+	if err := pipeline.CheckInputSize(1, h, w); err != nil {
+		return 0, 0, withCode(exitModel, fmt.Errorf("model %q: %w", m.Path, err))
+	}
 	return h, w, nil
+}
+
+// maxCalibImages bounds --calib-images.
+const maxCalibImages = 100000
+
+// validate checks quantize's numeric flags and that no output is an input
+// (nor another output), before any work.
+func (f *quantizeFlags) validate() error {
+	if f.model == "" || f.out == "" {
+		return withCode(exitUsage, errors.New("--model and --out must not be empty"))
+	}
+	if _, _, err := parseImgszFlag(f.imgsz); err != nil {
+		return err
+	}
+	if err := firstErr(
+		intInRange("calib-images", int64(f.calibImages), 1, maxCalibImages, ""),
+		floatInRange("percentile", f.percentile, 0, 100, true, false, ""),
+		f.sensitivityFlags.validate(),
+	); err != nil {
+		return err
+	}
+	inputs := []string{f.model, f.calib, f.sensData}
+	outs := []struct{ flag, path string }{{"out", f.out}, {"trt-calib-table", f.trtTable}, {"sensitivity-json", f.sensJSON}}
+	for i, o := range outs {
+		others := append([]string{f.cache}, inputs...)
+		for _, p := range outs[:i] {
+			others = append(others, p.path)
+		}
+		if err := refuseOverwrite(o.flag, o.path, others...); err != nil {
+			return err
+		}
+	}
+	// The calibration cache is read when it matches and written otherwise:
+	// it must not be the model or the images.
+	return refuseOverwrite("calib-cache", f.cache, inputs...)
 }
 
 func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra.Command, stdout, stderr io.Writer) error {
 	log, err := g.logger(stderr)
 	if err != nil {
 		return withCode(exitUsage, err)
+	}
+	if err := f.validate(); err != nil {
+		return err
 	}
 	target, err := quant.ParseTarget(f.target)
 	if err != nil {
@@ -126,9 +167,6 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			return withCode(exitUsage, fmt.Errorf("--out %q: folder %q does not exist", f.out, dir))
 		}
-	}
-	if err := f.sensitivityFlags.validate(); err != nil {
-		return withCode(exitUsage, err)
 	}
 	m, err := onnx.Load(f.model)
 	if err != nil {
@@ -182,6 +220,11 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 		}
 		return err
 	}
+	// Checked again just before writing: the output could have been made a
+	// link to the input since the start.
+	if err := refuseOverwrite("out", f.out, f.model, f.calib, f.cache); err != nil {
+		return err
+	}
 	if err := res.Model.Save(f.out); err != nil {
 		return err
 	}
@@ -191,7 +234,11 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 		}
 	}
 	r := onnx.Inspect(res.Model)
-	fmt.Fprintf(stdout, "wrote %s: target %s, calibrator %s, %d calibration images%s\n", f.out, target, method, res.Images, cacheNote(res.CacheHit))
+	skipped := ""
+	if inputs != nil && !res.CacheHit && inputs.Corrupt()+inputs.Unreadable() > 0 {
+		skipped = fmt.Sprintf(" (%d corrupt and %d unreadable images skipped)", inputs.Corrupt(), inputs.Unreadable())
+	}
+	fmt.Fprintf(stdout, "wrote %s: target %s, calibrator %s, %d calibration images%s%s\n", f.out, target, method, res.Images, skipped, cacheNote(res.CacheHit))
 	fmt.Fprintf(stdout, "  %s\n", res.Plan.Summary())
 	fmt.Fprintf(stdout, "  QuantizeLinear=%d DequantizeLinear=%d per-channel=%d\n", r.Quant.QuantizeLinear, r.Quant.DequantizeLinear, r.Quant.PerChannel)
 	return nil

@@ -34,23 +34,28 @@ func (s *sensitivityFlags) register(c *cobra.Command) {
 	f := c.Flags()
 	f.BoolVar(&s.sensitivity, "sensitivity", false, "rank layers by the output error of quantizing each alone, and print the table")
 	f.StringVar(&s.sensJSON, "sensitivity-json", "", "write the sensitivity ranking as JSON")
-	f.IntVar(&s.sensImages, "sensitivity-images", 8, "calibration images used per layer for sensitivity")
-	f.IntVar(&s.autoExclude, "auto-exclude", 0, "keep the K most sensitive layers in float")
-	f.Float64Var(&s.maxDrop, "max-drop", 0, "keep as few of the most sensitive layers in float as needed for the mAP50-95 drop on --sensitivity-data to be at most X")
+	f.IntVar(&s.sensImages, "sensitivity-images", 8, fmt.Sprintf("calibration images used per layer for sensitivity, in [1, %d]", maxCalibImages))
+	f.IntVar(&s.autoExclude, "auto-exclude", 0, fmt.Sprintf("keep the K most sensitive layers in float, in [0, %d] (0: none)", maxLayers))
+	f.Float64Var(&s.maxDrop, "max-drop", 0, "keep as few of the most sensitive layers in float as needed for the mAP50-95 drop on --sensitivity-data to be at most X, in [0, 1) (0: off)")
 	f.StringVar(&s.sensData, "sensitivity-data", "", "labelled YOLO dataset for --max-drop (default: the folder above --calib when it has labels/)")
-	f.IntVar(&s.maxDropMaxSteps, "max-drop-steps", 8, "most layers --max-drop may move to float")
+	f.IntVar(&s.maxDropMaxSteps, "max-drop-steps", 8, fmt.Sprintf("most layers --max-drop may move to float, in [0, %d]", maxLayers))
 }
 
+// maxLayers bounds the layer counts of --auto-exclude and --max-drop-steps.
+const maxLayers = 10000
+
+// validate checks the ranges of the sensitivity flags (usage errors).
 func (s *sensitivityFlags) validate() error {
-	switch {
-	case s.autoExclude < 0:
-		return fmt.Errorf("--auto-exclude %d: must be 0 or more", s.autoExclude)
-	case s.maxDrop < 0 || s.maxDrop >= 1:
-		return fmt.Errorf("--max-drop %v: want a mAP difference in [0, 1)", s.maxDrop)
-	case s.autoExclude > 0 && s.maxDrop > 0:
-		return errors.New("give --auto-exclude or --max-drop, not both")
-	case s.sensImages <= 0:
-		return fmt.Errorf("--sensitivity-images %d: must be positive", s.sensImages)
+	if err := firstErr(
+		intInRange("auto-exclude", int64(s.autoExclude), 0, maxLayers, "0: none"),
+		floatInRange("max-drop", s.maxDrop, 0, 1, false, true, "0: off"),
+		intInRange("sensitivity-images", int64(s.sensImages), 1, maxCalibImages, ""),
+		intInRange("max-drop-steps", int64(s.maxDropMaxSteps), 0, maxLayers, ""),
+	); err != nil {
+		return err
+	}
+	if s.autoExclude > 0 && s.maxDrop > 0 {
+		return withCode(exitUsage, errors.New("give --auto-exclude or --max-drop, not both"))
 	}
 	return nil
 }

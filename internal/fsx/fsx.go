@@ -1,0 +1,53 @@
+// Package fsx holds the one rule every yedge command follows before writing
+// an output file: never overwrite or remove a file the user gave as input.
+// Files are compared by identity (device and inode, after following
+// symbolic links), not by spelling, so "m.onnx", "./m.onnx",
+// "sub/../m.onnx", an absolute path, a symbolic link and a hard link to the
+// same file are all recognised as the same file.
+package fsx
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// SameFile reports whether paths a and b name the same existing file (the
+// same device and inode). Paths that do not exist are never the same file;
+// when both fail to stat, the cleaned absolute paths are compared.
+func SameFile(a, b string) bool {
+	sa, ea := os.Stat(a)
+	sb, eb := os.Stat(b)
+	if ea == nil && eb == nil {
+		return os.SameFile(sa, sb)
+	}
+	if ea != nil && eb != nil {
+		aa, err1 := filepath.Abs(a)
+		bb, err2 := filepath.Abs(b)
+		return err1 == nil && err2 == nil && aa == bb
+	}
+	return false
+}
+
+// ErrInputOverwrite is wrapped by the error RefuseOverwrite returns.
+var ErrInputOverwrite = errors.New("would overwrite an input")
+
+// RefuseOverwrite returns an error wrapping ErrInputOverwrite when out names
+// the same file as one of inputs (an output equal to an input folder is
+// refused too). Empty strings are ignored. The error names both paths as
+// given.
+func RefuseOverwrite(out string, inputs ...string) error {
+	if out == "" {
+		return nil
+	}
+	for _, in := range inputs {
+		if in == "" {
+			continue
+		}
+		if SameFile(out, in) {
+			return fmt.Errorf("output %q is the input %q: %w; choose another output path", out, in, ErrInputOverwrite)
+		}
+	}
+	return nil
+}
