@@ -264,7 +264,6 @@ func modelPrecision(path string) string {
 	return "fp32"
 }
 
-
 // runSummary accumulates per-stage timings for the end-of-run report.
 type runSummary struct {
 	frames, failed, skipped, dets int64
