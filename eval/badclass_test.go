@@ -10,7 +10,9 @@ import (
 
 func TestReadLabelsClasses(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.txt")
-	os.WriteFile(p, []byte("0 0.5 0.5 0.2 0.2\n\n500 0.5 0.5 0.2 0.2\n79 0.1 0.1 0.1 0.1\n"), 0o644)
+	if err := os.WriteFile(p, []byte("0 0.5 0.5 0.2 0.2\n\n500 0.5 0.5 0.2 0.2\n79 0.1 0.1 0.1 0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, _, err := ReadLabelsClasses(p, 640, 480, 80, false)
 	var be *BadClassError
 	if !errors.As(err, &be) || be.Line != 3 || be.Class != 500 || !strings.Contains(err.Error(), p+":3: class 500") {

@@ -59,9 +59,15 @@ func TestCheckImage(t *testing.T) {
 	// The folder source delivers the truncated JPEG (libjpeg decodes it
 	// with a warning) flagged Corrupt, and the whole one not.
 	folder := filepath.Join(dir, "folder")
-	os.MkdirAll(folder, 0o755)
-	os.WriteFile(filepath.Join(folder, "a.jpg"), jpg, 0o644)
-	os.WriteFile(filepath.Join(folder, "b.jpg"), jpg[:len(jpg)/2], 0o644)
+	if err := os.MkdirAll(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(folder, "a.jpg"), jpg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(folder, "b.jpg"), jpg[:len(jpg)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	src, err := Open(context.Background(), Spec{URI: folder}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -174,7 +174,7 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 			progressbar.OptionSetDescription("bench"), progressbar.OptionShowCount(),
 			progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
 		progress = func(done, total int) { _ = bar.Set(done) }
-		defer bar.Finish()
+		defer func() { _ = bar.Finish() }()
 	}
 	warmup := f.warmup
 	if warmup == 0 {

@@ -81,7 +81,7 @@ func runEval(ctx context.Context, g *globalFlags, f *evalFlags, stdout, stderr i
 			progressbar.OptionSetDescription("eval"), progressbar.OptionShowCount(),
 			progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
 		progress = func(done, total int) { _ = bar.Set(done) }
-		defer bar.Finish()
+		defer func() { _ = bar.Finish() }()
 	}
 	res, st, err := pipeline.EvaluateWith(ctx, det, ds, pipeline.EvalOptions{Post: cfg.Post, IgnoreBadLabels: f.ignoreBad, Progress: progress, Logger: log})
 	if err != nil {

@@ -150,8 +150,12 @@ func TestQuantizeRefusesInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	model := filepath.Join(dir, "m.onnx")
-	os.WriteFile(model, data, 0o644)
-	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	if err := os.WriteFile(model, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink(model, filepath.Join(dir, "link.onnx")); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +163,9 @@ func TestQuantizeRefusesInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := filepath.Join(dir, "cache.json")
-	os.WriteFile(cache, []byte("{}"), 0o644)
+	if err := os.WriteFile(cache, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	before := sha(t, model)
 	q := filepath.Join(dir, "q.onnx")
 	for _, tc := range []struct {
@@ -218,12 +224,18 @@ func TestDetectRefusesInputAsOutput(t *testing.T) {
 	video := copyFixture(t, dir, "media", "vtest.avi")
 	model := copyFixture(t, dir, "models", "yolov5n.onnx")
 	link := filepath.Join(dir, "link.avi")
-	os.Symlink(video, link)
+	if err := os.Symlink(video, link); err != nil {
+		t.Fatal(err)
+	}
 	imgs := filepath.Join(dir, "imgs")
-	os.MkdirAll(imgs, 0o755)
+	if err := os.MkdirAll(imgs, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	jpg := firstVal128(t)
 	b, _ := os.ReadFile(jpg)
-	os.WriteFile(filepath.Join(imgs, "a.jpg"), b, 0o644)
+	if err := os.WriteFile(filepath.Join(imgs, "a.jpg"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	sums := map[string][32]byte{}
 	for _, p := range []string{video, model, filepath.Join(imgs, "a.jpg")} {
 		sums[p] = sha(t, p)
@@ -275,7 +287,9 @@ func TestDetectZeroFrameVideo(t *testing.T) {
 	empty := filepath.Join(dir, "empty.avi")
 	writeZeroFrameVideo(t, empty)
 	garbage := filepath.Join(dir, "garbage.avi")
-	os.WriteFile(garbage, []byte("RIFF\x00\x00\x00\x00AVI not really"), 0o644)
+	if err := os.WriteFile(garbage, []byte("RIFF\x00\x00\x00\x00AVI not really"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, v := range []string{empty, garbage} {
 		out := filepath.Join(dir, "det.jsonl")
 		r := yedge(t, nil, "detect", "--model", model, "--source", v, "--out", out)
@@ -294,7 +308,9 @@ func TestDetectUnwritableSave(t *testing.T) {
 	video := fixtures.Path(t, "media", "vtest.avi")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "plain")
-	os.WriteFile(file, []byte("x"), 0o644)
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, save := range []string{
 		"/proc/yedge-test-out.mp4",                 // a folder nobody (not even root) can write
 		filepath.Join(file, "out.mp4"),             // "folder" that is a file
@@ -326,7 +342,9 @@ func TestEvalBadClassLabel(t *testing.T) {
 	}
 	os.Remove(lbl) // a symlink into ../shared: replace it, never write through it
 	lines := strings.Count(string(orig), "\n")
-	os.WriteFile(lbl, append(append([]byte{}, orig...), "500 0.5 0.5 0.2 0.2\n"...), 0o644)
+	if err := os.WriteFile(lbl, append(append([]byte{}, orig...), "500 0.5 0.5 0.2 0.2\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := yedge(t, nil, "eval", "--model", model, "--data", data, "--provider", "cpu", "--json")
 	want := filepath.Base(lbl) + ":" + itoa(lines+1)
 	if r.code != exitUsage || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "class 500") {
@@ -362,7 +380,9 @@ func TestCorruptJPEG(t *testing.T) {
 			t.Fatalf("exit %d\n%s", r.code, r.stderr)
 		}
 		var out map[string]any
-		json.Unmarshal([]byte(r.stdout), &out)
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatal(err)
+		}
 		if out["corrupt"] != 1.0 || out["images"] != 3.0 || !strings.Contains(r.stderr, "zz-truncated.jpg") {
 			t.Errorf("corrupt %v images %v\n%s", out["corrupt"], out["images"], r.stderr)
 		}
@@ -420,7 +440,9 @@ func TestDetectFailedRunKeepsOutput(t *testing.T) {
 	model := fixtures.Model(t, "yolov5n.onnx")
 	dir := t.TempDir()
 	old := filepath.Join(dir, "old.jsonl")
-	os.WriteFile(old, []byte("{\"frame\":0}\n"), 0o644)
+	if err := os.WriteFile(old, []byte("{\"frame\":0}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fresh := filepath.Join(dir, "fresh.jsonl")
 	for _, out := range []string{old, fresh} {
 		r := yedge(t, nil, "detect", "--model", model, "--source", filepath.Join(dir, "missing.avi"), "--out", out)

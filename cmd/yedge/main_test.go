@@ -90,24 +90,36 @@ func TestHelpAndVersion(t *testing.T) {
 func smallDataset(t *testing.T, n int) string {
 	src := fixtures.Path(t, "datasets", "coco-val128")
 	dst := t.TempDir()
-	os.MkdirAll(filepath.Join(dst, "images"), 0o755)
-	os.MkdirAll(filepath.Join(dst, "labels"), 0o755)
+	if err := os.MkdirAll(filepath.Join(dst, "images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dst, "labels"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	imgs, _ := filepath.Glob(filepath.Join(src, "images", "*.jpg"))
 	for _, p := range imgs[:n] {
-		os.Symlink(p, filepath.Join(dst, "images", filepath.Base(p)))
+		if err := os.Symlink(p, filepath.Join(dst, "images", filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
 		lbl := strings.TrimSuffix(filepath.Base(p), ".jpg") + ".txt"
 		if _, err := os.Stat(filepath.Join(src, "labels", lbl)); err == nil {
-			os.Symlink(filepath.Join(src, "labels", lbl), filepath.Join(dst, "labels", lbl))
+			if err := os.Symlink(filepath.Join(src, "labels", lbl), filepath.Join(dst, "labels", lbl)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	os.Symlink(filepath.Join(src, "data.yaml"), filepath.Join(dst, "data.yaml"))
+	if err := os.Symlink(filepath.Join(src, "data.yaml"), filepath.Join(dst, "data.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	return dst
 }
 
 func TestEvalJSON(t *testing.T) {
 	data := smallDataset(t, 8)
 	// A corrupt image is skipped with a warning and counted.
-	os.WriteFile(filepath.Join(data, "images", "zz-broken.jpg"), []byte("not a jpeg"), 0o644)
+	if err := os.WriteFile(filepath.Join(data, "images", "zz-broken.jpg"), []byte("not a jpeg"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := yedge(t, nil, "eval", "--model", fixtures.Model(t, "yolov5n-qdq-torch.onnx"), "--data", data, "--json", "--provider", "cpu")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
@@ -230,13 +242,21 @@ func TestBadInput(t *testing.T) {
 	dir := t.TempDir()
 	truncated := filepath.Join(dir, "truncated.onnx")
 	data, _ := os.ReadFile(model)
-	os.WriteFile(truncated, data[:len(data)/3], 0o644)
+	if err := os.WriteFile(truncated, data[:len(data)/3], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	notOnnx := filepath.Join(dir, "readme.onnx")
-	os.WriteFile(notOnnx, []byte("# not a model\n"), 0o644)
+	if err := os.WriteFile(notOnnx, []byte("# not a model\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	wrong := testmodels.WrongOutput(t, model)
 	onlyBroken := filepath.Join(dir, "broken-images")
-	os.MkdirAll(onlyBroken, 0o755)
-	os.WriteFile(filepath.Join(onlyBroken, "a.jpg"), []byte("garbage"), 0o644)
+	if err := os.MkdirAll(onlyBroken, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(onlyBroken, "a.jpg"), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string
@@ -284,7 +304,9 @@ func TestNoLibraryAnywhere(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "yedge")
 	data, _ := os.ReadFile(binPath)
-	os.WriteFile(bin, data, 0o755)
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "detect", "--model", fixtures.Model(t, "yolov5n.onnx"), "--source", fixtures.Path(t, "media", "vtest.avi"))
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LD_LIBRARY_PATH=" + dir}
@@ -320,7 +342,7 @@ func TestDetectInterrupt(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Process.Signal(syscall.SIGINT)
 	err := cmd.Wait()
 	if err != nil {
 		t.Fatalf("exit after SIGINT: %v\n%s", err, se.String())

@@ -77,7 +77,7 @@ The output is written atomically: an interrupted run leaves no partial file.`,
 	fl.BoolVar(&f.keepHead, "keep-head", true, "keep the Detect-head Convs (the last Convs, feeding the box decode) in float")
 	fl.StringVar(&f.imgsz, "imgsz", "", "calibration "+imgszUsage)
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr")
-	f.sensitivityFlags.register(c)
+	f.register(c)
 	_ = c.MarkFlagRequired("model")
 	_ = c.MarkFlagRequired("out")
 	return c
@@ -203,7 +203,7 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 			bar := progressbar.NewOptions(inputs.Len(), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("calibrate"),
 				progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
 			opts.Calibrate.Progress = func(done, total int) { _ = bar.Set(done) }
-			defer bar.Finish()
+			defer func() { _ = bar.Finish() }()
 		}
 	}
 	if f.sensitivity || f.autoExclude > 0 || f.maxDrop > 0 {

@@ -87,11 +87,17 @@ func TestQuantizeBadInput(t *testing.T) {
 	calib := fixtures.Path(t, "datasets", "coco-calib128", "images")
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
-	os.MkdirAll(empty, 0o755)
+	if err := os.MkdirAll(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	broken := filepath.Join(dir, "broken")
-	os.MkdirAll(broken, 0o755)
+	if err := os.MkdirAll(broken, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []string{"a.jpg", "b.png"} {
-		os.WriteFile(filepath.Join(broken, n), []byte("not an image"), 0o644)
+		if err := os.WriteFile(filepath.Join(broken, n), []byte("not an image"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out := filepath.Join(dir, "q.onnx")
 	// A cache made for the dynamic model, refused for the static one.
@@ -177,15 +183,25 @@ func TestQuantizeMaxDrop(t *testing.T) {
 	src := fixtures.Path(t, "datasets", "coco-calib128")
 	dir := t.TempDir()
 	data := filepath.Join(dir, "calib")
-	os.MkdirAll(filepath.Join(data, "images"), 0o755)
-	os.MkdirAll(filepath.Join(data, "labels"), 0o755)
+	if err := os.MkdirAll(filepath.Join(data, "images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(data, "labels"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	imgs, _ := filepath.Glob(filepath.Join(src, "images", "*.jpg"))
 	for _, p := range imgs[:4] {
-		os.Symlink(p, filepath.Join(data, "images", filepath.Base(p)))
+		if err := os.Symlink(p, filepath.Join(data, "images", filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
 		lbl := strings.TrimSuffix(filepath.Base(p), ".jpg") + ".txt"
-		os.Symlink(filepath.Join(src, "labels", lbl), filepath.Join(data, "labels", lbl))
+		if err := os.Symlink(filepath.Join(src, "labels", lbl), filepath.Join(data, "labels", lbl)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	os.Symlink(filepath.Join(src, "data.yaml"), filepath.Join(data, "data.yaml"))
+	if err := os.Symlink(filepath.Join(src, "data.yaml"), filepath.Join(data, "data.yaml")); err != nil {
+		t.Fatal(err)
+	}
 	out := filepath.Join(dir, "q.onnx")
 	// An impossible bound (no drop at all, at most 2 steps) ends at the step
 	// limit with the two most sensitive layers in float.
@@ -201,11 +217,15 @@ func TestQuantizeMaxDrop(t *testing.T) {
 	var rep struct {
 		Metadata map[string]string `json:"metadata"`
 	}
-	json.Unmarshal([]byte(r.stdout), &rep)
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
 	var info struct {
 		Excluded []string `json:"excluded"`
 	}
-	json.Unmarshal([]byte(rep.Metadata["yedge_quantization"]), &info)
+	if err := json.Unmarshal([]byte(rep.Metadata["yedge_quantization"]), &info); err != nil {
+		t.Fatal(err)
+	}
 	if len(info.Excluded) != 2 {
 		t.Errorf("want the 2 most sensitive layers in float, got %v", info.Excluded)
 	}
