@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -455,5 +456,63 @@ func TestDetectFailedRunKeepsOutput(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err == nil {
 		t.Error("an empty output file was left behind")
+	}
+}
+
+// TestHostileFlagsServe: serve's numeric flags are the global ones; they
+// are refused before the config is even read. config check takes them too
+// (they override the file it checks).
+func TestHostileFlagsServe(t *testing.T) {
+	runHostile(t, []string{"serve", "--config", "/nonexistent/yedge.yaml"}, globalCases)
+	runHostile(t, []string{"config", "check", "/nonexistent/yedge.yaml"}, globalCases)
+}
+
+// TestHostileConfigValues: out-of-range, NaN, wrong-type and fractional
+// values of config keys are refused by serve and config check with exit 2,
+// one line per problem naming the file, line, key, value and range, and
+// no trace.
+func TestHostileConfigValues(t *testing.T) {
+	base := fmt.Sprintf(`model:
+  fp32: %s
+  int8: %s
+streams:
+  - name: file
+    uri: %s
+`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "media", "vtest.avi"))
+	for _, tc := range []struct{ extra, want string }{
+		{"provider:\n  threads: -1\n", "provider.threads: -1 is out of range: want [0, 1024]"},
+		{"provider:\n  threads: 99999999999999999999\n", "provider.threads: want an integer"},
+		{"provider:\n  threads: 1.5\n", "provider.threads: want an integer, got number 1.5"},
+		{"provider:\n  threads: abc\n", `provider.threads: want an integer, got string "abc"`},
+		{"thresholds:\n  conf: .nan\n", "thresholds.conf: NaN is out of range: want [0, 1]"},
+		{"thresholds:\n  iou: 1e309\n", `thresholds.iou: want a number, got string "1e309"`},
+		{"thresholds:\n  iou: .inf\n", "thresholds.iou: +Inf is out of range"},
+		{"shadow:\n  every_n: 0\n", "shadow.every_n: 0 is out of range: want [1, 1000000]"},
+		{"shadow:\n  budget: 1\n", "shadow.budget: 1 is out of range: want [0, 1)"},
+		{"model:\n  batch: 65\n", "model.batch: 65 is out of range"},
+		{"model:\n  imgsz: 99968\n", `model.imgsz: imgsz "99968"`},
+		{"http:\n  max_body_bytes: 0\n", "http.max_body_bytes: 0 is out of range"},
+		{"shutdown_timeout: -1s\n", "shutdown_timeout: must not be negative"},
+		{"shutdown_timeout: 2h\n", "shutdown_timeout: 2h0m0s is out of range: want (0s, 1h0m0s]"},
+	} {
+		text := base + tc.extra
+		if strings.HasPrefix(tc.extra, "model:") {
+			text = strings.Replace(base, "model:\n", tc.extra, 1)
+		}
+		path := filepath.Join(t.TempDir(), "yedge.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"config", "check", path}, {"serve", "--config", path}} {
+			r := yedge(t, nil, args...)
+			if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("%s %q: exit %d (want %d), stderr lacks %q:\n%s", args[0], tc.extra, r.code, exitUsage, tc.want, r.stderr)
+			}
+			for _, bad := range []string{"goroutine ", "panic:", "fatal error"} {
+				if strings.Contains(r.stdout+r.stderr, bad) {
+					t.Errorf("%s %q: output contains %q", args[0], tc.extra, bad)
+				}
+			}
+		}
 	}
 }
