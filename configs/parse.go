@@ -251,6 +251,8 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string, depth int) {
 		t = t.Elem()
 	}
 	switch {
+	case t.Kind() == reflect.Map:
+		w.stringMap(n, path)
 	case t == durationType || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:
 		w.scalar(n, t, path)
 	case t.Kind() == reflect.Struct:
@@ -634,6 +636,7 @@ func (c *Config) applyDefaults() {
 	setS(&c.Listen, "listen", DefaultListen)
 	setS(&c.LogLevel, "log_level", "info")
 	setS(&c.LogFormat, "log_format", "text")
+	setS(&c.Device.ID, "device.id", DefaultDeviceID())
 	setD(&c.ShutdownTimeout, "shutdown_timeout", DefaultShutdownTimeout)
 
 	if q := c.Model.Quantize; q != nil {

@@ -3,6 +3,7 @@ package configs
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"strings"
@@ -115,6 +116,7 @@ func (c *Config) clone() *Config {
 	if c.Sinks != nil {
 		r.Sinks = append([]SinkConfig(nil), c.Sinks...)
 	}
+	r.Device.Labels = maps.Clone(c.Device.Labels)
 	r.Shadow.Enabled = cb(c.Shadow.Enabled)
 	r.Eval.OnStart = cb(c.Eval.OnStart)
 	r.HTTP.EnablePost = cb(c.HTTP.EnablePost)

@@ -123,6 +123,9 @@ func New(ctx context.Context, cfg *configs.Config, o Options) (*Server, error) {
 	s := &Server{cfg: cfg, opts: o, log: log, m: metrics.New(o.Version, o.Revision),
 		streams: map[string]*stream{}, agree: map[string]*Agreement{}, shadowN: map[string]int64{},
 		wake: make(chan struct{}, 1), evalRes: map[string]evalStatus{}, sinkSeen: map[string]int64{}, started: time.Now()}
+	if err := s.m.SetDevice(cfg.Device.ID, cfg.Device.Labels); err != nil {
+		return nil, err
+	}
 	if _, err := yrt.Init(cfg.ONNXRuntime.Library, ""); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,75 @@
+package configs
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDeviceDefaultsToHostname(t *testing.T) {
+	c, err := Parse([]byte(strings.ReplaceAll(baseYAML, "{{dir}}", "/tmp/x")), "x.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := os.Hostname()
+	if h == "" {
+		h = "unknown"
+	}
+	if c.Device.ID != h || len(c.Device.Labels) != 0 {
+		t.Errorf("device = %+v, want id %q and no labels", c.Device, h)
+	}
+}
+
+func TestDeviceConfig(t *testing.T) {
+	dir := testDir(t)
+	ok := baseYAML + "device:\n  id: jetson-07\n  labels:\n    site: depot-3\n    zone: \"gate north\"\n"
+	c, err := Load(writeConfig(t, dir, ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Device.ID != "jetson-07" || c.Device.Labels["site"] != "depot-3" || c.Device.Labels["zone"] != "gate north" {
+		t.Errorf("device = %+v", c.Device)
+	}
+	if r := c.Redacted(); r.Device.Labels["site"] != "depot-3" {
+		t.Errorf("Redacted lost the labels: %+v", r.Device)
+	}
+	// A label change is not a streams-only change (the metrics carry it).
+	c2, err := Load(writeConfig(t, dir, strings.Replace(ok, "depot-3", "depot-4", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OnlyStreamsChanged(c2) {
+		t.Error("OnlyStreamsChanged = true after a device label change")
+	}
+
+	for _, tc := range []struct{ yaml, want string }{
+		{"device:\n  labels:\n    site-name: x\n", "device.labels.site-name: \"site-name\" is not a Prometheus label name"},
+		{"device:\n  labels:\n    __site: x\n", "reserved by Prometheus"},
+		{"device:\n  labels:\n    instance: x\n", "\"instance\" is reserved"},
+		{"device:\n  labels:\n    stream: x\n", "\"stream\" is reserved"},
+		{"device:\n  labels:\n    site: \"\"\n", "device.labels.site: want a non-empty"},
+		{"device:\n  id: \"a b\"\n", "device.id: want 1 to 128 characters"},
+		{"device:\n  id: \"-x\"\n", "device.id: want"},
+	} {
+		c, err := Load(writeConfig(t, dir, baseYAML+tc.yaml))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"device:\n  labels: [a, b]\n", "device.labels: want a mapping"},
+		{"device:\n  labels:\n    site: {a: b}\n", "device.labels.site: want a string"},
+		{"device:\n  lables:\n    site: x\n", "did you mean \"labels\""},
+	} {
+		_, err := Parse([]byte(strings.ReplaceAll(baseYAML+tc.yaml, "{{dir}}", "/tmp/x")), "x.yaml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
