@@ -34,6 +34,7 @@ loop.`,
 		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
+	c.Flags().BoolVar(&watchConfig, "watch-config", false, "reload when the config file changes, as on SIGHUP (ConfigMap updates)")
 	return c
 }
 
@@ -81,6 +82,9 @@ func runServe(ctx context.Context, g *globalFlags, cfgPath string, flagChanged f
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if watchConfig {
+		go watchConfigFile(ctx, cfg.Path, log, hup)
+	}
 	for {
 		srv, err := serve.New(ctx, cfg, serve.Options{Logger: log, Version: version, Revision: rev, Notify: notify, WatchdogEvery: watchdog})
 		if err != nil {
