@@ -72,7 +72,7 @@ type Config struct {
 // configs add the same values as target labels (deploy/prometheus), so no
 // other series carries them in /metrics.
 type DeviceConfig struct {
-	// ID names the device (default: the hostname).
+	// ID names the device (default: $YEDGE_DEVICE_ID, else the hostname).
 	ID string `yaml:"id" json:"id"`
 	// Labels are extra identity labels (site, zone, ...): keys are
 	// Prometheus label names, values free text.

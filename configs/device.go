@@ -11,11 +11,18 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// DefaultDeviceID returns the default device.id: the hostname, or
-// "unknown" when it cannot be read. In Kubernetes the pod's hostname is the
-// pod name; set device.id (or let the Prometheus relabeling use the node
-// name, see deploy/kubernetes) for a stable identity.
+// DeviceIDEnv names the environment variable that, when set, is the
+// default device.id instead of the hostname. In Kubernetes the hostname is
+// the pod's name, which changes on every rollout; deploy/kubernetes sets
+// it to the node's name (downward API, spec.nodeName).
+const DeviceIDEnv = "YEDGE_DEVICE_ID"
+
+// DefaultDeviceID returns the default device.id: $YEDGE_DEVICE_ID, else the
+// hostname, else "unknown".
 func DefaultDeviceID() string {
+	if id := os.Getenv(DeviceIDEnv); id != "" {
+		return id
+	}
 	h, err := os.Hostname()
 	if err != nil || h == "" {
 		return "unknown"

@@ -18,6 +18,13 @@ func TestDeviceDefaultsToHostname(t *testing.T) {
 	if c.Device.ID != h || len(c.Device.Labels) != 0 {
 		t.Errorf("device = %+v, want id %q and no labels", c.Device, h)
 	}
+	t.Setenv(DeviceIDEnv, "node-17")
+	if c, err = Parse([]byte(strings.ReplaceAll(baseYAML, "{{dir}}", "/tmp/x")), "x.yaml"); err != nil || c.Device.ID != "node-17" {
+		t.Errorf("device.id with $%s=node-17: %q, %v", DeviceIDEnv, c.Device.ID, err)
+	}
+	if c, err = Parse([]byte(strings.ReplaceAll(baseYAML, "{{dir}}", "/tmp/x")+"device: {id: set}\n"), "x.yaml"); err != nil || c.Device.ID != "set" {
+		t.Errorf("device.id set in the file and $%s: %q, %v", DeviceIDEnv, c.Device.ID, err)
+	}
 }
 
 func TestDeviceConfig(t *testing.T) {
