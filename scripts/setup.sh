@@ -46,6 +46,9 @@ fi
 
 echo "setup: downloading Go modules"
 go mod download
+# The Kubernetes manifest tests are a module of their own (k8s.io/api,
+# kustomize, the Prometheus Operator's types stay out of yedge's module).
+(cd deploy/kubernetes/manifesttest && go mod download)
 
 echo "setup: building bin/yedge"
 make build
