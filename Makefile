@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci
+.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test fleet-test
 
 setup:
 	./scripts/setup.sh
@@ -36,12 +36,25 @@ lint:
 
 test: tidy-check fmt-check vet lint build
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(MAKE) k8s-test
 	$(MAKE) race
 	$(MAKE) fuzz-ci
 	$(MAKE) soak
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+	$(MAKE) k8s-test
+
+# The Kubernetes manifests (deploy/kubernetes), rendered with kustomize and
+# decoded strictly into the API types: a nested module, so k8s.io/api and
+# kustomize stay out of yedge's module and binary (under 1 s once built).
+k8s-test:
+	cd deploy/kubernetes/manifesttest && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# The fleet on loopback alone (deploy/fleettest, about 1 minute; part of
+# make test): 3 daemons, 3 Prometheus agents, 1 central Prometheus.
+fleet-test:
+	$(GO) test -count=1 -timeout 5m -v -run TestFleet ./deploy/fleettest
 
 # The concurrent packages under the race detector. pipeline runs -short:
 # that skips only TestEvalMatchesReference, sequential accuracy work that the

@@ -36,6 +36,8 @@ type Config struct {
 	LogLevel string `yaml:"log_level" json:"log_level"`
 	// LogFormat is text or json (default text).
 	LogFormat string `yaml:"log_format" json:"log_format"`
+	// Device identifies this device in a fleet (yedge_device_info).
+	Device DeviceConfig `yaml:"device" json:"device"`
 	// ONNXRuntime locates the onnxruntime shared library.
 	ONNXRuntime ONNXRuntimeConfig `yaml:"onnxruntime" json:"onnxruntime"`
 	// Model names the FP32 and int8 models.
@@ -65,6 +67,18 @@ type Config struct {
 	lines map[string]int
 	// tags maps the key path of every scalar value to its YAML tag.
 	tags map[string]string
+}
+
+// DeviceConfig identifies the device in a fleet. It is exported once, as
+// yedge_device_info{device_id, <labels>} = 1; the fleet's Prometheus
+// configs add the same values as target labels (deploy/prometheus), so no
+// other series carries them in /metrics.
+type DeviceConfig struct {
+	// ID names the device (default: $YEDGE_DEVICE_ID, else the hostname).
+	ID string `yaml:"id" json:"id"`
+	// Labels are extra identity labels (site, zone, ...): keys are
+	// Prometheus label names, values free text.
+	Labels map[string]string `yaml:"labels" json:"labels,omitempty"`
 }
 
 // ONNXRuntimeConfig locates the onnxruntime shared library.

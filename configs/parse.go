@@ -567,6 +567,7 @@ func (c *Config) applyDefaults() {
 	setS(&c.Listen, "listen", DefaultListen)
 	setS(&c.LogLevel, "log_level", "info")
 	setS(&c.LogFormat, "log_format", "text")
+	setS(&c.Device.ID, "device.id", DefaultDeviceID())
 	setD(&c.ShutdownTimeout, "shutdown_timeout", DefaultShutdownTimeout)
 
 	if q := c.Model.Quantize; q != nil {

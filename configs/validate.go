@@ -152,6 +152,7 @@ var (
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	v.top()
+	v.device()
 	v.model()
 	v.provider()
 	v.thresholds()

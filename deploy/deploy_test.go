@@ -205,10 +205,23 @@ func TestSystemdSecurityScore(t *testing.T) {
 
 func TestPromtool(t *testing.T) {
 	pt := tool(t, "promtool")
+	// promtool >= 2.42 checks agent-mode configs with --agent (it rejects
+	// rule_files, alerting and remote_read there); older ones only know
+	// the server schema, which agent.yml satisfies too.
+	agent := []string{"check", "config", "agent.yml"}
+	if help, _ := run(t, "", pt, "check", "config", "--help"); strings.Contains(help, "--agent") {
+		agent = []string{"check", "config", "--agent", "agent.yml"}
+	} else if os.Getenv("CI") == "true" {
+		t.Errorf("promtool check config has no --agent (Prometheus < 2.42): agent.yml checked as a server config")
+	}
 	for _, args := range [][]string{
 		{"check", "config", "prometheus.yml"},
 		{"check", "rules", "alerts.yml"},
 		{"test", "rules", "alerts_test.yml"},
+		agent,
+		{"check", "config", "central.yml"},
+		{"check", "rules", "fleet-rules.yml"},
+		{"test", "rules", "fleet-rules_test.yml"},
 	} {
 		if out, err := run(t, "prometheus", pt, args...); err != nil {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -266,37 +279,95 @@ func TestYedgeNames(t *testing.T) {
 	}
 }
 
-func TestAlertsUseKnownMetrics(t *testing.T) {
-	b, err := os.ReadFile("prometheus/alerts.yml")
+type rule struct {
+	Alert  string `yaml:"alert"`
+	Record string `yaml:"record"`
+	Expr   string `yaml:"expr"`
+}
+
+// readRules returns the rules of a Prometheus rule file, in order.
+func readRules(t *testing.T, path string) []rule {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var doc struct {
 		Groups []struct {
-			Rules []struct {
-				Alert string `yaml:"alert"`
-				Expr  string `yaml:"expr"`
-			} `yaml:"rules"`
+			Rules []rule `yaml:"rules"`
 		} `yaml:"groups"`
 	}
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
+	var rules []rule
+	for _, g := range doc.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	return rules
+}
+
+func TestAlertsUseKnownMetrics(t *testing.T) {
 	k := known()
 	var alerts []string
-	for _, g := range doc.Groups {
-		for _, r := range g.Rules {
-			alerts = append(alerts, r.Alert)
-			for _, n := range yedgeNames(r.Expr) {
-				if !k[n] {
-					t.Errorf("alert %s uses unknown metric %s", r.Alert, n)
-				}
+	for _, r := range readRules(t, "prometheus/alerts.yml") {
+		alerts = append(alerts, r.Alert)
+		for _, n := range yedgeNames(r.Expr) {
+			if !k[n] {
+				t.Errorf("alert %s uses unknown metric %s", r.Alert, n)
 			}
 		}
 	}
 	for _, a := range []string{"YedgeStreamDown", "YedgeInt8AgreementLow", "YedgeLatencyHigh", "YedgeNoFrames", "YedgeDown"} {
 		if !slices.Contains(alerts, a) {
 			t.Errorf("alert %s missing", a)
+		}
+	}
+}
+
+// recordedRe matches a recording-rule name (level:metric:operations).
+var recordedRe = regexp.MustCompile(`\b[a-zA-Z_]+:[a-zA-Z0-9_]+:[a-zA-Z0-9_:]+`)
+
+// TestFleetRulesUseKnownMetrics: the central rules reference only real
+// yedge_ metrics, and only recorded names that a rule of the file records
+// (a misspelled recording rule name would silently match nothing).
+func TestFleetRulesUseKnownMetrics(t *testing.T) {
+	k := known()
+	rules := readRules(t, "prometheus/fleet-rules.yml")
+	recorded := map[string]bool{}
+	for _, r := range rules {
+		if r.Record != "" {
+			recorded[r.Record] = true
+		}
+	}
+	var alerts []string
+	for _, r := range rules {
+		name := r.Alert + r.Record
+		if r.Alert != "" {
+			alerts = append(alerts, r.Alert)
+		}
+		for _, n := range yedgeNames(r.Expr) {
+			if !k[n] {
+				t.Errorf("rule %s uses unknown metric %s", name, n)
+			}
+		}
+		for _, n := range recordedRe.FindAllString(quotedRe.ReplaceAllString(r.Expr, `""`), -1) {
+			if !recorded[n] {
+				t.Errorf("rule %s uses %s, which no rule records", name, n)
+			}
+		}
+		if r.Record != "" && !strings.Contains(r.Expr, "yedge_") && !strings.Contains(r.Expr, "up{") {
+			t.Errorf("rule %s refers to no yedge metric", name)
+		}
+	}
+	for _, a := range []string{"YedgeDeviceDown", "YedgeSiteDevicesDown", "YedgeSiteAgreementLow", "YedgeDeviceAgreementOutlier", "YedgeDeviceLatencyHigh"} {
+		if !slices.Contains(alerts, a) {
+			t.Errorf("alert %s missing", a)
+		}
+	}
+	for _, r := range []string{"device:yedge_up:fresh", "device:yedge_int8_infer_seconds:p95_5m", "site:yedge_devices_down:ratio", "site:yedge_agreement_recall:avg"} {
+		if !recorded[r] {
+			t.Errorf("recording rule %s missing", r)
 		}
 	}
 }

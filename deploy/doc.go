@@ -5,6 +5,15 @@
 //   - install.sh: installs a built binary, libonnxruntime and the unit on a
 //     device; sysroot-arm64.sh: the arm64 sysroot for `make cross-arm64`;
 //   - prometheus/: scrape configuration, alerting rules and their unit tests;
+//     for a fleet, agent.yml (agent mode on each device, remote write with a
+//     WAL) with yedge-device.yml (the device's target labels), and
+//     central.yml with fleet-rules.yml (per-device and per-site rules and
+//     alerts) and fleet-rules_test.yml;
+//   - kubernetes/: kustomize base, components and overlays (jetson, cpu) of
+//     a DaemonSet with Service and PodMonitor; their strict-decoding tests
+//     are the nested module kubernetes/manifesttest (make k8s-test);
+//   - fleettest/: three daemons, their agents and a central Prometheus on
+//     loopback (make fleet-test);
 //   - grafana/yedge-dashboard.json: the Grafana dashboard;
 //   - JETSON.md: the Jetson (JetPack 5/6) guide.
 //

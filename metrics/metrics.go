@@ -49,6 +49,7 @@ const (
 // Metric family names, exactly as exposed. Names returns all of them.
 const (
 	NameBuildInfo          = "yedge_build_info"
+	NameDeviceInfo         = "yedge_device_info"
 	NameModelInfo          = "yedge_model_info"
 	NameStageSeconds       = "yedge_stage_duration_seconds"
 	NameFramesRead         = "yedge_frames_read_total"
@@ -81,7 +82,7 @@ const (
 // is a fresh copy on every call.
 func Names() []string {
 	return []string{
-		NameBuildInfo, NameModelInfo, NameStageSeconds,
+		NameBuildInfo, NameDeviceInfo, NameModelInfo, NameStageSeconds,
 		NameFramesRead, NameFramesInferred, NameFramesSkipped, NameFramesFailed,
 		NameStreamUp, NameReconnects, NameDetections, NameShadowFrames,
 		NameAgreementPrecision, NameAgreementRecall, NameAgreementIoU,
@@ -114,6 +115,10 @@ type Metrics struct {
 
 	// BuildInfo is yedge_build_info{version,revision,goversion}, always 1.
 	BuildInfo *prometheus.GaugeVec
+	// DeviceInfo is yedge_device_info{device_id,<device labels>}, always 1:
+	// the device's identity (configs.DeviceConfig), one series per daemon.
+	// New sets device_id to the hostname; SetDevice replaces it.
+	DeviceInfo *DeviceInfo
 	// ModelInfo is yedge_model_info{precision,model,sha256,provider}, 1 for
 	// each loaded model; provider is the execution provider actually in use
 	// (after any fallback). Use SetModelInfo to replace a model's series.
@@ -180,6 +185,7 @@ func New(version, revision string) *Metrics {
 		BuildInfo: gauge(NameBuildInfo,
 			"Build information of the running yedge binary; always 1.",
 			"version", "revision", "goversion"),
+		DeviceInfo: newDeviceInfo(),
 		ModelInfo: gauge(NameModelInfo,
 			"Loaded model per precision with its file SHA-256 and the execution provider in use; always 1.",
 			"precision", "model", "sha256", "provider"),
@@ -216,7 +222,7 @@ func New(version, revision string) *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.BuildInfo, m.ModelInfo, m.StageSeconds,
+		m.BuildInfo, m.DeviceInfo, m.ModelInfo, m.StageSeconds,
 		m.LatencyRatio,
 		m.EvalMAP50, m.EvalMAP5095, m.EvalTimestamp,
 		m.Reloads, m.Errors,

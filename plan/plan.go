@@ -95,6 +95,7 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 		LogFormat: pick(o.LogFormat, cfg.LogFormat), ConfigPath: cfg.Path}
 	p := &d.Serve
 	p.Listen = cfg.Listen
+	p.Device = serve.DevicePlan{ID: cfg.Device.ID, Labels: cfg.Device.Labels}
 	p.ShutdownTimeout = cfg.ShutdownTimeout.Std()
 
 	pr := cfg.Provider

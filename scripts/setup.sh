@@ -47,6 +47,9 @@ fi
 
 echo "setup: downloading Go modules"
 go mod download
+# The Kubernetes manifest tests are a module of their own (k8s.io/api,
+# kustomize, the Prometheus Operator's types stay out of yedge's module).
+(cd deploy/kubernetes/manifesttest && go mod download)
 
 # golangci-lint for `make lint`: installed into the git-ignored bin/tools with
 # its own module graph (go install pkg@version), so it is never a requirement

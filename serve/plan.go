@@ -36,6 +36,15 @@ type Plan struct {
 	HTTP HTTPPlan
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
+	// Device identifies this device (yedge_device_info).
+	Device DevicePlan
+}
+
+// DevicePlan is the device's identity: an id and labels such as site and
+// zone, exported once as yedge_device_info, never on every series.
+type DevicePlan struct {
+	ID     string
+	Labels map[string]string
 }
 
 // ModelFile is one model file and the SHA-256 of its content when the
@@ -180,6 +189,7 @@ func (p Plan) Diff(next Plan) Change {
 	c.HTTP = p.Listen != next.Listen || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.ReadTimeout != nh.ReadTimeout ||
 		h.WriteTimeout != nh.WriteTimeout || h.IdleTimeout != nh.IdleTimeout
 	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
-		h.EnablePost != nh.EnablePost || h.Token != nh.Token || p.ShutdownTimeout != next.ShutdownTimeout
+		h.EnablePost != nh.EnablePost || h.Token != nh.Token || p.ShutdownTimeout != next.ShutdownTimeout ||
+		!reflect.DeepEqual(p.Device, next.Device)
 	return c
 }

@@ -54,6 +54,7 @@ func TestPlanDiff(t *testing.T) {
 		{"token", func(p *Plan) { p.HTTP.Token = "t" }, Change{Settings: true}},
 		{"shadow", func(p *Plan) { p.Shadow.EveryN = 5 }, Change{Settings: true}},
 		{"eval", func(p *Plan) { p.Eval.Data = "ds" }, Change{Settings: true}},
+		{"device label", func(p *Plan) { p.Device.Labels = map[string]string{"site": "b"} }, Change{Settings: true}},
 		{"streams and models", func(p *Plan) { p.Streams = p.Streams[1:]; p.Models.Batch = 1 }, Change{Removed: []string{"a"}, Models: true}},
 	} {
 		old, next := basePlan(), basePlan()

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,9 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 		wake: make(chan struct{}, 1), started: time.Now()}
 	s.evals.s = s
 	m.Watch(s)
+	if err := m.SetDevice(p.Device.ID, p.Device.Labels); err != nil {
+		return nil, err
+	}
 	mods, err := loadModels(ctx, p, true, log)
 	if err != nil {
 		return nil, err
@@ -279,6 +283,12 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 		}
 	}
 	s.plan = next
+	if !reflect.DeepEqual(cur.Device, next.Device) {
+		// Labels were validated by the builder; a failure keeps the old series.
+		if err := s.m.SetDevice(next.Device.ID, next.Device.Labels); err != nil {
+			s.log.Warn("device labels not applied", "err", err)
+		}
+	}
 	if ch.HTTP {
 		s.pending = []string{"listen", "http timeouts"}
 	}

@@ -19,6 +19,7 @@ import (
 
 func newServeCmd(g *globalFlags) *cobra.Command {
 	var cfgPath string
+	var watchConfig bool
 	c := &cobra.Command{
 		Use:   "serve [--config FILE]",
 		Short: "Run the daemon: streams, int8 with an FP32 shadow, metrics and HTTP",
@@ -37,10 +38,11 @@ READY=1 once models and engines are ready and WATCHDOG=1 from its processing
 loop.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return runServe(c.Context(), g.overrides(c.Flags().Changed), cfgPath, c.ErrOrStderr())
+			return runServe(c.Context(), g.overrides(c.Flags().Changed), cfgPath, watchConfig, c.ErrOrStderr())
 		},
 	}
 	c.Flags().StringVarP(&cfgPath, "config", "c", "", "config file (YAML)")
+	c.Flags().BoolVar(&watchConfig, "watch-config", false, "reload when the config file changes, as on SIGHUP (ConfigMap updates)")
 	return c
 }
 
@@ -60,7 +62,7 @@ func loadPlan(ctx context.Context, path string, o plan.Overrides, log *slog.Logg
 	return d, nil
 }
 
-func runServe(ctx context.Context, o plan.Overrides, cfgPath string, stderr io.Writer) error {
+func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig bool, stderr io.Writer) error {
 	d, err := plan.Load(cfgPath, o)
 	if err != nil {
 		return withCode(exitUsage, err)
@@ -81,7 +83,7 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, stderr io.W
 		return modelCode(err)
 	}
 	p := d.Serve
-	log.Info("starting", "config", d.ConfigPath, "provider", p.Runtime.Provider, "threads", p.Runtime.Threads,
+	log.Info("starting", "config", d.ConfigPath, "device", p.Device.ID, "provider", p.Runtime.Provider, "threads", p.Runtime.Threads,
 		"fp32", p.Models.FP32.Path, "int8", p.Models.Int8.Path, "tensorrt_cache", p.Runtime.TensorRT.CacheDir)
 	notify := func(state string) {
 		if _, err := daemon.SdNotify(false, state); err != nil {
@@ -103,6 +105,9 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, stderr io.W
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if watchConfig {
+		go watchConfigFile(ctx, d.ConfigPath, log, hup)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	for {
