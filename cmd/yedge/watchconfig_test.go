@@ -66,7 +66,7 @@ func TestServeWatchConfigMap(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer func() {
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		if t.Failed() {
 			t.Logf("yedge log:\n%s", logs.String())
 		}
@@ -80,7 +80,7 @@ func TestServeWatchConfigMap(t *testing.T) {
 		var st struct {
 			Streams []struct{ Name string } `json:"streams"`
 		}
-		json.NewDecoder(resp.Body).Decode(&st)
+		_ = json.NewDecoder(resp.Body).Decode(&st)
 		var names []string
 		for _, s := range st.Streams {
 			names = append(names, s.Name)
@@ -108,7 +108,7 @@ func TestServeWatchConfigMap(t *testing.T) {
 		t.Errorf("%d reloads by the watcher, want 2", n)
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:
 		if err != nil {

@@ -83,7 +83,7 @@ func start(t *testing.T, dir, name string, env []string, bin string, args ...str
 		t.Fatalf("start %s: %v", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { cmd.Wait(); f.Close(); close(p.done) }()
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop(5 * time.Second)
 		if t.Failed() {
@@ -104,17 +104,17 @@ func (p *proc) stop(grace time.Duration) {
 		return
 	default:
 	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(grace):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	}
 }
 
 func (p *proc) kill() {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
 }
 
@@ -147,7 +147,7 @@ func httpOK(u string) bool {
 	if err != nil {
 		return false
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
@@ -380,7 +380,9 @@ shadow:
 		// retry backoff (so the test need not wait out a 1 min backoff).
 		var acfg map[string]any
 		b, _ := yaml.Marshal(acfgShipped)
-		yaml.Unmarshal(b, &acfg)
+		if err := yaml.Unmarshal(b, &acfg); err != nil {
+			t.Fatal(err)
+		}
 		g := mapOf(t, acfg["global"], "global")
 		g["scrape_interval"], g["scrape_timeout"] = "1s", "1s"
 		job := mapOf(t, listOf(t, acfg["scrape_configs"], "scrape_configs")[0], "scrape_configs[0]")
@@ -445,7 +447,7 @@ shadow:
 	cen.stop(15 * time.Second)
 	t.Logf("central stopped; waiting %v", outage)
 	time.Sleep(outage)
-	cen = startCentral()
+	startCentral() // stopped by start's cleanup, as every process
 	restarted := time.Now()
 	waitFor(t, "the agents to catch up after the outage", 60*time.Second, func() bool {
 		v := byDevice(central, `timestamp(up{job="yedge"})`)
@@ -524,7 +526,7 @@ func logCardinality(t *testing.T, listen, central string) {
 	}
 	defer resp.Body.Close()
 	var body bytes.Buffer
-	io.Copy(&body, resp.Body)
+	_, _ = io.Copy(&body, resp.Body)
 	total, stream, yedge := 0, 0, 0
 	for _, l := range strings.Split(body.String(), "\n") {
 		if l == "" || l[0] == '#' {
