@@ -102,3 +102,16 @@ func InputSize(m *onnx.Model, reqH, reqW int) (h, w int, err error) {
 	}
 	return h, w, nil
 }
+
+// StaticBatch returns the fixed batch size of model m's image input, or 0
+// when the batch is dynamic (or the input is not NCHW).
+func StaticBatch(m *onnx.Model) int {
+	r := onnx.Inspect(m)
+	if len(r.Inputs) != 1 || len(r.Inputs[0].Shape) != 4 {
+		return 0
+	}
+	if v, err := strconv.Atoi(r.Inputs[0].Shape[0]); err == nil && v > 0 {
+		return v
+	}
+	return 0
+}

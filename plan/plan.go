@@ -118,22 +118,25 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model.%w", err)
 	}
-	fp32, err := modelFile(cfg.Model.FP32)
+	fp32, fm, err := modelFile(cfg.Model.FP32)
 	if err != nil {
 		return nil, err
 	}
 	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names}
+	batchOf := fm // the int8 model made at start-up has the FP32 model's input
 	if cfg.Model.INT8 != "" {
-		if p.Models.Int8, err = modelFile(cfg.Model.INT8); err != nil {
+		if p.Models.Int8, batchOf, err = modelFile(cfg.Model.INT8); err != nil {
 			return nil, err
 		}
 	}
+	// A model with a fixed batch runs that batch, whatever the default
+	// (one per stream) asks: a reload that adds a stream is then no model
+	// change.
+	if b := pipeline.StaticBatch(batchOf); b > 0 {
+		p.Models.Batch = b
+	}
 	if q := cfg.Model.Quantize; q != nil && cfg.Model.INT8 == "" {
-		m, err := onnx.Load(cfg.Model.FP32)
-		if err != nil {
-			return nil, &pipeline.ModelError{Err: err}
-		}
-		qh, qw, err := pipeline.InputSize(m, h, w)
+		qh, qw, err := pipeline.InputSize(fm, h, w)
 		if err != nil {
 			return nil, err
 		}
@@ -187,13 +190,14 @@ func pick[T any](override *T, configured T) T {
 	return configured
 }
 
-// modelFile hashes a model file; it must be a complete ONNX model.
-func modelFile(path string) (serve.ModelFile, error) {
+// modelFile loads and hashes a model file; it must be a complete ONNX
+// model.
+func modelFile(path string) (serve.ModelFile, *onnx.Model, error) {
 	m, err := onnx.Load(path)
 	if err != nil {
-		return serve.ModelFile{}, &pipeline.ModelError{Err: err}
+		return serve.ModelFile{}, nil, &pipeline.ModelError{Err: err}
 	}
-	return serve.ModelFile{Path: path, SHA256: m.SHA256()}, nil
+	return serve.ModelFile{Path: path, SHA256: m.SHA256()}, m, nil
 }
 
 // Prepare makes the int8 model when the plan quantizes at start-up
@@ -207,7 +211,7 @@ func (d *Daemon) Prepare(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("quantizing at start-up: %w", err)
 	}
-	d.Serve.Models.Int8, err = modelFile(path)
+	d.Serve.Models.Int8, _, err = modelFile(path)
 	return err
 }
 

@@ -78,8 +78,8 @@ func TestBuildResolvesEverything(t *testing.T) {
 	if p.Models.FP32.SHA256 == "" || p.Models.Int8.SHA256 == "" || p.Models.FP32.SHA256 == p.Models.Int8.SHA256 {
 		t.Errorf("model hashes %q %q", p.Models.FP32.SHA256, p.Models.Int8.SHA256)
 	}
-	if p.Models.Batch != 2 {
-		t.Errorf("batch %d, want 2 (one per stream)", p.Models.Batch)
+	if p.Models.Batch != 1 {
+		t.Errorf("batch %d, want 1 (the int8 model's batch is fixed)", p.Models.Batch)
 	}
 	cam := p.Streams[0].Source
 	if cam.Kind != source.Camera || cam.Camera != 3 || !cam.Reconnect || cam.ReadTimeout != source.DefaultLiveReadTimeout {
@@ -93,6 +93,32 @@ func TestBuildResolvesEverything(t *testing.T) {
 	}
 	if !p.Shadow.Enabled || p.Shadow.EveryN != 10 || p.Shadow.IoU != 0.5 || p.Post.Conf != 0.25 {
 		t.Errorf("shadow %+v post %+v", p.Shadow, p.Post)
+	}
+}
+
+// TestBatchFollowsTheModel: the default batch (one per stream) applies to
+// a dynamic-batch model; a static one runs its own batch, so that adding a
+// stream is not a model change on reload.
+func TestBatchFollowsTheModel(t *testing.T) {
+	for _, tc := range []struct {
+		int8 string
+		want int
+	}{
+		{fixtures.Model(t, "yolov5n-qdq-torch.onnx"), 1},
+		{fixtures.Model(t, "yolov5n-dynamic.onnx"), 2},
+	} {
+		yaml := fmt.Sprintf(`model:
+  fp32: %s
+  int8: %s
+streams:
+  - name: a
+    uri: camera:0
+  - name: b
+    uri: camera:1
+`, fixtures.Model(t, "yolov5n.onnx"), tc.int8)
+		if got := build(t, yaml, Overrides{}).Serve.Models.Batch; got != tc.want {
+			t.Errorf("%s: batch %d, want %d", filepath.Base(tc.int8), got, tc.want)
+		}
 	}
 }
 
