@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,32 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/internal/testmodels"
 )
-
-// reloadLog collects the daemon's output for concurrent reads.
-type reloadLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *reloadLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *reloadLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // reloadStatus is the part of /status the reload tests read.
 type reloadStatus struct {
@@ -70,7 +51,7 @@ func TestServeReload(t *testing.T) {
 	if err := os.WriteFile(halfWritten, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := freePort(t)
+	listen := testdaemon.FreePort(t)
 	cfgPath := filepath.Join(dir, "yedge.yaml")
 	write := func(text string) {
 		if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
@@ -79,23 +60,17 @@ func TestServeReload(t *testing.T) {
 	}
 	config := func(int8 string) string {
 		return fmt.Sprintf(`listen: %s
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
+%sstreams:
   - name: file
     uri: %s
     loop: true
 shutdown_timeout: 10s
-`, listen, fixtures.Model(t, "yolov5n.onnx"), int8, fixtures.Path(t, "media", "vtest.avi"))
+`, listen, testdaemon.ModelsYAML(fixtures.Model(t, "yolov5n.onnx"), int8, 2), fixtures.Path(t, "media", "vtest.avi"))
 	}
 	write(config(oldModel))
 	cmd := exec.Command(binPath, "serve", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
-	logs := &reloadLog{}
+	logs := &testdaemon.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -109,29 +84,20 @@ shutdown_timeout: 10s
 		}
 	}()
 	ready := func() bool {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		code, _, err := testdaemon.Get(nil, listen, "/readyz")
+		return err == nil && code == http.StatusOK
 	}
 	inferred := func() float64 {
-		v, _ := metricValue(scrape(listen), `yedge_frames_inferred_total{precision="int8",stream="file"}`)
+		v, _ := testdaemon.Scrape(nil, listen).Value("yedge_frames_inferred_total", "precision", "int8", "stream", "file")
 		return v
 	}
 	reloads := func(result string) float64 {
-		v, _ := metricValue(scrape(listen), `yedge_reload_total{result="`+result+`"}`)
+		v, _ := testdaemon.Scrape(nil, listen).Value("yedge_reload_total", "result", result)
 		return v
 	}
 	status := func() reloadStatus {
 		var st reloadStatus
-		resp, err := http.Get("http://" + listen + "/status")
-		if err != nil {
-			return st
-		}
-		defer resp.Body.Close()
-		_ = json.NewDecoder(resp.Body).Decode(&st)
+		_, _ = testdaemon.GetStatus(nil, listen, &st)
 		return st
 	}
 	int8Path := func(st reloadStatus) string {
@@ -142,8 +108,8 @@ shutdown_timeout: 10s
 		}
 		return ""
 	}
-	waitFor(t, "/readyz", 60*time.Second, ready)
-	waitFor(t, "first frames", 30*time.Second, func() bool { return inferred() > 0 })
+	testdaemon.Poll(t, pollEvery, "/readyz", 60*time.Second, ready)
+	testdaemon.Poll(t, pollEvery, "first frames", 30*time.Second, func() bool { return inferred() > 0 })
 
 	for i, tc := range []struct {
 		name, config, reason string
@@ -157,7 +123,7 @@ shutdown_timeout: 10s
 	} {
 		write(tc.config)
 		_ = cmd.Process.Signal(syscall.SIGHUP)
-		waitFor(t, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
+		testdaemon.Poll(t, pollEvery, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
 		st := status()
 		if st.Reload == nil || st.Reload.Result != "rejected" || !strings.Contains(st.Reload.Error, tc.reason) {
 			t.Errorf("%s: /status reload = %+v, want rejected with %q", tc.name, st.Reload, tc.reason)
@@ -169,7 +135,7 @@ shutdown_timeout: 10s
 			t.Errorf("%s: int8 model after the refused reload: %q, want %q", tc.name, p, oldModel)
 		}
 		before := inferred()
-		waitFor(t, tc.name+": the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
+		testdaemon.Poll(t, pollEvery, tc.name+": the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
 	}
 	if n := strings.Count(logs.String(), "model ready"); n != 2 {
 		t.Errorf("%d \"model ready\" lines after the refused reloads, want 2 (nothing reloaded)", n)
@@ -184,7 +150,7 @@ shutdown_timeout: 10s
 	}
 	write(config(newModel))
 	_ = cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
+	testdaemon.Poll(t, pollEvery, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
 	st := status()
 	if p := int8Path(st); p != newModel {
 		t.Errorf("int8 model after the reload: %q, want %q", p, newModel)
@@ -196,7 +162,7 @@ shutdown_timeout: 10s
 		t.Errorf("the stream was reopened by a models-only reload")
 	}
 	before := inferred()
-	waitFor(t, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
+	testdaemon.Poll(t, pollEvery, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
 
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -216,16 +182,10 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "yedge.yaml")
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
+%sstreams:
   - name: file
     uri: %s
-`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "media", "vtest.avi"))
+`, testdaemon.Models(t, 2), fixtures.Path(t, "media", "vtest.avi"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -234,13 +194,13 @@ streams:
 	// --threads 1 over the file's 2: the start-up log says threads=1.
 	cmd := exec.Command(binPath, "serve", "--config", cfgPath, "--threads", "1")
 	cmd.Env = env
-	logs := &reloadLog{}
+	logs := &testdaemon.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill() }()
-	waitFor(t, "the start-up log", 60*time.Second, func() bool { return strings.Contains(logs.String(), "msg=starting") })
+	testdaemon.Poll(t, pollEvery, "the start-up log", 60*time.Second, func() bool { return strings.Contains(logs.String(), "msg=starting") })
 	line := logs.String()
 	line = line[strings.Index(line, "msg=starting"):]
 	line = line[:strings.IndexByte(line+"\n", '\n')]
