@@ -68,21 +68,7 @@ shutdown_timeout: 10s
 `, listen, testdaemon.ModelsYAML(fixtures.Model(t, "yolov5n.onnx"), int8, 2), fixtures.Path(t, "media", "vtest.avi"))
 	}
 	write(config(oldModel))
-	cmd := exec.Command(binPath, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
-	logs := &testdaemon.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("yedge log:\n%s", logs.String())
-		}
-	}()
+	d := startServe(t, "--config", cfgPath)
 	ready := func() bool {
 		code, _, err := testdaemon.Get(nil, listen, "/readyz")
 		return err == nil && code == http.StatusOK
@@ -122,7 +108,7 @@ shutdown_timeout: 10s
 		{"a YAML syntax error", config(oldModel) + "streams: [\n", "invalid YAML"},
 	} {
 		write(tc.config)
-		_ = cmd.Process.Signal(syscall.SIGHUP)
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
 		testdaemon.Poll(t, pollEvery, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
 		st := status()
 		if st.Reload == nil || st.Reload.Result != "rejected" || !strings.Contains(st.Reload.Error, tc.reason) {
@@ -137,7 +123,7 @@ shutdown_timeout: 10s
 		before := inferred()
 		testdaemon.Poll(t, pollEvery, tc.name+": the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
 	}
-	if n := strings.Count(logs.String(), "model ready"); n != 2 {
+	if n := strings.Count(d.logs.String(), "model ready"); n != 2 {
 		t.Errorf("%d \"model ready\" lines after the refused reloads, want 2 (nothing reloaded)", n)
 	}
 
@@ -149,7 +135,7 @@ shutdown_timeout: 10s
 		t.Fatal(err)
 	}
 	write(config(newModel))
-	_ = cmd.Process.Signal(syscall.SIGHUP)
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	testdaemon.Poll(t, pollEvery, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
 	st := status()
 	if p := int8Path(st); p != newModel {
@@ -158,21 +144,13 @@ shutdown_timeout: 10s
 	if st.Reload == nil || st.Reload.Result != "applied" || strings.Join(st.Reload.Changed, ",") != "models" {
 		t.Errorf("/status reload = %+v, want applied, changed [models]", st.Reload)
 	}
-	if strings.Contains(logs.String(), "stream opened") && strings.Count(logs.String(), "stream opened") != 1 {
+	if strings.Contains(d.logs.String(), "stream opened") && strings.Count(d.logs.String(), "stream opened") != 1 {
 		t.Errorf("the stream was reopened by a models-only reload")
 	}
 	before := inferred()
 	testdaemon.Poll(t, pollEvery, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM")
-	}
+	d.term(t)
 }
 
 // TestServeFlagsOverrideConfig: global flags given on the command line win
@@ -189,19 +167,11 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
 
 	// --threads 1 over the file's 2: the start-up log says threads=1.
-	cmd := exec.Command(binPath, "serve", "--config", cfgPath, "--threads", "1")
-	cmd.Env = env
-	logs := &testdaemon.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
-	testdaemon.Poll(t, pollEvery, "the start-up log", 60*time.Second, func() bool { return strings.Contains(logs.String(), "msg=starting") })
-	line := logs.String()
+	d := startServe(t, "--config", cfgPath, "--threads", "1")
+	testdaemon.Poll(t, pollEvery, "the start-up log", 60*time.Second, func() bool { return strings.Contains(d.logs.String(), "msg=starting") })
+	line := d.logs.String()
 	line = line[strings.Index(line, "msg=starting"):]
 	line = line[:strings.IndexByte(line+"\n", '\n')]
 	for _, want := range []string{"provider=cpu", "threads=1", "fp32=" + fixtures.Model(t, "yolov5n.onnx")} {
@@ -209,13 +179,13 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 			t.Errorf("start-up log %q lacks %q", line, want)
 		}
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	_ = cmd.Wait()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	<-d.exited
 
 	// --provider tensorrt where TensorRT is absent: exit 4, one line.
 	var out bytes.Buffer
 	bad := exec.Command(binPath, "serve", "--config", cfgPath, "--provider", "tensorrt")
-	bad.Env, bad.Stdout, bad.Stderr = env, &out, &out
+	bad.Env, bad.Stdout, bad.Stderr = ortEnv(), &out, &out
 	err := bad.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime {

@@ -54,6 +54,59 @@ func promQuery(t *testing.T, prom, q, label string) map[string]float64 {
 // Prometheus.
 const pollEvery = 250 * time.Millisecond
 
+// ortEnv is the environment of this process with YEDGE_ORT_LIB set to the
+// repository's onnxruntime library.
+func ortEnv() []string {
+	return append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
+}
+
+// serveProcess is `yedge serve` running as a child process.
+type serveProcess struct {
+	cmd    *exec.Cmd
+	logs   *testdaemon.SyncBuffer // its stdout and stderr
+	exited chan error             // what Wait returned
+}
+
+// startServe starts `yedge serve` with args and the repository's
+// onnxruntime library. At the end of the test it is killed, and its log
+// shown if the test failed.
+func startServe(t *testing.T, args ...string) *serveProcess {
+	t.Helper()
+	d := &serveProcess{
+		cmd:    exec.Command(binPath, append([]string{"serve"}, args...)...),
+		logs:   &testdaemon.SyncBuffer{},
+		exited: make(chan error, 1),
+	}
+	d.cmd.Env = ortEnv()
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.exited <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("yedge log:\n%s", d.logs.String())
+		}
+	})
+	return d
+}
+
+// term sends SIGTERM and fails the test unless the daemon exits with
+// status 0 within 20s.
+func (d *serveProcess) term(t *testing.T) {
+	t.Helper()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+}
+
 // TestServeWithPrometheus runs the daemon on two streams (a looping video
 // file and a local HTTP source) with a real Prometheus scraping it, kills
 // and restores the HTTP source, reloads the config with SIGHUP and stops
@@ -114,21 +167,7 @@ shutdown_timeout: 10s
 		t.Fatalf("config check: %s%s", r.stdout, r.stderr)
 	}
 
-	cmd := exec.Command(binPath, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
-	logs := &testdaemon.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("yedge log:\n%s", logs.String())
-		}
-	}()
+	d := startServe(t, "--config", cfgPath)
 	testdaemon.Poll(t, pollEvery, "/readyz", 60*time.Second, func() bool {
 		code, _, err := testdaemon.Get(nil, listen, "/readyz")
 		return err == nil && code == http.StatusOK
@@ -196,7 +235,7 @@ shutdown_timeout: 10s
 
 	// SIGHUP with the web stream removed: streams change, models stay.
 	writeCfg(false)
-	_ = cmd.Process.Signal(syscall.SIGHUP)
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	testdaemon.Poll(t, pollEvery, "the reload to drop the web stream", 30*time.Second, func() bool {
 		var st struct {
 			Streams []struct{ Name string } `json:"streams"`
@@ -207,20 +246,12 @@ shutdown_timeout: 10s
 	if strings.Contains(testdaemon.MetricsText(nil, listen), `stream="web"`) {
 		t.Error("metrics of the removed stream are still exported")
 	}
-	if strings.Count(logs.String(), "model ready") != 2 {
+	if strings.Count(d.logs.String(), "model ready") != 2 {
 		t.Errorf("the models were reloaded on a streams-only change")
 	}
 
 	// SIGTERM: exit 0 in bounded time with the sink flushed.
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM")
-	}
+	d.term(t)
 	f, err := os.Open(sink)
 	if err != nil {
 		t.Fatal(err)
