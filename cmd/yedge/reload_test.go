@@ -180,7 +180,9 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		}
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	<-d.exited
+	if err := <-d.exited; err != nil { // not what this test checks
+		t.Logf("exit after SIGTERM: %v", err)
+	}
 
 	// --provider tensorrt where TensorRT is absent: exit 4, one line.
 	var out bytes.Buffer

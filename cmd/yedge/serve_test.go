@@ -227,7 +227,7 @@ shutdown_timeout: 10s
 		v, ok := promQuery(t, prom, `yedge_stream_up`, "stream")["web"]
 		return ok && v == 0
 	})
-	cam = testdaemon.ServeClipFile(t, camAddr, clip)
+	testdaemon.ServeClipFile(t, camAddr, clip) // stopped at the end of the test
 	testdaemon.Poll(t, pollEvery, "the web stream to come back", 60*time.Second, func() bool {
 		v, ok := testdaemon.Scrape(nil, listen).Value("yedge_stream_up", "stream", "web")
 		return ok && v == 1
