@@ -94,13 +94,7 @@ func ftScrapeLoad(addr string, clients int, dur time.Duration) ftLoadResult {
 //
 //	go test -run '^$' -bench MetricsScrapeLoad -benchtime 1x ./serve
 func BenchmarkMetricsScrapeLoad(b *testing.B) {
-	d := ftStart(b, testdaemon.Plan(b, fmt.Sprintf(`listen: 127.0.0.1:0
-%sstreams:
-  - name: cam
-    uri: %s
-    loop: true
-shutdown_timeout: 5s
-`, testdaemon.Models(b, 2), fixtures.Path(b, "media", "vtest.avi"))))
+	d := ftStart(b, testdaemon.Plan(b, "listen: 127.0.0.1:0\n"+testdaemon.Models(b, 2)+ftFileStream(b)+"shutdown_timeout: 5s\n"))
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
 	b.ResetTimer()
 	var all ftLoadResult

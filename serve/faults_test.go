@@ -29,6 +29,11 @@ import (
 	"github.com/yedge/yedge/source"
 )
 
+// ftFileStream is a streams: section with one looping video file.
+func ftFileStream(tb testing.TB) string {
+	return fmt.Sprintf("streams:\n  - name: cam\n    uri: %s\n    loop: true\n", fixtures.Path(tb, "media", "vtest.avi"))
+}
+
 // ftDaemon is a daemon running in this process.
 type ftDaemon struct {
 	tb     testing.TB
@@ -392,13 +397,7 @@ func TestFaultModelRewritten(t *testing.T) {
 	fp32Path := filepath.Join(dir, "fp32.onnx")
 	int8Data := ftCopy(t, fixtures.Model(t, "yolov5n-qdq-torch.onnx"), int8Path)
 	fp32Data := ftCopy(t, fixtures.Model(t, "yolov5n.onnx"), fp32Path)
-	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
-%sstreams:
-  - name: cam
-    uri: %s
-    loop: true
-shutdown_timeout: 5s
-`, testdaemon.ModelsYAML(fp32Path, int8Path, 2), fixtures.Path(t, "media", "vtest.avi")))
+	cfg := testdaemon.Plan(t, "listen: 127.0.0.1:0\n"+testdaemon.ModelsYAML(fp32Path, int8Path, 2)+ftFileStream(t)+"shutdown_timeout: 5s\n")
 	d := ftStart(t, cfg)
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
 	if err := serve.CheckModels(context.Background(), cfg, nil); err != nil {
@@ -538,13 +537,7 @@ func TestFaultMetricsScrapeLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test with the daemon (about 20s)")
 	}
-	d := ftStart(t, testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
-%sstreams:
-  - name: cam
-    uri: %s
-    loop: true
-shutdown_timeout: 5s
-`, testdaemon.Models(t, 2), fixtures.Path(t, "media", "vtest.avi"))))
+	d := ftStart(t, testdaemon.Plan(t, "listen: 127.0.0.1:0\n"+testdaemon.Models(t, 2)+ftFileStream(t)+"shutdown_timeout: 5s\n"))
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
 	before := d.inferred("cam")
 	res := ftScrapeLoad(d.addr, 200, 10*time.Second)

@@ -25,11 +25,6 @@ import (
 	"github.com/yedge/yedge/internal/testdaemon"
 )
 
-// ftFileStream is a streams: section with one looping video file.
-func ftFileStream(tb testing.TB) string {
-	return fmt.Sprintf("streams:\n  - name: cam\n    uri: %s\n    loop: true\n", fixtures.Path(tb, "media", "vtest.avi"))
-}
-
 // TestSecurityBindsConfiguredAddress: listen 127.0.0.1:0 binds loopback
 // only; the port is closed on every other address of the machine.
 func TestSecurityBindsConfiguredAddress(t *testing.T) {
