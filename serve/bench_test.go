@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/quant"
@@ -94,13 +94,7 @@ func ftScrapeLoad(addr string, clients int, dur time.Duration) ftLoadResult {
 //
 //	go test -run '^$' -bench MetricsScrapeLoad -benchtime 1x ./serve
 func BenchmarkMetricsScrapeLoad(b *testing.B) {
-	d := ftStart(b, ftConfig(b, fmt.Sprintf(`listen: 127.0.0.1:0
-%sstreams:
-  - name: cam
-    uri: %s
-    loop: true
-shutdown_timeout: 5s
-`, ftModels(b, 2), fixtures.Path(b, "media", "vtest.avi"))))
+	d := ftStart(b, testdaemon.Plan(b, "listen: 127.0.0.1:0\n"+testdaemon.Models(b, 2)+ftFileStream(b)+"shutdown_timeout: 5s\n"))
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
 	b.ResetTimer()
 	var all ftLoadResult
@@ -152,32 +146,6 @@ func ftQuantizeCPU(tb testing.TB, out string) {
 	}
 }
 
-// ftImageFolder links the first n images of coco-val128 into a new folder:
-// a source that decodes faster than the model infers and, unlike a video
-// file, is not paced in real time.
-func ftImageFolder(tb testing.TB, n int) string {
-	tb.Helper()
-	src := filepath.Join(fixtures.Path(tb, "datasets", "coco-val128"), "images")
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	dir := filepath.Join(tb.TempDir(), "images")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	k := 0
-	for _, e := range entries {
-		if k < n && strings.HasSuffix(e.Name(), ".jpg") {
-			if err := os.Symlink(filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())); err != nil {
-				tb.Fatal(err)
-			}
-			k++
-		}
-	}
-	return dir
-}
-
 // ftStreamsFPS runs a fresh daemon with the given number of image-folder
 // streams and returns the int8 frames inferred per second of each stream
 // over window, after a warm-up.
@@ -189,18 +157,12 @@ func ftStreamsFPS(b *testing.B, int8Path, images string, streams int, window tim
 		names[i] = fmt.Sprintf("s%d", i)
 		fmt.Fprintf(&sb, "  - name: %s\n    uri: %s\n    loop: true\n", names[i], images)
 	}
-	cfg := ftConfig(b, fmt.Sprintf(`listen: 127.0.0.1:0
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
+	cfg := testdaemon.Plan(b, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
 %sshadow:
   every_n: 10
 shutdown_timeout: 10s
-`, fixtures.Model(b, "yolov5n.onnx"), int8Path, sb.String()))
+`, testdaemon.ModelsYAML(fixtures.Model(b, "yolov5n.onnx"), int8Path, 2), sb.String()))
 	d := ftStart(b, cfg)
 	defer d.stop()
 	d.waitRising("warm-up frames", 10, 60*time.Second, names...)
@@ -208,7 +170,7 @@ shutdown_timeout: 10s
 		m := d.metrics()
 		out := make([]float64, streams)
 		for i, n := range names {
-			out[i], _ = ftValue(m, "yedge_frames_inferred_total", "stream", n, "precision", "int8")
+			out[i], _ = m.Value("yedge_frames_inferred_total", "stream", n, "precision", "int8")
 		}
 		return out
 	}
@@ -256,7 +218,7 @@ func BenchmarkStreams(b *testing.B) {
 	t0 := time.Now()
 	ftQuantizeCPU(b, int8Path)
 	b.Logf("quantized in %v", time.Since(t0).Round(time.Second))
-	images := ftImageFolder(b, 20)
+	images := testdaemon.ImageFolder(b, 0, 20)
 	const window = 20 * time.Second
 	b.ResetTimer()
 	var fps1, fps2, cpu1, cpu2 float64

@@ -11,83 +11,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"gocv.io/x/gocv"
 
-	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/plan"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
 )
 
-// ftSyncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// slog handler and the reads of a test.
-type ftSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *ftSyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *ftSyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// ftModels is the model and provider part of a test config: the shared
-// FP32 model and the shared Q/DQ int8 model on the CPU provider.
-func ftModels(tb testing.TB, threads int) string {
-	return fmt.Sprintf(`model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: %d
-`, fixtures.Model(tb, "yolov5n.onnx"), fixtures.Model(tb, "yolov5n-qdq-torch.onnx"), threads)
-}
-
-// ftConfig parses and validates a YAML config and builds and prepares its
-// plan, as the command does.
-func ftConfig(tb testing.TB, yaml string) serve.Plan {
-	tb.Helper()
-	cfg, err := configs.Parse([]byte(yaml), "")
-	if err != nil {
-		tb.Fatalf("config: %v\n%s", err, yaml)
-	}
-	if err := cfg.Validate(); err != nil {
-		tb.Fatalf("config: %v\n%s", err, yaml)
-	}
-	d, err := plan.Build(cfg, plan.Overrides{})
-	if err != nil {
-		tb.Fatalf("plan: %v\n%s", err, yaml)
-	}
-	if _, err := yrt.Init(d.Library, d.LibraryConfig); err != nil {
-		tb.Fatal(err)
-	}
-	if err := d.Prepare(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
-		tb.Fatalf("prepare: %v", err)
-	}
-	return d.Serve
+// ftFileStream is a streams: section with one looping video file.
+func ftFileStream(tb testing.TB) string {
+	return fmt.Sprintf("streams:\n  - name: cam\n    uri: %s\n    loop: true\n", fixtures.Path(tb, "media", "vtest.avi"))
 }
 
 // ftDaemon is a daemon running in this process.
@@ -96,7 +40,7 @@ type ftDaemon struct {
 	srv    *serve.Server
 	cfg    serve.Plan
 	addr   string
-	logs   *ftSyncBuffer
+	logs   *testdaemon.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -107,7 +51,7 @@ type ftDaemon struct {
 // test.
 func ftStart(tb testing.TB, cfg serve.Plan) *ftDaemon {
 	tb.Helper()
-	logs := &ftSyncBuffer{}
+	logs := &testdaemon.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := serve.New(ctx, cfg, serve.Options{Logger: log, Version: "test"})
@@ -148,122 +92,12 @@ func ftTail(s string, n int) string {
 	return s
 }
 
-// ftGet fetches a path of the daemon and returns the status and body.
-func ftGet(addr, path string) (int, string, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-// ftSample is one line of the Prometheus text format.
-type ftSample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-// ftParseMetrics parses the Prometheus text exposition format (enough of
-// it for yedge's metrics: no escaped quotes in label values).
-func ftParseMetrics(body string) []ftSample {
-	var out []ftSample
-	for _, line := range strings.Split(body, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		s := ftSample{labels: map[string]string{}}
-		var rest string
-		if i := strings.IndexAny(line, "{ "); i >= 0 && line[i] == '{' {
-			s.name = line[:i]
-			j := strings.LastIndex(line, "}")
-			if j < i {
-				continue
-			}
-			for _, kv := range ftSplitLabels(line[i+1 : j]) {
-				k, v, ok := strings.Cut(kv, "=")
-				if ok {
-					s.labels[k] = strings.Trim(v, `"`)
-				}
-			}
-			rest = strings.TrimSpace(line[j+1:])
-		} else if i >= 0 {
-			s.name = line[:i]
-			rest = strings.TrimSpace(line[i+1:])
-		} else {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		s.value = v
-		out = append(out, s)
-	}
-	return out
-}
-
-// ftSplitLabels splits `a="x",b="y,z"` at the commas outside quotes.
-func ftSplitLabels(s string) []string {
-	var out []string
-	quoted, start := false, 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '"':
-			quoted = !quoted
-		case ',':
-			if !quoted {
-				out = append(out, s[start:i])
-				start = i + 1
-			}
-		}
-	}
-	if start < len(s) {
-		out = append(out, s[start:])
-	}
-	return out
-}
-
-// ftValue is the value of the first sample of name whose labels include
-// the given ones (pairs: key, value, ...).
-func ftValue(samples []ftSample, name string, kv ...string) (float64, bool) {
-next:
-	for _, s := range samples {
-		if s.name != name {
-			continue
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			if s.labels[kv[i]] != kv[i+1] {
-				continue next
-			}
-		}
-		return s.value, true
-	}
-	return 0, false
-}
-
 // metrics scrapes /metrics (nil on failure).
-func (d *ftDaemon) metrics() []ftSample {
-	code, body, err := ftGet(d.addr, "/metrics")
-	if err != nil || code != http.StatusOK {
-		return nil
-	}
-	return ftParseMetrics(body)
-}
+func (d *ftDaemon) metrics() testdaemon.Samples { return testdaemon.Scrape(nil, d.addr) }
 
 // metric is one series of /metrics (0 when absent).
 func (d *ftDaemon) metric(name string, kv ...string) float64 {
-	v, _ := ftValue(d.metrics(), name, kv...)
+	v, _ := d.metrics().Value(name, kv...)
 	return v
 }
 
@@ -290,28 +124,8 @@ type ftStatus struct {
 
 func (d *ftDaemon) status() (ftStatus, string) {
 	var st ftStatus
-	code, body, err := ftGet(d.addr, "/status")
-	if err != nil || code != http.StatusOK {
-		return st, body
-	}
-	_ = json.Unmarshal([]byte(body), &st)
+	body, _ := testdaemon.GetStatus(nil, d.addr, &st)
 	return st, body
-}
-
-// ftWait polls cond every 100ms until it holds, failing the test after
-// timeout.
-func ftWait(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // waitRising waits until the int8 frames inferred of every named stream
@@ -322,130 +136,15 @@ func (d *ftDaemon) waitRising(what string, n float64, timeout time.Duration, str
 	for _, s := range streams {
 		base[s] = d.inferred(s)
 	}
-	ftWait(d.tb, what, timeout, func() bool {
+	testdaemon.Wait(d.tb, what, timeout, func() bool {
 		m := d.metrics()
 		for _, s := range streams {
-			v, _ := ftValue(m, "yedge_frames_inferred_total", "stream", s, "precision", "int8")
+			v, _ := m.Value("yedge_frames_inferred_total", "stream", s, "precision", "int8")
 			if v < base[s]+n {
 				return false
 			}
 		}
 		return true
-	})
-}
-
-// ftMakeClip writes the first n frames of vtest.avi as an MJPG .avi.
-func ftMakeClip(tb testing.TB, path string, n int) {
-	tb.Helper()
-	vc, err := gocv.VideoCaptureFile(fixtures.Path(tb, "media", "vtest.avi"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer vc.Close()
-	img := gocv.NewMat()
-	defer img.Close()
-	var w *gocv.VideoWriter
-	for i := 0; i < n && vc.Read(&img); i++ {
-		if w == nil {
-			if w, err = gocv.VideoWriterFile(path, "MJPG", 10, img.Cols(), img.Rows(), true); err != nil {
-				tb.Fatal(err)
-			}
-		}
-		if err := w.Write(img); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	if w == nil {
-		tb.Fatal("vtest.avi gave no frame")
-	}
-	if err := w.Close(); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-// ftClipServer serves an .avi clip over HTTP at /cam.avi. While stalled it
-// sends the headers (with the full Content-Length) and the first part of
-// the clip, then keeps the connection open without sending more, as a
-// camera whose encoder froze; otherwise it sends the clip at a steady
-// pace (a few seconds of frames).
-type ftClipServer struct {
-	addr     string
-	clip     []byte
-	partial  atomic.Int64 // bytes sent before a stall
-	stall    atomic.Bool
-	stalled  atomic.Int64  // stalled responses started
-	normal   atomic.Int64  // normal responses started
-	release  chan struct{} // closed when the test ends
-	drop     chan struct{} // closed by dropStalled
-	dropOnce sync.Once
-	srv      *http.Server
-	stopOnce sync.Once
-}
-
-func ftStartClipServer(tb testing.TB, clip []byte, partial int) *ftClipServer {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := &ftClipServer{addr: ln.Addr().String(), clip: clip, release: make(chan struct{}), drop: make(chan struct{})}
-	c.partial.Store(int64(partial))
-	mux := http.NewServeMux()
-	mux.HandleFunc("/cam.avi", c.serve)
-	c.srv = &http.Server{Handler: mux}
-	go func() { _ = c.srv.Serve(ln) }()
-	tb.Cleanup(c.stop)
-	return c
-}
-
-func (c *ftClipServer) serve(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "video/x-msvideo")
-	w.Header().Set("Content-Length", strconv.Itoa(len(c.clip)))
-	w.WriteHeader(http.StatusOK)
-	fl, _ := w.(http.Flusher)
-	if c.stall.Load() {
-		c.stalled.Add(1)
-		_, _ = w.Write(c.clip[:min(int(c.partial.Load()), len(c.clip))])
-		if fl != nil {
-			fl.Flush()
-		}
-		// Hold the connection open, sending nothing, until the test ends.
-		select {
-		case <-c.release:
-		case <-c.drop:
-		case <-r.Context().Done():
-		}
-		return
-	}
-	c.normal.Add(1)
-	const chunk = 32 << 10
-	for off := 0; off < len(c.clip); off += chunk {
-		if _, err := w.Write(c.clip[off:min(off+chunk, len(c.clip))]); err != nil {
-			return
-		}
-		if fl != nil {
-			fl.Flush()
-		}
-		select { // pace: about 1.5 MB/s
-		case <-time.After(20 * time.Millisecond):
-		case <-c.release:
-			return
-		case <-r.Context().Done():
-			return
-		}
-	}
-}
-
-// dropStalled closes the stalled connections (a camera that reboots).
-func (c *ftClipServer) dropStalled() { c.dropOnce.Do(func() { close(c.drop) }) }
-
-func (c *ftClipServer) stop() {
-	c.stopOnce.Do(func() {
-		close(c.release)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = c.srv.Shutdown(ctx)
-		c.srv.Close()
 	})
 }
 
@@ -459,15 +158,15 @@ func TestFaultStalledSource(t *testing.T) {
 	}
 	dir := t.TempDir()
 	clipPath := filepath.Join(dir, "cam.avi")
-	ftMakeClip(t, clipPath, 60)
+	testdaemon.MakeClip(t, clipPath, 60)
 	clip, err := os.ReadFile(clipPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cam := ftStartClipServer(t, clip, len(clip)*2/5)
-	cam.stall.Store(true)
+	cam := testdaemon.StartClipServer(t, clip, len(clip)*2/5)
+	cam.Stall.Store(true)
 
-	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
 %sstreams:
   - name: web
     uri: http://%s/cam.avi
@@ -478,23 +177,23 @@ func TestFaultStalledSource(t *testing.T) {
 shadow:
   every_n: 10
 shutdown_timeout: 5s
-`, ftModels(t, 2), cam.addr))
+`, testdaemon.Models(t, 2), cam.Addr))
 	d := ftStart(t, cfg)
 
 	// The partial clip gives frames, then the source stalls: the stall is
 	// detected, the stream goes down and reconnects (to a camera that
 	// stalls again).
-	ftWait(t, "frames from the partial clip", 30*time.Second, func() bool {
+	testdaemon.Wait(t, "frames from the partial clip", 30*time.Second, func() bool {
 		return d.metric("yedge_frames_read_total", "stream", "web") > 0
 	})
-	ftWait(t, "the stall to be detected (yedge_stream_up 0, read stalled in /status)", 20*time.Second, func() bool {
+	testdaemon.Wait(t, "the stall to be detected (yedge_stream_up 0, read stalled in /status)", 20*time.Second, func() bool {
 		st, _ := d.status()
 		return len(st.Streams) == 1 && !st.Streams[0].Up && strings.Contains(st.Streams[0].LastError, "stalled") &&
 			d.metric("yedge_stream_up", "stream", "web") == 0
 	})
 	rec := d.metric("yedge_stream_reconnects_total", "stream", "web")
-	ftWait(t, "reconnects while the camera stalls", 20*time.Second, func() bool {
-		return d.metric("yedge_stream_reconnects_total", "stream", "web") >= rec+1 && cam.stalled.Load() >= 2
+	testdaemon.Wait(t, "reconnects while the camera stalls", 20*time.Second, func() bool {
+		return d.metric("yedge_stream_reconnects_total", "stream", "web") >= rec+1 && cam.Stalled.Load() >= 2
 	})
 	if !strings.Contains(d.logs.String(), "read stalled") {
 		t.Error("the stall is not in the log")
@@ -506,9 +205,9 @@ shutdown_timeout: 5s
 	// The abandoned open still holds OpenCV's process-wide FFmpeg open lock
 	// until FFmpeg gives up, so the next attempts only reach the camera
 	// then: count the attempts, not the connections.
-	cam.partial.Store(1000)
+	cam.Partial.Store(1000)
 	rec = d.metric("yedge_stream_reconnects_total", "stream", "web")
-	ftWait(t, "reconnect attempts while the camera stalls during the open", 25*time.Second, func() bool {
+	testdaemon.Wait(t, "reconnect attempts while the camera stalls during the open", 25*time.Second, func() bool {
 		return d.metric("yedge_stream_reconnects_total", "stream", "web") >= rec+2
 	})
 	if st, _ := d.status(); len(st.Streams) != 1 || st.Streams[0].Up || !strings.Contains(st.Streams[0].LastError, "opening took longer") {
@@ -516,18 +215,18 @@ shutdown_timeout: 5s
 	}
 
 	// The camera recovers: the stream comes back up and frames flow again.
-	cam.stall.Store(false)
-	cam.dropStalled()
+	cam.Stall.Store(false)
+	cam.DropStalled()
 	read := d.metric("yedge_frames_read_total", "stream", "web")
-	ftWait(t, "the stream to come back up after the camera recovered", 30*time.Second, func() bool {
+	testdaemon.Wait(t, "the stream to come back up after the camera recovered", 30*time.Second, func() bool {
 		m := d.metrics()
-		up, _ := ftValue(m, "yedge_stream_up", "stream", "web")
-		n, _ := ftValue(m, "yedge_frames_read_total", "stream", "web")
-		return cam.normal.Load() > 0 && up == 1 && n > read
+		up, _ := m.Value("yedge_stream_up", "stream", "web")
+		n, _ := m.Value("yedge_frames_read_total", "stream", "web")
+		return cam.Normal.Load() > 0 && up == 1 && n > read
 	})
 	d.waitRising("inference on the recovered stream", 3, 30*time.Second, "web")
 	st, _ := d.status()
-	t.Logf("stalled responses %d, normal %d, stream %+v", cam.stalled.Load(), cam.normal.Load(), st.Streams)
+	t.Logf("stalled responses %d, normal %d, stream %+v", cam.Stalled.Load(), cam.Normal.Load(), st.Streams)
 }
 
 // ftDamage returns a copy of data with a few random bytes overwritten every
@@ -560,7 +259,7 @@ func TestFaultCorruptFrames(t *testing.T) {
 	}
 	clipPath := filepath.Join(dir, "clip.avi")
 	const clipFrames = 40
-	ftMakeClip(t, clipPath, clipFrames)
+	testdaemon.MakeClip(t, clipPath, clipFrames)
 	clip, err := os.ReadFile(clipPath)
 	if err != nil {
 		t.Fatal(err)
@@ -622,12 +321,12 @@ func TestFaultCorruptFrames(t *testing.T) {
 	for _, n := range names {
 		fmt.Fprintf(&streams, "  - name: %s\n    uri: %s\n    loop: true\n", n, paths[n])
 	}
-	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
 %sstreams:
 %sshadow:
   every_n: 10
 shutdown_timeout: 5s
-`, ftModels(t, 2), streams.String()))
+`, testdaemon.Models(t, 2), streams.String()))
 	d := ftStart(t, cfg)
 	started := time.Now()
 	all := append([]string{"healthy"}, names...)
@@ -635,33 +334,33 @@ shutdown_timeout: 5s
 	// Over several seconds every stream keeps going; the short clips pass
 	// their truncation or damage (24 frames at 10 fps) and loop.
 	d.waitRising("frames inferred rising on every stream", 2, 25*time.Second, all...)
-	ftWait(t, "the truncated clip to loop past its truncation", 10*time.Second, func() bool {
+	testdaemon.Wait(t, "the truncated clip to loop past its truncation", 10*time.Second, func() bool {
 		return d.metric("yedge_frames_read_total", "stream", "clip-truncated") > clipFrames*6/10+5
 	})
 	d.waitRising("frames inferred rising on every stream after the clips looped", 1, 15*time.Second, all...)
 	m := d.metrics()
 	for _, n := range all {
-		if v, _ := ftValue(m, "yedge_stream_up", "stream", n); v != 1 {
+		if v, _ := m.Value("yedge_stream_up", "stream", n); v != 1 {
 			t.Errorf("stream %s is down", n)
 		}
 	}
-	if v, _ := ftValue(m, "yedge_stream_reconnects_total", "stream", "healthy"); v != 0 {
+	if v, _ := m.Value("yedge_stream_reconnects_total", "stream", "healthy"); v != 0 {
 		t.Errorf("the healthy stream reconnected %v times", v)
 	}
 	for _, s := range m {
-		if s.name == "yedge_frames_failed_total" && s.value > 0 {
-			t.Errorf("frames failed: %v = %v", s.labels, s.value)
+		if s.Name == "yedge_frames_failed_total" && s.Value > 0 {
+			t.Errorf("frames failed: %v = %v", s.Labels, s.Value)
 		}
 	}
-	if code, _, err := ftGet(d.addr, "/healthz"); err != nil || code != http.StatusOK {
+	if code, _, err := testdaemon.Get(nil, d.addr, "/healthz"); err != nil || code != http.StatusOK {
 		t.Errorf("/healthz: %d %v", code, err)
 	}
 	// Files play in real time (10 fps), across loops too: a stream that
 	// decodes as fast as it can would take CPU from the others.
 	limit := 10*time.Since(started).Seconds()*1.5 + 10
 	for _, s := range m {
-		if s.name == "yedge_frames_read_total" && s.value > limit {
-			t.Errorf("stream %s read %.0f frames in %v: not paced at 10 fps", s.labels["stream"], s.value, time.Since(started).Round(time.Second))
+		if s.Name == "yedge_frames_read_total" && s.Value > limit {
+			t.Errorf("stream %s read %.0f frames in %v: not paced at 10 fps", s.Labels["stream"], s.Value, time.Since(started).Round(time.Second))
 		}
 	}
 	for _, n := range all {
@@ -698,19 +397,7 @@ func TestFaultModelRewritten(t *testing.T) {
 	fp32Path := filepath.Join(dir, "fp32.onnx")
 	int8Data := ftCopy(t, fixtures.Model(t, "yolov5n-qdq-torch.onnx"), int8Path)
 	fp32Data := ftCopy(t, fixtures.Model(t, "yolov5n.onnx"), fp32Path)
-	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
-  - name: cam
-    uri: %s
-    loop: true
-shutdown_timeout: 5s
-`, fp32Path, int8Path, fixtures.Path(t, "media", "vtest.avi")))
+	cfg := testdaemon.Plan(t, "listen: 127.0.0.1:0\n"+testdaemon.ModelsYAML(fp32Path, int8Path, 2)+ftFileStream(t)+"shutdown_timeout: 5s\n")
 	d := ftStart(t, cfg)
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
 	if err := serve.CheckModels(context.Background(), cfg, nil); err != nil {
@@ -744,7 +431,7 @@ shutdown_timeout: 5s
 				// being rewritten.
 				d.waitRising("inference while the model file is half-written", 2, 20*time.Second, "cam")
 				for _, p := range []string{"/healthz", "/readyz", "/status"} {
-					if code, _, err := ftGet(d.addr, p); err != nil || code != http.StatusOK {
+					if code, _, err := testdaemon.Get(nil, d.addr, p); err != nil || code != http.StatusOK {
 						t.Errorf("%s while the model is half-written: %d %v", p, code, err)
 					}
 				}
@@ -785,7 +472,7 @@ func TestFaultSinkDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := filepath.Join(dir, "good.jsonl")
-	cfg := ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
 %sstreams:
   - name: cam
     uri: %s
@@ -798,13 +485,13 @@ sinks:
     path: %s
     flush_interval: 100ms
 shutdown_timeout: 5s
-`, ftModels(t, 2), fixtures.Path(t, "media", "vtest.avi"), full, good))
+`, testdaemon.Models(t, 2), fixtures.Path(t, "media", "vtest.avi"), full, good))
 	d := ftStart(t, cfg)
 	fullName, goodName := "jsonl:"+full, "jsonl:"+good
-	ftWait(t, "yedge_sink_errors_total of the full sink", 30*time.Second, func() bool {
+	testdaemon.Wait(t, "yedge_sink_errors_total of the full sink", 30*time.Second, func() bool {
 		return d.metric("yedge_sink_errors_total", "sink", fullName) > 0
 	})
-	ftWait(t, "the sink error in /status last_errors", 10*time.Second, func() bool {
+	testdaemon.Wait(t, "the sink error in /status last_errors", 10*time.Second, func() bool {
 		st, _ := d.status()
 		for _, e := range st.Errors {
 			if strings.Contains(e.Error, fullName) && strings.Contains(e.Error, "no space left on device") {
@@ -818,13 +505,13 @@ shutdown_timeout: 5s
 	}
 	errs := d.metric("yedge_sink_errors_total", "sink", fullName)
 	d.waitRising("detection while the sink's disk is full", 3, 30*time.Second, "cam")
-	ftWait(t, "more sink errors as records keep coming", 10*time.Second, func() bool {
+	testdaemon.Wait(t, "more sink errors as records keep coming", 10*time.Second, func() bool {
 		return d.metric("yedge_sink_errors_total", "sink", fullName) > errs
 	})
-	ftWait(t, "the healthy sink to keep writing", 10*time.Second, func() bool {
+	testdaemon.Wait(t, "the healthy sink to keep writing", 10*time.Second, func() bool {
 		return d.metric("yedge_sink_records_total", "sink", goodName) > 0
 	})
-	if code, _, err := ftGet(d.addr, "/readyz"); err != nil || code != http.StatusOK {
+	if code, _, err := testdaemon.Get(nil, d.addr, "/readyz"); err != nil || code != http.StatusOK {
 		t.Errorf("/readyz with a full sink: %d %v", code, err)
 	}
 	nerrs := d.metric("yedge_sink_errors_total", "sink", fullName)
@@ -850,13 +537,7 @@ func TestFaultMetricsScrapeLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test with the daemon (about 20s)")
 	}
-	d := ftStart(t, ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
-%sstreams:
-  - name: cam
-    uri: %s
-    loop: true
-shutdown_timeout: 5s
-`, ftModels(t, 2), fixtures.Path(t, "media", "vtest.avi"))))
+	d := ftStart(t, testdaemon.Plan(t, "listen: 127.0.0.1:0\n"+testdaemon.Models(t, 2)+ftFileStream(t)+"shutdown_timeout: 5s\n"))
 	d.waitRising("first frames", 1, 30*time.Second, "cam")
 	before := d.inferred("cam")
 	res := ftScrapeLoad(d.addr, 200, 10*time.Second)

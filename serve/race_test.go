@@ -2,7 +2,6 @@ package serve_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
@@ -50,39 +50,6 @@ func soakMatsLeft(t *testing.T, baseline int) {
 		t.Errorf("%d gocv Mats alive after Run returned, %d before New", n, baseline)
 	}
 }
-
-// soakImageDir makes a folder of n symbolic links to the images of
-// coco-val128, starting at the first-th image (in name order): an image
-// folder source that is read as fast as it decodes (video files are played
-// in real time).
-func soakImageDir(t *testing.T, first, n int) string {
-	t.Helper()
-	src := fixtures.Path(t, "datasets", "coco-val128", "images")
-	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		if strings.HasSuffix(strings.ToLower(e.Name()), ".jpg") {
-			names = append(names, e.Name())
-		}
-	}
-	if len(names) < first+n {
-		t.Fatalf("coco-val128 has %d images, want %d", len(names), first+n)
-	}
-	dir := t.TempDir()
-	for _, name := range names[first : first+n] {
-		if err := os.Symlink(filepath.Join(src, name), filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// soakConfig builds the plan of a configuration written with absolute
-// paths.
-func soakConfig(t *testing.T, yaml string) serve.Plan { return ftConfig(t, yaml) }
 
 // soakInferred reads yedge_frames_inferred_total from the registry: the
 // total of one precision and the count per stream.
@@ -146,33 +113,13 @@ func soakFDs(t *testing.T) int {
 	return len(e)
 }
 
-// soakLog collects the daemon's log for a failure report. Writes come from
-// many goroutines; slog's text handler serializes its own, the lock makes
-// the final read safe too.
-type soakLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *soakLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *soakLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // soakDaemon is a daemon running in-process.
 type soakDaemon struct {
 	srv    *serve.Server
 	cancel context.CancelFunc
 	done   chan error
 	exited bool // Run has returned and stop has seen it
-	log    *soakLog
+	log    *testdaemon.SyncBuffer
 }
 
 // soakStart creates the server (models loaded, address bound) and runs it.
@@ -186,7 +133,7 @@ func soakStart(t *testing.T, cfg serve.Plan) *soakDaemon {
 // soakNew creates the server without running it.
 func soakNew(t *testing.T, cfg serve.Plan, level slog.Level) *soakDaemon {
 	t.Helper()
-	d := &soakDaemon{log: &soakLog{}, done: make(chan error, 1)}
+	d := &soakDaemon{log: &testdaemon.SyncBuffer{}, done: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(d.log, &slog.HandlerOptions{Level: level}))
 	srv, err := serve.New(context.Background(), cfg, serve.Options{Logger: logger, Version: "test"})
 	if err != nil {
@@ -267,31 +214,6 @@ type soakStatus struct {
 	EvalBusy bool `json:"eval_running"`
 }
 
-func soakGet(c *http.Client, url string) (int, []byte, error) {
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-func soakGetStatus(c *http.Client, addr string) (soakStatus, error) {
-	var st soakStatus
-	code, b, err := soakGet(c, "http://"+addr+"/status")
-	if err != nil {
-		return st, err
-	}
-	if code != http.StatusOK {
-		return st, fmt.Errorf("/status: %d %s", code, b)
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("/status: %v: %s", err, b)
-	}
-	return st, nil
-}
-
 // soakPoller hits /status, /metrics and /readyz in a loop, as monitoring
 // does, until stopped; it records the first unexpected answer.
 type soakPoller struct {
@@ -319,18 +241,18 @@ func startSoakPoller(c *http.Client, addr string, every time.Duration) *soakPoll
 				return
 			case <-time.After(every):
 			}
-			if _, err := soakGetStatus(c, addr); err != nil {
+			if _, err := testdaemon.GetStatus(c, addr, &soakStatus{}); err != nil {
 				fail(err)
 			}
-			code, body, err := soakGet(c, "http://"+addr+"/metrics")
+			code, body, err := testdaemon.Get(c, addr, "/metrics")
 			switch {
 			case err != nil:
 				fail(err)
-			case code != http.StatusOK || !bytes.Contains(body, []byte(metrics.NameReady)):
+			case code != http.StatusOK || !strings.Contains(body, metrics.NameReady):
 				fail(fmt.Errorf("/metrics: %d, %d bytes", code, len(body)))
 			}
 			// /readyz is 503 until a stream is up: only the transport must work.
-			if _, _, err := soakGet(c, "http://"+addr+"/readyz"); err != nil {
+			if _, _, err := testdaemon.Get(c, addr, "/readyz"); err != nil {
 				fail(err)
 			}
 			p.requests.Add(3)
@@ -383,12 +305,10 @@ func TestRaceServe(t *testing.T) {
 	if testing.Short() {
 		t.Skip("in-process daemon test (about 30s, more under -race)")
 	}
-	fp32 := fixtures.Model(t, "yolov5n.onnx")
-	int8 := fixtures.Model(t, "yolov5n-qdq-torch.onnx")
 	video := fixtures.Path(t, "media", "vtest.avi")
 	data := fixtures.Path(t, "datasets", "coco-val128")
-	folder := soakImageDir(t, 0, 8)
-	folder2 := soakImageDir(t, 8, 8)
+	folder := testdaemon.ImageFolder(t, 0, 8)
+	folder2 := testdaemon.ImageFolder(t, 8, 8)
 	sink := filepath.Join(t.TempDir(), "detections.jsonl")
 	stream := func(name, uri string, fps int) serve.StreamPlan {
 		spec, err := source.Parse(uri)
@@ -398,14 +318,8 @@ func TestRaceServe(t *testing.T) {
 		spec.Loop = true
 		return serve.StreamPlan{Name: name, Source: spec, FPS: float64(fps)}
 	}
-	cfg := soakConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
+	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
   - name: video
     uri: %s
     loop: true
@@ -424,7 +338,7 @@ sinks:
     path: %s
     flush_interval: 100ms
 shutdown_timeout: 10s
-`, fp32, int8, video, folder, data, sink))
+`, testdaemon.Models(t, 2), video, folder, data, sink))
 	// A reload passes the running plan with other streams.
 	withStreams := func(list ...serve.StreamPlan) serve.Plan {
 		p := cfg
@@ -489,7 +403,8 @@ shutdown_timeout: 10s
 	var st soakStatus
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		if st, err = soakGetStatus(client, addr); err != nil {
+		st = soakStatus{}
+		if _, err = testdaemon.GetStatus(client, addr, &st); err != nil {
 			t.Fatal(err)
 		}
 		if !st.EvalBusy && len(st.Eval) == 2 {
@@ -515,11 +430,11 @@ shutdown_timeout: 10s
 			t.Errorf("eval %s: %+v", prec, e)
 		}
 	}
-	_, body, err := soakGet(client, "http://"+addr+"/metrics")
+	_, body, err := testdaemon.Get(client, addr, "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range strings.Split(body, "\n") {
 		if strings.Contains(l, `stream="folder"`) {
 			t.Errorf("a metric of the removed stream is still exported: %s", l)
 		}
@@ -553,18 +468,10 @@ func TestRaceReloadStartStop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("in-process daemon test")
 	}
-	fp32 := fixtures.Model(t, "yolov5n.onnx")
-	int8 := fixtures.Model(t, "yolov5n-qdq-torch.onnx")
 	data := fixtures.Path(t, "datasets", "coco-val128")
-	a, b := soakImageDir(t, 0, 2), soakImageDir(t, 2, 2)
-	cfg := soakConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 1
-streams:
+	a, b := testdaemon.ImageFolder(t, 0, 2), testdaemon.ImageFolder(t, 2, 2)
+	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
   - name: a
     uri: %s
     loop: true
@@ -574,7 +481,7 @@ eval:
   data: %s
   images: 1
   on_start: false
-`, fp32, int8, a, data))
+`, testdaemon.Models(t, 1), a, data))
 	one := cfg
 	two := cfg
 	bSpec, err := source.Parse(b)

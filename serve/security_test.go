@@ -22,12 +22,8 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 )
-
-// ftFileStream is a streams: section with one looping video file.
-func ftFileStream(tb testing.TB) string {
-	return fmt.Sprintf("streams:\n  - name: cam\n    uri: %s\n    loop: true\n", fixtures.Path(tb, "media", "vtest.avi"))
-}
 
 // TestSecurityBindsConfiguredAddress: listen 127.0.0.1:0 binds loopback
 // only; the port is closed on every other address of the machine.
@@ -35,7 +31,7 @@ func TestSecurityBindsConfiguredAddress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the daemon")
 	}
-	d := ftStart(t, ftConfig(t, "listen: 127.0.0.1:0\n"+ftModels(t, 1)+ftFileStream(t)+"shutdown_timeout: 5s\n"))
+	d := ftStart(t, testdaemon.Plan(t, "listen: 127.0.0.1:0\n"+testdaemon.Models(t, 1)+ftFileStream(t)+"shutdown_timeout: 5s\n"))
 	host, port, err := net.SplitHostPort(d.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +39,7 @@ func TestSecurityBindsConfiguredAddress(t *testing.T) {
 	if host != "127.0.0.1" || port == "0" {
 		t.Fatalf("Addr() = %s, want 127.0.0.1:<port>", d.addr)
 	}
-	if code, _, err := ftGet(d.addr, "/healthz"); err != nil || code != http.StatusOK {
+	if code, _, err := testdaemon.Get(nil, d.addr, "/healthz"); err != nil || code != http.StatusOK {
 		t.Fatalf("/healthz on %s: %d %v", d.addr, code, err)
 	}
 	addrs, err := net.InterfaceAddrs()
@@ -105,8 +101,8 @@ func TestSecurityBodiesAndTimeouts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the daemon")
 	}
-	d := ftStart(t, ftConfig(t, `listen: 127.0.0.1:0
-`+ftModels(t, 1)+ftFileStream(t)+`http:
+	d := ftStart(t, testdaemon.Plan(t, `listen: 127.0.0.1:0
+`+testdaemon.Models(t, 1)+ftFileStream(t)+`http:
   max_body_bytes: 1024
   read_timeout: 1s
   write_timeout: 5s
@@ -208,7 +204,7 @@ shutdown_timeout: 5s
 		t.Errorf("HTTP timeouts %+v, want read-header <= read 1s, write 5s, idle > 0", to)
 	}
 	// The daemon still serves others.
-	if code, _, err := ftGet(d.addr, "/healthz"); err != nil || code != http.StatusOK {
+	if code, _, err := testdaemon.Get(nil, d.addr, "/healthz"); err != nil || code != http.StatusOK {
 		t.Errorf("/healthz after the slow clients: %d %v", code, err)
 	}
 }
@@ -301,10 +297,10 @@ func TestSecurityPostEndpoints(t *testing.T) {
 			}
 		}
 	}
-	base := "listen: 127.0.0.1:0\n" + ftModels(t, 1) + ftFileStream(t) + fmt.Sprintf("eval:\n  data: %s\n  on_start: false\nshutdown_timeout: 10s\n", data)
+	base := "listen: 127.0.0.1:0\n" + testdaemon.Models(t, 1) + ftFileStream(t) + fmt.Sprintf("eval:\n  data: %s\n  on_start: false\nshutdown_timeout: 10s\n", data)
 
 	t.Run("disabled", func(t *testing.T) {
-		d := ftStart(t, ftConfig(t, base+"http:\n  enable_post: false\n"))
+		d := ftStart(t, testdaemon.Plan(t, base+"http:\n  enable_post: false\n"))
 		if code := do(d.addr, "POST", "/eval", ""); code != http.StatusForbidden {
 			t.Errorf("POST /eval with enable_post false: %d, want 403", code)
 		}
@@ -320,7 +316,7 @@ func TestSecurityPostEndpoints(t *testing.T) {
 		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		d := ftStart(t, ftConfig(t, base+fmt.Sprintf("http:\n  token_file: %s\n", tokenFile)))
+		d := ftStart(t, testdaemon.Plan(t, base+fmt.Sprintf("http:\n  token_file: %s\n", tokenFile)))
 		for _, auth := range []string{"", "Bearer wrong", "Bearer " + token + "x", "Bearer " + token[:len(token)-1], "Basic " + token, token} {
 			if code := do(d.addr, "POST", "/eval", auth); code != http.StatusUnauthorized {
 				t.Errorf("POST /eval with Authorization %q: %d, want 401", auth, code)
@@ -331,23 +327,17 @@ func TestSecurityPostEndpoints(t *testing.T) {
 			t.Fatalf("POST /eval with the token: %d, want 202", code)
 		}
 		// The evaluation runs on the 2-image dataset and lands in /status.
-		ftWait(t, "the evaluation of both precisions", 45*time.Second, func() bool {
+		testdaemon.Wait(t, "the evaluation of both precisions", 45*time.Second, func() bool {
 			_, body := d.status()
 			return strings.Contains(body, `"int8"`) && strings.Contains(body, `"fp32"`) && strings.Contains(body, `"images": 2`)
 		})
 		_, status := d.status()
-		for what, s := range map[string]string{"log": d.logs.String(), "/status": status, "/metrics": ftMetricsText(d.addr)} {
+		for what, s := range map[string]string{"log": d.logs.String(), "/status": status, "/metrics": testdaemon.MetricsText(nil, d.addr)} {
 			if strings.Contains(s, token) {
 				t.Errorf("the token shows in %s", what)
 			}
 		}
 	})
-}
-
-// ftMetricsText is the body of /metrics ("" on failure).
-func ftMetricsText(addr string) string {
-	_, body, _ := ftGet(addr, "/metrics")
-	return body
 }
 
 // ftCaptureStderr redirects file descriptor 2 (where OpenCV and FFmpeg
@@ -366,7 +356,7 @@ func ftCaptureStderr(tb testing.TB) func() string {
 	if err := syscall.Dup2(int(w.Fd()), 2); err != nil {
 		tb.Skipf("dup2 stderr: %v", err)
 	}
-	var buf ftSyncBuffer
+	var buf testdaemon.SyncBuffer
 	done := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(&buf, r)
@@ -396,14 +386,9 @@ func TestSecurityNoCredentialsShown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the daemon")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close() // a closed port: connections are refused
+	closed := testdaemon.FreePort(t) // a closed port: connections are refused
 	stderr := ftCaptureStderr(t)
-	d := ftStart(t, ftConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+	d := ftStart(t, testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
 %sstreams:
   - name: cam
     uri: %s
@@ -419,16 +404,16 @@ func TestSecurityNoCredentialsShown(t *testing.T) {
       min_backoff: 100ms
       max_backoff: 400ms
 shutdown_timeout: 5s
-`, ftModels(t, 1), fixtures.Path(t, "media", "vtest.avi"), closed, closed)))
-	ftWait(t, "reconnect attempts of both streams", 30*time.Second, func() bool {
+`, testdaemon.Models(t, 1), fixtures.Path(t, "media", "vtest.avi"), closed, closed)))
+	testdaemon.Wait(t, "reconnect attempts of both streams", 30*time.Second, func() bool {
 		m := d.metrics()
-		a, _ := ftValue(m, "yedge_stream_reconnects_total", "stream", "door")
-		b, _ := ftValue(m, "yedge_stream_reconnects_total", "stream", "gate")
+		a, _ := m.Value("yedge_stream_reconnects_total", "stream", "door")
+		b, _ := m.Value("yedge_stream_reconnects_total", "stream", "gate")
 		return a >= 3 && b >= 3
 	})
 	d.waitRising("detection on the healthy stream", 1, 30*time.Second, "cam")
 	st, status := d.status()
-	metricsText := ftMetricsText(d.addr)
+	metricsText := testdaemon.MetricsText(nil, d.addr)
 	d.stop()
 	errText := stderr()
 	logs := d.logs.String()

@@ -23,6 +23,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 )
 
 func init() { soakMats = func() int { return gocv.MatProfile.Count() } }
@@ -52,12 +53,12 @@ func TestSoak(t *testing.T) {
 	fp32 := fixtures.Model(t, "yolov5n.onnx")
 	calib := fixtures.Path(t, "datasets", "coco-calib128", "images")
 	video := fixtures.Path(t, "media", "vtest.avi")
-	folder := soakImageDir(t, 0, 20)
+	folder := testdaemon.ImageFolder(t, 0, 20)
 	tmp := t.TempDir()
 	sink := filepath.Join(tmp, "detections.jsonl")
 	// The folder is capped at 30 frames/s: uncapped, its reader decodes
 	// JPEGs without a pause (most of them then skipped), a core of its own.
-	cfg := soakConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+	cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
 model:
   fp32: %s
   quantize:

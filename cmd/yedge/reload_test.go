@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,32 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/internal/testmodels"
 )
-
-// reloadLog collects the daemon's output for concurrent reads.
-type reloadLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *reloadLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *reloadLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // reloadStatus is the part of /status the reload tests read.
 type reloadStatus struct {
@@ -70,7 +51,7 @@ func TestServeReload(t *testing.T) {
 	if err := os.WriteFile(halfWritten, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := freePort(t)
+	listen := testdaemon.FreePort(t)
 	cfgPath := filepath.Join(dir, "yedge.yaml")
 	write := func(text string) {
 		if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
@@ -79,59 +60,30 @@ func TestServeReload(t *testing.T) {
 	}
 	config := func(int8 string) string {
 		return fmt.Sprintf(`listen: %s
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
+%sstreams:
   - name: file
     uri: %s
     loop: true
 shutdown_timeout: 10s
-`, listen, fixtures.Model(t, "yolov5n.onnx"), int8, fixtures.Path(t, "media", "vtest.avi"))
+`, listen, testdaemon.ModelsYAML(fixtures.Model(t, "yolov5n.onnx"), int8, 2), fixtures.Path(t, "media", "vtest.avi"))
 	}
 	write(config(oldModel))
-	cmd := exec.Command(binPath, "serve", "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
-	logs := &reloadLog{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("yedge log:\n%s", logs.String())
-		}
-	}()
+	d := startServe(t, "--config", cfgPath)
 	ready := func() bool {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		code, _, err := testdaemon.Get(nil, listen, "/readyz")
+		return err == nil && code == http.StatusOK
 	}
 	inferred := func() float64 {
-		v, _ := metricValue(scrape(listen), `yedge_frames_inferred_total{precision="int8",stream="file"}`)
+		v, _ := testdaemon.Scrape(nil, listen).Value("yedge_frames_inferred_total", "precision", "int8", "stream", "file")
 		return v
 	}
 	reloads := func(result string) float64 {
-		v, _ := metricValue(scrape(listen), `yedge_reload_total{result="`+result+`"}`)
+		v, _ := testdaemon.Scrape(nil, listen).Value("yedge_reload_total", "result", result)
 		return v
 	}
 	status := func() reloadStatus {
 		var st reloadStatus
-		resp, err := http.Get("http://" + listen + "/status")
-		if err != nil {
-			return st
-		}
-		defer resp.Body.Close()
-		_ = json.NewDecoder(resp.Body).Decode(&st)
+		_, _ = testdaemon.GetStatus(nil, listen, &st)
 		return st
 	}
 	int8Path := func(st reloadStatus) string {
@@ -142,8 +94,8 @@ shutdown_timeout: 10s
 		}
 		return ""
 	}
-	waitFor(t, "/readyz", 60*time.Second, ready)
-	waitFor(t, "first frames", 30*time.Second, func() bool { return inferred() > 0 })
+	testdaemon.Poll(t, pollEvery, "/readyz", 60*time.Second, ready)
+	testdaemon.Poll(t, pollEvery, "first frames", 30*time.Second, func() bool { return inferred() > 0 })
 
 	for i, tc := range []struct {
 		name, config, reason string
@@ -156,8 +108,8 @@ shutdown_timeout: 10s
 		{"a YAML syntax error", config(oldModel) + "streams: [\n", "invalid YAML"},
 	} {
 		write(tc.config)
-		_ = cmd.Process.Signal(syscall.SIGHUP)
-		waitFor(t, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
+		testdaemon.Poll(t, pollEvery, tc.name+": the refusal in yedge_reload_total", 60*time.Second, func() bool { return reloads("rejected") == float64(i+1) })
 		st := status()
 		if st.Reload == nil || st.Reload.Result != "rejected" || !strings.Contains(st.Reload.Error, tc.reason) {
 			t.Errorf("%s: /status reload = %+v, want rejected with %q", tc.name, st.Reload, tc.reason)
@@ -169,9 +121,9 @@ shutdown_timeout: 10s
 			t.Errorf("%s: int8 model after the refused reload: %q, want %q", tc.name, p, oldModel)
 		}
 		before := inferred()
-		waitFor(t, tc.name+": the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
+		testdaemon.Poll(t, pollEvery, tc.name+": the running pipeline to keep serving", 30*time.Second, func() bool { return inferred() > before+2 && ready() })
 	}
-	if n := strings.Count(logs.String(), "model ready"); n != 2 {
+	if n := strings.Count(d.logs.String(), "model ready"); n != 2 {
 		t.Errorf("%d \"model ready\" lines after the refused reloads, want 2 (nothing reloaded)", n)
 	}
 
@@ -183,8 +135,8 @@ shutdown_timeout: 10s
 		t.Fatal(err)
 	}
 	write(config(newModel))
-	_ = cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	testdaemon.Poll(t, pollEvery, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
 	st := status()
 	if p := int8Path(st); p != newModel {
 		t.Errorf("int8 model after the reload: %q, want %q", p, newModel)
@@ -192,21 +144,13 @@ shutdown_timeout: 10s
 	if st.Reload == nil || st.Reload.Result != "applied" || strings.Join(st.Reload.Changed, ",") != "models" {
 		t.Errorf("/status reload = %+v, want applied, changed [models]", st.Reload)
 	}
-	if strings.Contains(logs.String(), "stream opened") && strings.Count(logs.String(), "stream opened") != 1 {
+	if strings.Contains(d.logs.String(), "stream opened") && strings.Count(d.logs.String(), "stream opened") != 1 {
 		t.Errorf("the stream was reopened by a models-only reload")
 	}
 	before := inferred()
-	waitFor(t, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
+	testdaemon.Poll(t, pollEvery, "frames on the new model", 30*time.Second, func() bool { return inferred() > before })
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit within 20s of SIGTERM")
-	}
+	d.term(t)
 }
 
 // TestServeFlagsOverrideConfig: global flags given on the command line win
@@ -216,32 +160,18 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "yedge.yaml")
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-model:
-  fp32: %s
-  int8: %s
-provider:
-  name: cpu
-  threads: 2
-streams:
+%sstreams:
   - name: file
     uri: %s
-`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "media", "vtest.avi"))
+`, testdaemon.Models(t, 2), fixtures.Path(t, "media", "vtest.avi"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
 
 	// --threads 1 over the file's 2: the start-up log says threads=1.
-	cmd := exec.Command(binPath, "serve", "--config", cfgPath, "--threads", "1")
-	cmd.Env = env
-	logs := &reloadLog{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill() }()
-	waitFor(t, "the start-up log", 60*time.Second, func() bool { return strings.Contains(logs.String(), "msg=starting") })
-	line := logs.String()
+	d := startServe(t, "--config", cfgPath, "--threads", "1")
+	testdaemon.Poll(t, pollEvery, "the start-up log", 60*time.Second, func() bool { return strings.Contains(d.logs.String(), "msg=starting") })
+	line := d.logs.String()
 	line = line[strings.Index(line, "msg=starting"):]
 	line = line[:strings.IndexByte(line+"\n", '\n')]
 	for _, want := range []string{"provider=cpu", "threads=1", "fp32=" + fixtures.Model(t, "yolov5n.onnx")} {
@@ -249,13 +179,15 @@ streams:
 			t.Errorf("start-up log %q lacks %q", line, want)
 		}
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	_ = cmd.Wait()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-d.exited; err != nil { // not what this test checks
+		t.Logf("exit after SIGTERM: %v", err)
+	}
 
 	// --provider tensorrt where TensorRT is absent: exit 4, one line.
 	var out bytes.Buffer
 	bad := exec.Command(binPath, "serve", "--config", cfgPath, "--provider", "tensorrt")
-	bad.Env, bad.Stdout, bad.Stderr = env, &out, &out
+	bad.Env, bad.Stdout, bad.Stderr = ortEnv(), &out, &out
 	err := bad.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitRuntime {
