@@ -1,19 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testdaemon"
 )
 
 // TestServeWatchConfigMap: serve --watch-config on a config laid out as a
@@ -27,7 +25,7 @@ func TestServeWatchConfigMap(t *testing.T) {
 	fp32, int8 := fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx")
 	video := fixtures.Path(t, "media", "vtest.avi")
 	dir := t.TempDir()
-	listen := freePort(t)
+	listen := testdaemon.FreePort(t)
 	gen := 0
 	publish := func(streams ...string) { // as the kubelet updates a ConfigMap volume
 		gen++
@@ -56,31 +54,15 @@ func TestServeWatchConfigMap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(binPath, "serve", "--config", cfgPath, "--watch-config")
-	cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
-	logs := &reloadLog{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("yedge log:\n%s", logs.String())
-		}
-	}()
+	d := startServe(t, "--config", cfgPath, "--watch-config")
+	client := &http.Client{Timeout: 10 * time.Second}
 	streams := func() []string {
-		resp, err := http.Get("http://" + listen + "/status")
-		if err != nil {
-			return nil
-		}
-		defer resp.Body.Close()
 		var st struct {
 			Streams []struct{ Name string } `json:"streams"`
 		}
-		_ = json.NewDecoder(resp.Body).Decode(&st)
+		if _, err := testdaemon.GetStatus(client, listen, &st); err != nil {
+			return nil
+		}
 		var names []string
 		for _, s := range st.Streams {
 			names = append(names, s.Name)
@@ -88,33 +70,21 @@ func TestServeWatchConfigMap(t *testing.T) {
 		slices.Sort(names)
 		return names
 	}
-	waitFor(t, "/readyz", 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + listen + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+	testdaemon.Wait(t, "/readyz", 60*time.Second, func() bool {
+		code, _, err := testdaemon.Get(client, listen, "/readyz")
+		return err == nil && code == http.StatusOK
 	})
 
 	publish("a", "b")
-	waitFor(t, "the watcher to add stream b", 30*time.Second, func() bool { return slices.Equal(streams(), []string{"a", "b"}) })
+	testdaemon.Wait(t, "the watcher to add stream b", 30*time.Second, func() bool { return slices.Equal(streams(), []string{"a", "b"}) })
 	publish("b")
-	waitFor(t, "the watcher to drop stream a", 30*time.Second, func() bool { return slices.Equal(streams(), []string{"b"}) })
-	if n := strings.Count(logs.String(), "model ready"); n != 2 {
+	testdaemon.Wait(t, "the watcher to drop stream a", 30*time.Second, func() bool { return slices.Equal(streams(), []string{"b"}) })
+	if n := strings.Count(d.logs.String(), "model ready"); n != 2 {
 		t.Errorf("%d \"model ready\" lines, want 2: a streams-only change reloaded the models", n)
 	}
-	if n := strings.Count(logs.String(), "config file changed"); n != 2 {
+	if n := strings.Count(d.logs.String(), "config file changed"); n != 2 {
 		t.Errorf("%d reloads by the watcher, want 2", n)
 	}
 
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Error("no exit within 20s of SIGTERM")
-	}
+	d.term(t)
 }
