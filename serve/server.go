@@ -71,6 +71,10 @@ type Server struct {
 	evals    evaluator
 	httpSrv  *http.Server
 	listener net.Listener
+	// viewCtx ends the web view's long-lived responses (MJPEG) when the
+	// HTTP server shuts down, which would otherwise wait for them.
+	viewCtx   context.Context
+	stopViews context.CancelFunc
 }
 
 // reloadStatus is the /status reload section.
@@ -93,24 +97,29 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	s := &Server{opts: o, log: log, m: m, errs: &errorLog{m: m}, plan: p, streams: map[string]*stream{},
 		wake: make(chan struct{}, 1), started: time.Now()}
 	s.evals.s = s
+	s.viewCtx, s.stopViews = context.WithCancel(context.Background())
 	m.Watch(s)
 	mods, err := loadModels(ctx, p, true, log)
 	if err != nil {
+		s.stopViews()
 		return nil, err
 	}
 	s.setModels(mods)
 	if s.sinks, err = openSinks(p.Sinks, s.errs, log); err != nil {
 		mods.close()
+		s.stopViews()
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", p.Listen)
 	if err != nil {
 		mods.close()
 		s.sinks.close(log)
+		s.stopViews()
 		return nil, fmt.Errorf("listen %s: %w", p.Listen, err)
 	}
 	s.listener = ln
 	s.httpSrv = s.newHTTPServer(p.HTTP)
+	s.httpSrv.RegisterOnShutdown(s.stopViews)
 	return s, nil
 }
 
@@ -344,6 +353,7 @@ func (c Change) describe() []string {
 func (s *Server) Run(ctx context.Context) error {
 	readerCtx, stopReaders := context.WithCancel(context.Background())
 	defer stopReaders()
+	defer s.stopViews()
 	s.reloadMu.Lock() // a reload waits until the configured streams run
 	s.mu.Lock()
 	s.runCtx = readerCtx
