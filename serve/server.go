@@ -4,7 +4,8 @@
 // FP32 shadow on a sample of frames with rolling int8-vs-FP32 agreement,
 // periodic and on-demand evaluation of both precisions, detection sinks,
 // Prometheus metrics read at scrape time, and the HTTP endpoints /healthz,
-// /readyz, /status, /metrics and POST /eval. [Server.Reload] applies a new
+// /readyz, /status, /metrics and POST /eval, and a web view of every
+// stream (webui.go, view.go). [Server.Reload] applies a new
 // plan as a diff, building everything new before it touches the running
 // pipeline. The command wires configuration, signals and systemd
 // notification to it; serve knows nothing of YAML or quantization.

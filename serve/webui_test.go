@@ -303,7 +303,8 @@ func wuOut(t *testing.T) string {
 // TestWebUIBrowser drives the pages in a real headless Chromium: the
 // index shows a tile per stream whose image moves, the stream page its
 // live view, chart and facts, the compare view matched int8/FP32 boxes.
-// Screenshots go to out/webui-{index,stream,compare}.png.
+// Every control has an accessible name; the index fits a phone's width.
+// Screenshots go to out/webui-{index,index-phone,stream,compare}.png.
 func TestWebUIBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the daemon and a browser")
@@ -358,11 +359,21 @@ func TestWebUIBrowser(t *testing.T) {
 	save := func(name string) {
 		t.Helper()
 		do("settle", chromedp.Sleep(1500*time.Millisecond))
-		b := screenshot(name, chromedp.FullScreenshot(90))
+		b := screenshot(name, chromedp.FullScreenshot(100)) // quality 100: PNG
 		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("saved out/%s (%d bytes)", name, len(b))
+	}
+	// Every control has an accessible name, every image a text.
+	accessible := func(page string) {
+		t.Helper()
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll('input,button,select,textarea')]
+			.every(e => (e.labels && e.labels.length > 0) || e.getAttribute('aria-label')) &&
+			[...document.querySelectorAll('img')].every(i => i.getAttribute('alt'))`))
+		if err != nil || !ok {
+			t.Errorf("%s: a control without an accessible name or an image without alt text (%v)", page, err)
+		}
 	}
 	base := "http://" + d.addr
 
@@ -395,13 +406,21 @@ func TestWebUIBrowser(t *testing.T) {
 			t.Errorf("the index page lacks %q", want)
 		}
 	}
+	accessible("/")
 	save("webui-index.png")
+	// On a phone: one column, nothing wider than the screen.
+	do("phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Sleep(time.Second),
+		poll(`document.documentElement.scrollWidth <= window.innerWidth + 1 &&
+			document.querySelector('article[data-stream="cam"]').getBoundingClientRect().width > 300`, 10*time.Second))
+	save("webui-index-phone.png")
+	do("desktop", chromedp.EmulateViewport(1280, 1000))
 
 	// Stream page: the MJPEG live view shows, the chart has lines.
 	do("stream page", chromedp.Navigate(base+"/streams/cam"),
 		poll(`document.getElementById('live').naturalWidth > 0 &&
 			document.querySelectorAll('#chart path[data-stage="infer_ms"]').length > 0 &&
 			(document.querySelector('dd[data-key="serving"]')?.textContent || '').includes('int8')`, 60*time.Second))
+	accessible("/streams/cam")
 	save("webui-stream.png")
 
 	// Compare view: matched int8/FP32 boxes, counted in data attributes.
@@ -422,6 +441,7 @@ func TestWebUIBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	accessible("/streams/cam/compare")
 	save("webui-compare.png")
 	t.Logf("compare view: %v; disagreement strip %d frames", counts, strip)
 }

@@ -97,7 +97,8 @@ function indexPage() {
       }
       setBadge(t.badge, s.health);
       fact(t.dl, "fps", "fps").textContent = fmt(s.fps);
-      fact(t.dl, "latency", "latency").textContent = fmt(s.latency_ms) + " ms";
+      fact(t.dl, "latency", "latency").textContent = s.fps > 0 ? fmt(s.latency_ms) + " ms" : "–";
+      t.art.classList.toggle("noimage", !s.up);
       fact(t.dl, "model", "model").textContent = `${s.precision} · ${s.model} · ${s.provider}`;
       const ag = fact(t.dl, "agreement", "vs FP32");
       ag.textContent = s.agreement.frames > 0
@@ -128,7 +129,7 @@ const stages = [
 
 function drawChart(box, hist, seconds) {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 600, H = 220, L = 36, B = 18, T = 8, R = 8;
+  const W = 600, H = 220, L = 40, B = 18, T = 8, R = 8;
   const svg = document.createElementNS(NS, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("preserveAspectRatio", "none");
@@ -151,7 +152,7 @@ function drawChart(box, hist, seconds) {
     svg.append(t);
   };
   for (const f of [0, 0.5, 1]) { line(L, y(ymax * f), W - R, y(ymax * f)); label(L - 4, y(ymax * f) + 4, fmt(ymax * f, 0)); }
-  label(L, H - 4, `-${seconds / 60} min`, "start");
+  label(L + 4, H - 4, `-${seconds / 60} min`, "start");
   label(W - R, H - 4, "now");
   for (const [k, , cls] of stages) {
     let d = "", prev = -10;
@@ -242,7 +243,8 @@ function comparePage() {
     ids = key;
     $("worst").replaceChildren(...w.frames.map((f) => el("li", { "data-id": String(f.id) }, el("figure", {},
       el("img", { src: f.url, alt: `frame ${f.frame}: ${f.matched} matched, ${f.int8_only} int8 only, ${f.fp32_only} FP32 only`, loading: "lazy" }),
-      el("figcaption", { text: `1−F1 ${fmt(f.disagreement, 2)} · frame ${f.frame} · ${f.matched}/${f.int8_only}/${f.fp32_only} · ${new Date(f.at).toLocaleTimeString()}` })))));
+      el("figcaption", { text: `frame ${f.frame} · 1−F1 ${fmt(f.disagreement, 2)} · ${f.matched} matched, ` +
+        `${f.int8_only} int8 only, ${f.fp32_only} FP32 only · ${new Date(f.at).toLocaleTimeString()}` })))));
   });
 }
 
