@@ -133,13 +133,18 @@ func wuReadMJPEG(c *http.Client, url string, n int) ([][]byte, string, error) {
 // multipart/x-mixed-replace parts); viewers that disconnect leave no
 // goroutine behind; encoding stops after the linger; credentials never
 // show; http.ui: false (applied by a reload) answers 404 for the view
-// while /status and /metrics stay.
+// while /status and /metrics stay. Under make soak (-tags matprofile) no
+// gocv Mat is left once the daemon stopped.
 func TestWebUIEndpoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the daemon")
 	}
 	stderr := ftCaptureStderr(t) // what FFmpeg prints about the failing stream
 	cfg := wuConfig(t)
+	mats := 0
+	if soakMats != nil { // make soak: every Mat the view cloned is closed
+		mats = soakMats()
+	}
 	d := ftStart(t, cfg)
 	d.waitRising("frames on both healthy streams", 4, 90*time.Second, "cam", "imgs")
 	ftWait(t, "shadowed frames", 60*time.Second, func() bool { return d.metric("yedge_shadow_frames_total", "stream", "cam") >= 2 })
@@ -271,6 +276,7 @@ func TestWebUIEndpoints(t *testing.T) {
 		}
 	}
 	d.stop()
+	soakMatsLeft(t, mats)
 	if strings.Contains(stderr(), wuSecret) {
 		t.Errorf("stderr shows the stream's password")
 	}
