@@ -308,7 +308,8 @@ func (s *Server) handleWorstThumb(w http.ResponseWriter, r *http.Request, st *st
 // part per new frame at most ?fps= per second (default 5, at most 15).
 // The connection outlives http.write_timeout: the write deadline is moved
 // forward by write_timeout before each frame. It ends when the client
-// goes, the stream stops, or the server shuts down.
+// goes, the stream stops, a reload turns http.ui off, or the server shuts
+// down.
 func (s *Server) handleMJPEG(w http.ResponseWriter, r *http.Request, st *stream) {
 	fps := float64(mjpegDefaultFPS)
 	if q := r.URL.Query().Get("fps"); q != "" {
@@ -338,6 +339,9 @@ func (s *Server) handleMJPEG(w http.ResponseWriter, r *http.Request, st *stream)
 	for {
 		if !sleepUntil(ctx, s.viewCtx, st.done, next) {
 			return
+		}
+		if p, _ := s.current(); !p.HTTP.UI {
+			return // turned off by a reload
 		}
 		f, ch := st.view.latestLive()
 		if f.data == nil || f.seq == last {

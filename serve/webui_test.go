@@ -258,12 +258,41 @@ func TestWebUIEndpoints(t *testing.T) {
 		t.Errorf("the log shows the stream's password")
 	}
 
+	// An open MJPEG connection ends when the view is turned off, and
+	// another one when the daemon stops (without holding its shutdown).
+	mjpegEnds := func() <-chan error {
+		ended := make(chan error, 1)
+		resp, err := (&http.Client{}).Get("http://" + d.addr + "/api/streams/cam/mjpeg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer resp.Body.Close()
+			_, err := io.Copy(io.Discard, resp.Body)
+			ended <- err
+		}()
+		return ended
+	}
+	waitEnd := func(what string, ended <-chan error) {
+		t.Helper()
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("MJPEG after %s: %v, want a clean end", what, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("MJPEG still open 30s after %s", what)
+		}
+	}
+	open := mjpegEnds()
+
 	// http.ui: false, applied by a reload.
 	off := cfg
 	off.HTTP.UI = false
 	if ch, err := d.srv.Reload(context.Background(), off); err != nil || !ch.Settings {
 		t.Fatalf("reload with http.ui false: %+v %v", ch, err)
 	}
+	waitEnd("http.ui false", open)
 	for _, path := range []string{"/", "/streams/cam", "/streams/cam/compare", "/ui/app.js", "/api/streams", "/api/streams/cam",
 		"/api/streams/cam/snapshot.jpg", "/api/streams/cam/mjpeg", "/api/streams/cam/compare.jpg", "/api/streams/cam/worst"} {
 		if resp, _ := get(path); resp.StatusCode != http.StatusNotFound {
@@ -275,7 +304,15 @@ func TestWebUIEndpoints(t *testing.T) {
 			t.Errorf("GET %s with http.ui false: %d, want 200", path, resp.StatusCode)
 		}
 	}
+	if _, err := d.srv.Reload(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	open = mjpegEnds()
 	d.stop()
+	waitEnd("shutdown", open)
+	if strings.Contains(d.logs.String(), "http shutdown") {
+		t.Errorf("the HTTP shutdown waited for the MJPEG viewer: %s", ftTail(d.logs.String(), 1000))
+	}
 	soakMatsLeft(t, mats)
 	if strings.Contains(stderr(), wuSecret) {
 		t.Errorf("stderr shows the stream's password")
