@@ -128,6 +128,8 @@ cross-arm64: $(if $(filter $(ARM64_SYSROOT_DEFAULT),$(ARM64_SYSROOT)),$(ARM64_SY
 # frames, RSS growth from frame 500 to 2,000 under 64 MiB, and no gocv Mat,
 # goroutine or file descriptor left once Run has returned. The matprofile tag
 # turns on gocv's count of live Mats. Under 4 minutes on 2 busy cores.
+# TestWebUIEndpoints runs there too: the web view's drawing and encoding
+# (with viewers) leave no Mat either.
 .PHONY: soak
 soak:
-	$(GO) test -tags matprofile -run Soak -count=1 -timeout 15m -v ./serve
+	$(GO) test -tags matprofile -run 'Soak|TestWebUIEndpoints' -count=1 -timeout 15m -v ./serve

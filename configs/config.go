@@ -253,6 +253,9 @@ type HTTPConfig struct {
 	// TokenFile, when set, holds the token that POST requests must send as
 	// "Authorization: Bearer <token>"; the file must exist.
 	TokenFile string `yaml:"token_file" json:"token_file"`
+	// UI serves the web view (/, /streams/NAME, /api/streams...) on the
+	// listen address (default true).
+	UI *bool `yaml:"ui" json:"ui"`
 }
 
 // Duration is a time.Duration written in YAML as "500ms", "10s", "1m30s",

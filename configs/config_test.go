@@ -408,7 +408,7 @@ sinks: [{type: jsonl, path: d.jsonl}]
 	k := c.Sinks[0]
 	check("sink", sp(k.MaxSizeMB, k.MaxFiles, k.FlushInterval), "100 5 1s")
 	h := c.HTTP
-	check("http", sp(h.MaxBodyBytes, h.ReadTimeout, h.WriteTimeout, *h.EnablePost, h.TokenFile), "4096 5s 30s true ")
+	check("http", sp(h.MaxBodyBytes, h.ReadTimeout, h.WriteTimeout, *h.EnablePost, h.TokenFile, *h.UI), "4096 5s 30s true  true")
 
 	// Nine streams: the default batch is capped at 8; eval off without data.
 	var b strings.Builder

@@ -623,4 +623,5 @@ func (c *Config) applyDefaults() {
 	setD(&c.HTTP.ReadTimeout, "http.read_timeout", 5*time.Second)
 	setD(&c.HTTP.WriteTimeout, "http.write_timeout", 30*time.Second)
 	setB(&c.HTTP.EnablePost, true)
+	setB(&c.HTTP.UI, true)
 }

@@ -169,7 +169,8 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	hc := cfg.HTTP
 	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
 		// Headers get at most 5s, and never more than read_timeout.
-		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost}
+		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost,
+		UI: *hc.UI}
 	if hc.TokenFile != "" {
 		b, err := os.ReadFile(hc.TokenFile)
 		if err != nil {

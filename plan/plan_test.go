@@ -88,7 +88,7 @@ func TestBuildResolvesEverything(t *testing.T) {
 	if f := p.Streams[1].Source; f.Kind != source.Video || f.ReadTimeout != 0 {
 		t.Errorf("video stream → %+v", f)
 	}
-	if p.HTTP.Token != "s3cret" || p.HTTP.ReadHeaderTimeout != 2*time.Second || !p.HTTP.EnablePost {
+	if p.HTTP.Token != "s3cret" || p.HTTP.ReadHeaderTimeout != 2*time.Second || !p.HTTP.EnablePost || !p.HTTP.UI {
 		t.Errorf("http %+v", p.HTTP)
 	}
 	if !p.Shadow.Enabled || p.Shadow.EveryN != 10 || p.Shadow.IoU != 0.5 || p.Post.Conf != 0.25 {

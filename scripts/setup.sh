@@ -15,8 +15,9 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 
 # Debian packages: OpenCV 4.6 headers for gocv, pkg-config, and the tools
-# the test suite drives (Prometheus for the daemon integration test).
-pkgs=(libopencv-dev pkg-config gcc g++ make curl ca-certificates prometheus systemd)
+# the test suite drives (Prometheus for the daemon integration test,
+# headless Chromium for the web view's browser test, serve/webui_test.go).
+pkgs=(libopencv-dev pkg-config gcc g++ make curl ca-certificates prometheus systemd chromium)
 # npm fetches the onnxruntime tarball; use the machine's Node.js when present.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()

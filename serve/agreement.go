@@ -15,49 +15,71 @@ type FrameAgreement struct {
 	SumIoU, SumScoreDiff float64
 }
 
+// Pair is one matched int8/FP32 detection pair: indices into the int8
+// and FP32 slices given to [MatchPairs], and their IoU.
+type Pair struct {
+	Int8, FP32 int
+	IoU        float32
+}
+
 // Match compares int8 detections with FP32 detections of the same frame.
 func Match(int8, fp32 []postprocess.Detection, iou float32) FrameAgreement {
+	a, _ := MatchPairs(int8, fp32, iou)
+	return a
+}
+
+// MatchPairs is [Match] that also returns the matched pairs, highest IoU
+// first. An int8 detection in no pair is int8-only, an FP32 one FP32-only.
+func MatchPairs(int8, fp32 []postprocess.Detection, iou float32) (FrameAgreement, []Pair) {
 	a := FrameAgreement{Int8: len(int8), FP32: len(fp32)}
-	type pair struct {
-		i, j int
-		iou  float32
-	}
-	var pairs []pair
+	var cands []Pair
 	for i, x := range int8 {
 		for j, y := range fp32 {
 			if x.Class != y.Class {
 				continue
 			}
 			if v := postprocess.IoU(x.Box, y.Box); v >= iou {
-				pairs = append(pairs, pair{i, j, v})
+				cands = append(cands, Pair{i, j, v})
 			}
 		}
 	}
-	slices.SortStableFunc(pairs, func(p, q pair) int {
+	slices.SortStableFunc(cands, func(p, q Pair) int {
 		switch {
-		case p.iou > q.iou:
+		case p.IoU > q.IoU:
 			return -1
-		case p.iou < q.iou:
+		case p.IoU < q.IoU:
 			return 1
 		}
 		return 0
 	})
 	usedI := make([]bool, len(int8))
 	usedJ := make([]bool, len(fp32))
-	for _, p := range pairs {
-		if usedI[p.i] || usedJ[p.j] {
+	var pairs []Pair
+	for _, p := range cands {
+		if usedI[p.Int8] || usedJ[p.FP32] {
 			continue
 		}
-		usedI[p.i], usedJ[p.j] = true, true
+		usedI[p.Int8], usedJ[p.FP32] = true, true
+		pairs = append(pairs, p)
 		a.Matched++
-		a.SumIoU += float64(p.iou)
-		d := float64(int8[p.i].Score - fp32[p.j].Score)
+		a.SumIoU += float64(p.IoU)
+		d := float64(int8[p.Int8].Score - fp32[p.FP32].Score)
 		if d < 0 {
 			d = -d
 		}
 		a.SumScoreDiff += d
 	}
-	return a
+	return a, pairs
+}
+
+// Disagreement is 1 - F1 of the frame's matching: 0 when every detection
+// found its counterpart (or neither model detected anything), 1 when none
+// did.
+func (f FrameAgreement) Disagreement() float64 {
+	if f.Int8+f.FP32 == 0 {
+		return 0
+	}
+	return 1 - 2*float64(f.Matched)/float64(f.Int8+f.FP32)
 }
 
 // Agreement holds rolling int8-vs-FP32 figures over the last Window

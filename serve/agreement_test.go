@@ -52,3 +52,22 @@ func TestAgreementWindow(t *testing.T) {
 		t.Errorf("rolled figures %+v", f)
 	}
 }
+
+func TestMatchPairs(t *testing.T) {
+	i8 := []postprocess.Detection{det(0, .9, 0, 0, 10, 10), det(0, .7, 1, 0, 11, 10), det(2, .5, 50, 50, 60, 60)}
+	f32 := []postprocess.Detection{det(0, .8, 1, 0, 11, 10), det(1, .6, 80, 80, 90, 90)}
+	a, pairs := MatchPairs(i8, f32, 0.5)
+	if a.Matched != 1 || len(pairs) != 1 || pairs[0].Int8 != 1 || pairs[0].FP32 != 0 || pairs[0].IoU != 1 {
+		t.Fatalf("MatchPairs = %+v, %+v", a, pairs)
+	}
+	if a != Match(i8, f32, 0.5) {
+		t.Errorf("MatchPairs and Match disagree: %+v vs %+v", a, Match(i8, f32, 0.5))
+	}
+	// 1 matched of 3 + 2 detections: F1 = 2/5.
+	if d := a.Disagreement(); math.Abs(d-0.6) > 1e-9 {
+		t.Errorf("Disagreement = %v, want 0.6", d)
+	}
+	if d := (FrameAgreement{}).Disagreement(); d != 0 {
+		t.Errorf("Disagreement of nothing = %v, want 0", d)
+	}
+}

@@ -30,6 +30,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("GET /status", s.handleStatus)
 	mux.HandleFunc("POST /eval", s.handleEval)
+	s.uiRoutes(mux)
 	// Bodies are small everywhere: cap them before any handler reads.
 	return s.limitBodies(mux)
 }

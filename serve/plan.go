@@ -130,6 +130,8 @@ type HTTPPlan struct {
 	// Token, when not empty, must be sent by POST requests as
 	// "Authorization: Bearer <token>".
 	Token string
+	// UI serves the web view and its /api/streams endpoints.
+	UI bool
 }
 
 // Change is what differs between a running plan and the next one, as
@@ -146,8 +148,8 @@ type Change struct {
 	// HTTP: the listen address or the server's timeouts changed; the
 	// HTTP server is rebound.
 	HTTP bool
-	// Settings: shadow, eval, request limits, token or shutdown timeout
-	// changed; they apply to the next frame or request.
+	// Settings: shadow, eval, request limits, token, web view or shutdown
+	// timeout changed; they apply to the next frame or request.
 	Settings bool
 }
 
@@ -189,7 +191,7 @@ func (p Plan) Diff(next Plan) Change {
 	c.HTTP = p.Listen != next.Listen || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.ReadTimeout != nh.ReadTimeout ||
 		h.WriteTimeout != nh.WriteTimeout || h.IdleTimeout != nh.IdleTimeout
 	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
-		h.EnablePost != nh.EnablePost || h.Token != nh.Token || p.ShutdownTimeout != next.ShutdownTimeout ||
+		h.EnablePost != nh.EnablePost || h.Token != nh.Token || h.UI != nh.UI || p.ShutdownTimeout != next.ShutdownTimeout ||
 		!reflect.DeepEqual(p.Device, next.Device)
 	return c
 }

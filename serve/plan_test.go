@@ -52,6 +52,7 @@ func TestPlanDiff(t *testing.T) {
 		{"listen", func(p *Plan) { p.Listen = "127.0.0.1:9000" }, Change{HTTP: true}},
 		{"write timeout", func(p *Plan) { p.HTTP.WriteTimeout = time.Minute }, Change{HTTP: true}},
 		{"token", func(p *Plan) { p.HTTP.Token = "t" }, Change{Settings: true}},
+		{"web view", func(p *Plan) { p.HTTP.UI = !p.HTTP.UI }, Change{Settings: true}},
 		{"shadow", func(p *Plan) { p.Shadow.EveryN = 5 }, Change{Settings: true}},
 		{"eval", func(p *Plan) { p.Eval.Data = "ds" }, Change{Settings: true}},
 		{"device label", func(p *Plan) { p.Device.Labels = map[string]string{"site": "b"} }, Change{Settings: true}},

@@ -75,6 +75,7 @@ func (s *Server) loop(ctx context.Context) error {
 // frameFailed counts a frame lost in a stage.
 func (s *Server) frameFailed(st *stream, stage string, err error) {
 	st.count(st.failed, stage, 1)
+	st.view.addError(errEntry{At: time.Now(), Class: errFrame, Where: stage, Error: err.Error()})
 	s.errs.add(errFrame, st.plan.Name+" "+stage, err)
 	s.log.Warn("frame failed", "stream", st.plan.Name, "stage", stage, "err", err)
 }
@@ -111,6 +112,11 @@ func (s *Server) process(ctx context.Context, p Plan, mods *models, items []work
 		dets := d.Postprocess(i, transforms[i])
 		tm := pipeline.Timing{Preprocess: pre[i], Infer: infer, Postprocess: time.Since(p0)}
 		s.observe(it.st, metrics.PrecisionInt8, it.meta.read, tm)
+		now := time.Now()
+		it.st.view.record(now, it.meta.read, tm)
+		if it.st.view.wantLive(now) {
+			s.drawLive(it, dets, d.Names)
+		}
 		it.st.count(it.st.inferred, metrics.PrecisionInt8, 1)
 		for _, x := range dets {
 			it.st.count(it.st.detections, postprocess.Name(d.Names, x.Class), 1)
@@ -174,7 +180,13 @@ func (s *Server) maybeShadow(ctx context.Context, p Plan, mods *models, it work,
 	s.observe(it.st, metrics.PrecisionFP32, 0, tm)
 	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
 	it.st.shadowed.Add(1)
-	it.st.agree.Add(Match(int8Dets, fp32Dets, p.Shadow.IoU))
+	a, pairs := MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
+	it.st.agree.Add(a)
+	now := time.Now()
+	it.st.view.recordFP32(now, tm.Infer)
+	if it.st.view.watching(now) {
+		s.drawCompare(it, mods.fp32.det.Names, int8Dets, fp32Dets, a, pairs)
+	}
 	s.shadowTime.Add(int64(time.Since(t0)))
 	s.lat.add(int8Infer, tm.Infer)
 	if r, ok := s.lat.ratio(); ok {

@@ -4,7 +4,8 @@
 // FP32 shadow on a sample of frames with rolling int8-vs-FP32 agreement,
 // periodic and on-demand evaluation of both precisions, detection sinks,
 // Prometheus metrics read at scrape time, and the HTTP endpoints /healthz,
-// /readyz, /status, /metrics and POST /eval. [Server.Reload] applies a new
+// /readyz, /status, /metrics and POST /eval, and a web view of every
+// stream (webui.go, view.go). [Server.Reload] applies a new
 // plan as a diff, building everything new before it touches the running
 // pipeline. The command wires configuration, signals and systemd
 // notification to it; serve knows nothing of YAML or quantization.
@@ -72,6 +73,10 @@ type Server struct {
 	evals    evaluator
 	httpSrv  *http.Server
 	listener net.Listener
+	// viewCtx ends the web view's long-lived responses (MJPEG) when the
+	// HTTP server shuts down, which would otherwise wait for them.
+	viewCtx   context.Context
+	stopViews context.CancelFunc
 }
 
 // reloadStatus is the /status reload section.
@@ -94,27 +99,32 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	s := &Server{opts: o, log: log, m: m, errs: &errorLog{m: m}, plan: p, streams: map[string]*stream{},
 		wake: make(chan struct{}, 1), started: time.Now()}
 	s.evals.s = s
+	s.viewCtx, s.stopViews = context.WithCancel(context.Background())
 	m.Watch(s)
 	if err := m.SetDevice(p.Device.ID, p.Device.Labels); err != nil {
 		return nil, err
 	}
 	mods, err := loadModels(ctx, p, true, log)
 	if err != nil {
+		s.stopViews()
 		return nil, err
 	}
 	s.setModels(mods)
 	if s.sinks, err = openSinks(p.Sinks, s.errs, log); err != nil {
 		mods.close()
+		s.stopViews()
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", p.Listen)
 	if err != nil {
 		mods.close()
 		s.sinks.close(log)
+		s.stopViews()
 		return nil, fmt.Errorf("listen %s: %w", p.Listen, err)
 	}
 	s.listener = ln
 	s.httpSrv = s.newHTTPServer(p.HTTP)
+	s.httpSrv.RegisterOnShutdown(s.stopViews)
 	return s, nil
 }
 
@@ -354,6 +364,7 @@ func (c Change) describe() []string {
 func (s *Server) Run(ctx context.Context) error {
 	readerCtx, stopReaders := context.WithCancel(context.Background())
 	defer stopReaders()
+	defer s.stopViews()
 	s.reloadMu.Lock() // a reload waits until the configured streams run
 	s.mu.Lock()
 	s.runCtx = readerCtx

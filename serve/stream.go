@@ -40,6 +40,7 @@ type stream struct {
 	log   *slog.Logger
 	errs  *errorLog
 	agree *Agreement
+	view  *view // the web view: images while watched, latency history
 
 	mu      sync.Mutex
 	slot    gocv.Mat // latest frame, owned by the slot
@@ -66,7 +67,7 @@ type stream struct {
 }
 
 func newStream(p StreamPlan, window int, log *slog.Logger, errs *errorLog, notify chan<- struct{}) *stream {
-	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: NewAgreement(window), slot: gocv.NewMat(),
+	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: NewAgreement(window), view: newView(), slot: gocv.NewMat(),
 		inferred: map[string]int64{}, failed: map[string]int64{}, detections: map[string]int64{},
 		notify: notify, taken: make(chan struct{}, 1), done: make(chan struct{})}
 }
@@ -97,6 +98,7 @@ func (s *stream) fail(err error) {
 	s.mu.Lock()
 	s.lastErr = errEntry{At: time.Now(), Error: err.Error()}
 	s.mu.Unlock()
+	s.view.addError(errEntry{At: time.Now(), Class: errStream, Error: err.Error()})
 	s.errs.add("stream", s.plan.Name, err)
 }
 
