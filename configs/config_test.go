@@ -695,3 +695,20 @@ func setNumber(t *testing.T, cfg *Config, path string, x float64) bool {
 	}
 	return true
 }
+
+// TestSinkNeverOverwritesAnInput: a jsonl sink whose file is a model, the
+// token or a stream file (by any spelling or a hard link) is refused.
+func TestSinkNeverOverwritesAnInput(t *testing.T) {
+	dir := testDir(t)
+	link := filepath.Join(dir, "hard.onnx")
+	if err := os.Link(filepath.Join(dir, "fp32.onnx"), link); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"{{dir}}/fp32.onnx", "{{dir}}/out/../int8.onnx", link, "{{dir}}/video.avi"} {
+		text := strings.Replace(baseYAML, "path: {{dir}}/out/det.jsonl", "path: "+path, 1)
+		_, err := Load(writeConfig(t, dir, text))
+		if err == nil || !strings.Contains(err.Error(), "an input the sink would overwrite") {
+			t.Errorf("sink %s: %v", path, err)
+		}
+	}
+}

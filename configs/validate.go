@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/quant"
 	yrt "github.com/yedge/yedge/runtime"
@@ -402,6 +403,12 @@ func (v *validator) sinks() {
 			} else {
 				paths[filepath.Clean(s.Path)] = i
 			}
+			// A sink rotates and truncates its file: never one the daemon reads.
+			for _, in := range v.c.inputs() {
+				if fsx.SameFile(s.Path, in.path) {
+					v.add(p+".path", "%q is %s, an input the sink would overwrite", s.Path, in.key)
+				}
+			}
 		case "stdout":
 			if s.Path != "" {
 				v.add(p+".path", "only jsonl sinks take a path")
@@ -420,6 +427,19 @@ func (v *validator) sinks() {
 		v.num(p+".max_files", "sinks[].max_files", float64(s.MaxFiles))
 		v.dur(p+".flush_interval", "sinks[].flush_interval", s.FlushInterval)
 	}
+}
+
+// input is a file the daemon reads, by its key.
+type input struct{ key, path string }
+
+// inputs lists the files the configuration names as inputs.
+func (c *Config) inputs() []input {
+	list := []input{{"model.fp32", c.Model.FP32}, {"model.int8", c.Model.INT8}, {"model.names", c.Model.Names},
+		{"http.token_file", c.HTTP.TokenFile}, {"onnxruntime.library", c.ONNXRuntime.Library}}
+	for i, s := range c.Streams {
+		list = append(list, input{fmt.Sprintf("streams[%d].uri", i), s.URI})
+	}
+	return slices.DeleteFunc(list, func(in input) bool { return in.path == "" })
 }
 
 func (v *validator) http() {
