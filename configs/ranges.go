@@ -36,7 +36,7 @@ var ranges = []Range{
 	{Key: "provider.tensorrt.dla_core", Min: 0, Max: 7, Note: "leave it out for no DLA"},
 	{Key: "provider.tensorrt.workspace_mb", Min: 0, Max: 1 << 20, Note: "0: the TensorRT default"},
 	{Key: "thresholds.conf", Min: 0, Max: 1},
-	{Key: "thresholds.iou", Min: 0, Max: 1},
+	{Key: "thresholds.iou", Min: 0, MinOpen: true, Max: 1},
 	{Key: "thresholds.max_det", Min: 1, Max: 30000},
 	{Key: "streams[].fps", Min: 0, Max: 1000, Note: "0: no cap"},
 	{Key: "streams[].read_timeout", Min: 0, Max: hour, Duration: true, Note: "0: no bound"},
