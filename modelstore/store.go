@@ -51,9 +51,13 @@ type Index struct {
 type Store struct {
 	dir  string
 	keep int
-	mu   sync.Mutex
 	idx  Index
 }
+
+// mu serializes every store operation in the process; each one reads the
+// index again, so that two Store values on one folder (the command's and
+// the daemon's) stay consistent.
+var mu sync.Mutex
 
 // Open opens (creating) the store in dir, keeping keep models (>= 1).
 func Open(dir string, keep int) (*Store, error) {
@@ -61,17 +65,38 @@ func Open(dir string, keep int) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o755); err != nil {
 		return nil, fmt.Errorf("model store: %w", err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load reads the index (none yet: empty).
+func (s *Store) load() error {
+	s.idx = Index{}
 	b, err := os.ReadFile(s.indexPath())
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("model store: %w", err)
+		return fmt.Errorf("model store: %w", err)
 	default:
 		if err := json.Unmarshal(b, &s.idx); err != nil {
-			return nil, fmt.Errorf("model store %s: %w", s.indexPath(), err)
+			return fmt.Errorf("model store %s: %w", s.indexPath(), err)
 		}
 	}
-	return s, nil
+	return nil
+}
+
+// lock takes the store lock and reads the index again.
+func (s *Store) lock() error {
+	mu.Lock()
+	if err := s.load(); err != nil {
+		mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // Dir is the store's folder.
@@ -112,8 +137,10 @@ func (s *Store) Add(r io.Reader, source, madeFrom string) (sha, path string, err
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return "", "", fmt.Errorf("model store: %w", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err = s.lock(); err != nil {
+		return "", "", err
+	}
+	defer mu.Unlock()
 	if i := s.find(sha); i >= 0 {
 		if madeFrom != "" {
 			s.idx.Models[i].MadeFrom = madeFrom
@@ -140,8 +167,10 @@ func (s *Store) find(sha string) int {
 
 // Promote records that sha passed its canary and serves, then prunes.
 func (s *Store) Promote(sha string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
 	i := s.find(sha)
 	if i < 0 {
 		return fmt.Errorf("model store: no model %s", sha)
@@ -158,8 +187,10 @@ func (s *Store) Promote(sha string) error {
 // Reject records why sha failed its canary; the model stays on disk with
 // <sha>.rejected.json beside it.
 func (s *Store) Reject(sha, reason string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
 	i := s.find(sha)
 	if i < 0 {
 		return fmt.Errorf("model store: no model %s", sha)
@@ -178,16 +209,20 @@ func (s *Store) Reject(sha, reason string) error {
 
 // Promoted returns the promoted model (the last of the history).
 func (s *Store) Promoted() (Entry, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if s.lock() != nil {
+		return Entry{}, false
+	}
+	defer mu.Unlock()
 	return s.promoted(0)
 }
 
 // Previous returns the model promoted before the current one (a
 // different model), for a rollback.
 func (s *Store) Previous() (Entry, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if s.lock() != nil {
+		return Entry{}, false
+	}
+	defer mu.Unlock()
 	cur, ok := s.promoted(0)
 	if !ok {
 		return Entry{}, false
@@ -220,8 +255,10 @@ func (s *Store) promoted(k int) (Entry, bool) {
 
 // Snapshot returns a copy of the index.
 func (s *Store) Snapshot() Index {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if s.lock() != nil {
+		return Index{}
+	}
+	defer mu.Unlock()
 	return Index{Models: slices.Clone(s.idx.Models), History: slices.Clone(s.idx.History)}
 }
 
@@ -248,8 +285,10 @@ func (s *Store) prune(protect string) {
 
 // Prune applies the keep limit now, never deleting protect.
 func (s *Store) Prune(protect string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
 	s.prune(protect)
 	return s.save()
 }

@@ -40,6 +40,7 @@ type stream struct {
 	log   *slog.Logger
 	errs  *errorLog
 	agree *Agreement
+	guard guardState // see lifecycle.go
 
 	mu      sync.Mutex
 	slot    gocv.Mat // latest frame, owned by the slot
