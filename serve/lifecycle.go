@@ -207,6 +207,7 @@ func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
 	m, err := s.build(ctx, f)
 	if err != nil {
 		if ctx.Err() == nil {
+			s.storeReject(f.SHA256, "not loaded: "+err.Error())
 			s.failCandidate(f.SHA256, source, err)
 		}
 		s.life.busy.Store(false)
@@ -265,6 +266,15 @@ func (s *Server) installCanary(m *model, source string, restored bool) {
 	s.m.CanaryFrames.Set(0)
 	s.setPhase(metrics.PhaseCanary)
 	s.log.Info("canary started", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "frames", c.want)
+}
+
+// storeReject records a rejection in the store (if the model is there).
+func (s *Server) storeReject(sha, reason string) {
+	if st := s.life.store; st != nil {
+		if err := st.Reject(sha, reason); err != nil {
+			s.log.Debug("model store: rejection not recorded", "err", err)
+		}
+	}
 }
 
 // failCandidate records a model that could not be prepared or loaded.
@@ -346,11 +356,7 @@ func (s *Server) decideCanary(p Plan) {
 	d.Result, d.Reason = "rejected", strings.Join(why, "; ")
 	s.m.Canaries.WithLabelValues("rejected").Inc()
 	c.m.det.Close()
-	if st := s.life.store; st != nil {
-		if err := st.Reject(c.m.file.SHA256, d.Reason); err != nil {
-			s.log.Warn("model store: rejection not recorded", "err", err)
-		}
-	}
+	s.storeReject(c.m.file.SHA256, d.Reason)
 	s.log.Warn("canary rejected; the serving model stays", "model", c.m.file.Path, "sha256", d.Model, "reason", d.Reason,
 		"recall", r, "precision", pr, "frames", d.Frames)
 	s.life.mu.Lock()

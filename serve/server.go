@@ -306,6 +306,7 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 			}
 		}
 		if canary, err = s.build(ctx, next.Models.Int8); err != nil {
+			s.storeReject(next.Models.Int8.SHA256, "not loaded: "+err.Error())
 			s.life.busy.Store(false)
 			s.setPhase(metrics.PhaseServing)
 			s.recordReload("rejected", err, nil)
