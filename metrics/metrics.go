@@ -192,8 +192,8 @@ type Metrics struct {
 	// done and total of the quantization in progress (or the last one).
 	CalibImages *prometheus.GaugeVec
 	// ModelBuildSeconds is yedge_model_build_seconds: time spent loading
-	// and warming up the new int8 model (session, engine build), growing
-	// while it runs.
+	// and warming up the new int8 model (session, engine build), updated
+	// every second while it runs, final once it is done.
 	ModelBuildSeconds prometheus.Gauge
 	// Canaries is yedge_canary_total{result}: canary decisions (promoted,
 	// rejected, failed: the model could not be loaded).

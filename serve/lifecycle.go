@@ -235,7 +235,23 @@ func (s *Server) build(ctx context.Context, f ModelFile) (*model, error) {
 	s.life.buildStart, s.life.candidate = t0, short(f.SHA256)
 	s.life.mu.Unlock()
 	p, _ := s.current()
+	// yedge_model_build_seconds grows while the session (a TensorRT engine:
+	// minutes) is built.
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				s.m.ModelBuildSeconds.Set(time.Since(t0).Seconds())
+			}
+		}
+	}()
 	m, err := loadModel(ctx, p, metrics.PrecisionInt8, f, p.Models.Batch, true, s.log)
+	close(stop)
 	el := time.Since(t0).Seconds()
 	s.life.mu.Lock()
 	s.life.buildSeconds, s.life.buildStart = el, time.Time{}
