@@ -414,3 +414,68 @@ sinks:
 		t.Errorf("precisions in frame order %v, want [fp32 int8]", runs)
 	}
 }
+
+// TestPushModelGuarded: POST /models and /models/rollback take the token
+// as POST /eval does, the model's own size limit applies, and a refused
+// push leaves nothing in the store.
+func TestPushModelGuarded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads two models")
+	}
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
+model:
+  fp32: %s
+  int8: %s
+provider:
+  name: cpu
+  threads: 2
+streams:
+  - name: cam
+    uri: %s
+state_dir: %s
+http:
+  token_file: %s
+  max_model_bytes: 1000
+`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "datasets", "coco-val128", "images"),
+		filepath.Join(dir, "state"), token)
+	d := lcStart(t, lcPlan(t, yaml).Serve, nil)
+	post := func(path, tok string, body []byte) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+d.addr+path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name, path, token string
+		body              []byte
+		want              int
+	}{
+		{"no token", "/models", "", []byte("x"), http.StatusUnauthorized},
+		{"wrong token", "/models", "nope", []byte("x"), http.StatusUnauthorized},
+		{"too large", "/models", "s3cret", make([]byte, 2000), http.StatusRequestEntityTooLarge},
+		{"rollback without token", "/models/rollback", "", nil, http.StatusUnauthorized},
+		{"rollback with no history", "/models/rollback", "s3cret", nil, http.StatusConflict},
+	} {
+		if got := post(tc.path, tc.token, tc.body); got != tc.want {
+			t.Errorf("%s: POST %s = %d, want %d", tc.name, tc.path, got, tc.want)
+		}
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "state", "models"))
+	if err != nil || len(entries) != 0 {
+		t.Errorf("store after refused pushes: %v %v, want empty", entries, err)
+	}
+}
