@@ -56,6 +56,17 @@ type Config struct {
 	Sinks []SinkConfig `yaml:"sinks" json:"sinks"`
 	// HTTP configures the HTTP server.
 	HTTP HTTPConfig `yaml:"http" json:"http"`
+	// Canary configures the canary every new int8 model runs against FP32
+	// before it serves.
+	Canary CanaryConfig `yaml:"canary" json:"canary"`
+	// Guard configures the fallback of a stream to FP32 when the serving
+	// int8 model disagrees with FP32.
+	Guard GuardConfig `yaml:"guard" json:"guard"`
+	// Store configures the model store in StateDir.
+	Store StoreConfig `yaml:"store" json:"store"`
+	// StateDir holds the model store (default: $STATE_DIRECTORY under
+	// systemd, else the user's state folder, ~/.local/state/yedge).
+	StateDir string `yaml:"state_dir" json:"state_dir"`
 	// ShutdownTimeout bounds a graceful stop (default 10s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
 	// Path is the file the configuration was loaded from ("" when parsed
@@ -250,12 +261,53 @@ type HTTPConfig struct {
 	WriteTimeout Duration `yaml:"write_timeout" json:"write_timeout"`
 	// EnablePost enables the POST control endpoints (default true).
 	EnablePost *bool `yaml:"enable_post" json:"enable_post"`
+	// MaxModelBytes caps the body of POST /models, an ONNX model
+	// (default 256 MiB).
+	MaxModelBytes int64 `yaml:"max_model_bytes" json:"max_model_bytes"`
 	// TokenFile, when set, holds the token that POST requests must send as
 	// "Authorization: Bearer <token>"; the file must exist.
 	TokenFile string `yaml:"token_file" json:"token_file"`
 	// UI serves the web view (/, /streams/NAME, /api/streams...) on the
 	// listen address (default true).
 	UI *bool `yaml:"ui" json:"ui"`
+}
+
+// CanaryConfig configures the canary: a new int8 model runs beside the
+// serving one on the shadowed frames, and is promoted only when its
+// agreement with FP32 is good enough.
+type CanaryConfig struct {
+	// Frames is the number of shadowed frames the canary runs on
+	// (default 30).
+	Frames int `yaml:"frames" json:"frames"`
+	// MinRecall is the least canary-vs-FP32 recall promoted (default 0.8).
+	MinRecall float64 `yaml:"min_recall" json:"min_recall"`
+	// MinPrecision is the least canary-vs-FP32 precision promoted
+	// (default 0.8).
+	MinPrecision float64 `yaml:"min_precision" json:"min_precision"`
+	// Tolerance is how much worse than the serving int8 model (on the same
+	// frames) the canary may be (default 0.05).
+	Tolerance float64 `yaml:"tolerance" json:"tolerance"`
+}
+
+// GuardConfig configures the guard: a stream whose rolling int8-vs-FP32
+// agreement stays low falls back to FP32.
+type GuardConfig struct {
+	// MinRecall is the rolling recall below which the guard counts
+	// (default 0.5).
+	MinRecall float64 `yaml:"min_recall" json:"min_recall"`
+	// MinPrecision is the rolling precision below which the guard counts
+	// (default 0.5).
+	MinPrecision float64 `yaml:"min_precision" json:"min_precision"`
+	// For is how long the agreement must stay low before the stream falls
+	// back (default 30s).
+	For Duration `yaml:"for" json:"for"`
+}
+
+// StoreConfig configures the model store.
+type StoreConfig struct {
+	// Keep is the number of models kept (default 5); the serving and the
+	// promoted ones are never deleted.
+	Keep int `yaml:"keep" json:"keep"`
 }
 
 // Duration is a time.Duration written in YAML as "500ms", "10s", "1m30s",

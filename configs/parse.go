@@ -518,6 +518,7 @@ func (c *Config) resolvePaths(base string) {
 	r(&c.Provider.TensorRT.CacheDir)
 	r(&c.Eval.Data)
 	r(&c.HTTP.TokenFile)
+	r(&c.StateDir)
 	for i := range c.Sinks {
 		r(&c.Sinks[i].Path)
 	}
@@ -624,4 +625,16 @@ func (c *Config) applyDefaults() {
 	setD(&c.HTTP.WriteTimeout, "http.write_timeout", 30*time.Second)
 	setB(&c.HTTP.EnablePost, true)
 	setB(&c.HTTP.UI, true)
+	if !c.has("http.max_model_bytes") {
+		c.HTTP.MaxModelBytes = 256 << 20
+	}
+
+	setI(&c.Canary.Frames, "canary.frames", 30)
+	setF(&c.Canary.MinRecall, "canary.min_recall", 0.8)
+	setF(&c.Canary.MinPrecision, "canary.min_precision", 0.8)
+	setF(&c.Canary.Tolerance, "canary.tolerance", 0.05)
+	setF(&c.Guard.MinRecall, "guard.min_recall", 0.5)
+	setF(&c.Guard.MinPrecision, "guard.min_precision", 0.5)
+	setD(&c.Guard.For, "guard.for", 30*time.Second)
+	setI(&c.Store.Keep, "store.keep", 5)
 }

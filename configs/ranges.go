@@ -52,8 +52,17 @@ var ranges = []Range{
 	{Key: "sinks[].max_files", Min: 1, Max: 1000},
 	{Key: "sinks[].flush_interval", Min: 0, MinOpen: true, Max: hour, Duration: true},
 	{Key: "http.max_body_bytes", Min: 1, Max: 1 << 30},
+	{Key: "http.max_model_bytes", Min: 1, Max: 4 << 30},
 	{Key: "http.read_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
 	{Key: "http.write_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "canary.frames", Min: 1, Max: 1000000},
+	{Key: "canary.min_recall", Min: 0, Max: 1},
+	{Key: "canary.min_precision", Min: 0, Max: 1},
+	{Key: "canary.tolerance", Min: 0, Max: 1},
+	{Key: "guard.min_recall", Min: 0, Max: 1, Note: "0: the guard never falls back on recall"},
+	{Key: "guard.min_precision", Min: 0, Max: 1, Note: "0: the guard never falls back on precision"},
+	{Key: "guard.for", Min: 0, MinOpen: true, Max: day, Duration: true},
+	{Key: "store.keep", Min: 1, Max: 1000, Note: "the serving, promoted and rollback models are kept beyond it"},
 }
 
 // Ranges returns the documented range of every numeric key, in schema

@@ -162,6 +162,7 @@ func (c *Config) Validate() error {
 	v.eval()
 	v.sinks()
 	v.http()
+	v.lifecycle()
 	return joinProblems(v.ps)
 }
 
@@ -367,6 +368,18 @@ func (v *validator) shadow() {
 	v.num("shadow.window", "shadow.window", float64(s.Window))
 }
 
+func (v *validator) lifecycle() {
+	c, g := &v.c.Canary, &v.c.Guard
+	v.num("canary.frames", "canary.frames", float64(c.Frames))
+	v.num("canary.min_recall", "canary.min_recall", c.MinRecall)
+	v.num("canary.min_precision", "canary.min_precision", c.MinPrecision)
+	v.num("canary.tolerance", "canary.tolerance", c.Tolerance)
+	v.num("guard.min_recall", "guard.min_recall", g.MinRecall)
+	v.num("guard.min_precision", "guard.min_precision", g.MinPrecision)
+	v.dur("guard.for", "guard.for", g.For)
+	v.num("store.keep", "store.keep", float64(v.c.Store.Keep))
+}
+
 func (v *validator) eval() {
 	e := &v.c.Eval
 	if e.Data != "" {
@@ -445,6 +458,7 @@ func (c *Config) inputs() []input {
 func (v *validator) http() {
 	h := &v.c.HTTP
 	v.num("http.max_body_bytes", "http.max_body_bytes", float64(h.MaxBodyBytes))
+	v.num("http.max_model_bytes", "http.max_model_bytes", float64(h.MaxModelBytes))
 	v.dur("http.read_timeout", "http.read_timeout", h.ReadTimeout)
 	v.dur("http.write_timeout", "http.write_timeout", h.WriteTimeout)
 	if h.TokenFile != "" && v.file("http.token_file", h.TokenFile) {

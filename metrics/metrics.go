@@ -74,7 +74,29 @@ const (
 	NameReloads            = "yedge_reload_total"
 	NameErrors             = "yedge_errors_total"
 	NameReady              = "yedge_ready"
+	NameModelPhase         = "yedge_model_phase"
+	NameCalibImages        = "yedge_calibration_images"
+	NameModelBuildSeconds  = "yedge_model_build_seconds"
+	NameCanaries           = "yedge_canary_total"
+	NameCanaryFrames       = "yedge_canary_frames"
+	NameCanaryRecall       = "yedge_canary_recall"
+	NameCanaryPrecision    = "yedge_canary_precision"
+	NameServingInfo        = "yedge_serving_info"
+	NameGuardFallback      = "yedge_guard_fallback"
+	NameGuardTransitions   = "yedge_guard_transitions_total"
 )
+
+// Model lifecycle phases, the values of the "phase" label of
+// yedge_model_phase.
+const (
+	PhaseServing     = "serving"     // nothing in preparation
+	PhaseCalibrating = "calibrating" // quantizing the FP32 model
+	PhaseBuilding    = "building"    // loading a new int8 model: session, engine, warm-up
+	PhaseCanary      = "canary"      // the new model runs beside the serving one
+)
+
+// Phases returns the lifecycle phases (a fresh copy).
+func Phases() []string { return []string{PhaseServing, PhaseCalibrating, PhaseBuilding, PhaseCanary} }
 
 // Names returns the family name of every yedge_ metric New registers, in
 // declaration order. Histogram families are listed once under their base
@@ -89,6 +111,8 @@ func Names() []string {
 		NameAgreementScoreDiff, NameAgreementCountDiff, NameLatencyRatio,
 		NameEvalMAP50, NameEvalMAP5095, NameEvalTimestamp,
 		NameSinkWritten, NameSinkErrors, NameReloads, NameErrors, NameReady,
+		NameModelPhase, NameCalibImages, NameModelBuildSeconds, NameCanaries, NameCanaryFrames,
+		NameCanaryRecall, NameCanaryPrecision, NameServingInfo, NameGuardFallback, NameGuardTransitions,
 	}
 }
 
@@ -160,6 +184,27 @@ type Metrics struct {
 	// Ready is yedge_ready: 1 once models and engines are loaded and the
 	// daemon has told systemd READY=1, 0 before and while shutting down.
 	Ready prometheus.Gauge
+
+	// ModelPhase is yedge_model_phase{phase}: 1 for the current model
+	// lifecycle phase (Phases), 0 for the others.
+	ModelPhase *prometheus.GaugeVec
+	// CalibImages is yedge_calibration_images{state}: calibration images
+	// done and total of the quantization in progress (or the last one).
+	CalibImages *prometheus.GaugeVec
+	// ModelBuildSeconds is yedge_model_build_seconds: time spent loading
+	// and warming up the new int8 model (session, engine build), updated
+	// every second while it runs, final once it is done.
+	ModelBuildSeconds prometheus.Gauge
+	// Canaries is yedge_canary_total{result}: canary decisions (promoted,
+	// rejected, failed: the model could not be loaded).
+	Canaries *prometheus.CounterVec
+	// CanaryFrames, CanaryRecall and CanaryPrecision are the running (or
+	// last) canary's shadowed frames and its agreement with FP32.
+	CanaryFrames, CanaryRecall, CanaryPrecision prometheus.Gauge
+
+	// yedge_serving_info{stream,precision,model}, yedge_guard_fallback{stream}
+	// and yedge_guard_transitions_total{stream,to} are read from the
+	// streams at scrape time (see Watch).
 }
 
 // New creates a registry with the Go and process collectors and every yedge
@@ -217,6 +262,21 @@ func New(version, revision string) *Metrics {
 			Name: NameReady,
 			Help: "1 once models and engines are loaded and frames are served, else 0.",
 		}),
+
+		ModelPhase: gauge(NameModelPhase,
+			"1 for the current model lifecycle phase (serving, calibrating, building, canary), 0 for the others.", "phase"),
+		CalibImages: gauge(NameCalibImages,
+			"Calibration images of the quantization in progress or the last one, by state (done, total).", "state"),
+		ModelBuildSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameModelBuildSeconds,
+			Help: "Time spent loading and warming up the new int8 model (session and engine build)."}),
+		Canaries: counter(NameCanaries,
+			"Canary decisions on new int8 models by result (promoted, rejected, failed).", "result"),
+		CanaryFrames: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameCanaryFrames,
+			Help: "Shadowed frames the running or last canary ran on."}),
+		CanaryRecall: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameCanaryRecall,
+			Help: "Share of FP32 detections matched by the running or last canary model."}),
+		CanaryPrecision: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameCanaryPrecision,
+			Help: "Share of the running or last canary model's detections matched by FP32."}),
 	}
 
 	m.Registry.MustRegister(
@@ -227,7 +287,9 @@ func New(version, revision string) *Metrics {
 		m.EvalMAP50, m.EvalMAP5095, m.EvalTimestamp,
 		m.Reloads, m.Errors,
 		m.Ready,
+		m.ModelPhase, m.CalibImages, m.ModelBuildSeconds, m.Canaries, m.CanaryFrames, m.CanaryRecall, m.CanaryPrecision,
 	)
+	m.SetPhase(PhaseServing)
 	m.BuildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	return m
 }
@@ -238,6 +300,17 @@ func New(version, revision string) *Metrics {
 func (m *Metrics) SetModelInfo(precision, model, sha256, provider string) {
 	m.ModelInfo.DeletePartialMatch(prometheus.Labels{"precision": precision})
 	m.ModelInfo.WithLabelValues(precision, model, sha256, provider).Set(1)
+}
+
+// SetPhase sets yedge_model_phase to 1 for phase and 0 for the others.
+func (m *Metrics) SetPhase(phase string) {
+	for _, p := range Phases() {
+		v := 0.0
+		if p == phase {
+			v = 1
+		}
+		m.ModelPhase.WithLabelValues(p).Set(v)
+	}
 }
 
 // ObserveStage records d in yedge_stage_duration_seconds for one stream,

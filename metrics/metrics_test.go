@@ -55,7 +55,8 @@ func touchAll(m *Metrics) *fakeStats {
 		}
 		fs.streams = append(fs.streams, StreamStats{Name: s, Up: true, FramesRead: 1, FramesSkipped: 1, Reconnects: 1, ShadowFrames: 1,
 			Inferred: map[string]int64{PrecisionInt8: 1}, Failed: map[string]int64{StageRead: 1}, Detections: map[string]int64{"person": 3},
-			Agreement: &Agreement{Precision: 0.9, Recall: 0.95, MeanIoU: 0.8, ScoreDiff: 0.02, CountDiff: -0.1}})
+			Agreement: &Agreement{Precision: 0.9, Recall: 0.95, MeanIoU: 0.8, ScoreDiff: 0.02, CountDiff: -0.1},
+			Precision: PrecisionInt8, Model: "0123456789ab", Transitions: map[string]int64{PrecisionFP32: 1}})
 	}
 	m.Watch(fs)
 	m.LatencyRatio.Set(0.5)
@@ -65,6 +66,8 @@ func touchAll(m *Metrics) *fakeStats {
 	m.Reloads.WithLabelValues("applied").Inc()
 	m.Errors.WithLabelValues("stream").Inc()
 	m.Ready.Set(1)
+	m.CalibImages.WithLabelValues("done").Set(8)
+	m.Canaries.WithLabelValues("promoted").Inc()
 	return fs
 }
 
@@ -199,16 +202,17 @@ func TestForgetStream(t *testing.T) {
 	m := New("v", "r")
 	fs := touchAll(m)
 	before := testutil.CollectAndCount(m.Registry, Names()...)
-	// The 4 stage histograms are deleted; the 13 series read from the
-	// stream's stats vanish with the stream.
+	// The 4 stage histograms are deleted; the 16 series read from the
+	// stream's stats (13, plus serving info, guard fallback and one guard
+	// transition) vanish with the stream.
 	n := m.ForgetStream("cam1")
 	if n != 4 {
 		t.Errorf("ForgetStream deleted %d series, want 4", n)
 	}
 	fs.remove("cam1")
 	after := testutil.CollectAndCount(m.Registry, Names()...)
-	if before-after != 17 {
-		t.Errorf("series before %d, after %d, want 17 fewer", before, after)
+	if before-after != 20 {
+		t.Errorf("series before %d, after %d, want 20 fewer", before, after)
 	}
 	mfs, err := m.Registry.Gather()
 	if err != nil {
@@ -230,8 +234,8 @@ func TestForgetStream(t *testing.T) {
 			}
 		}
 	}
-	if cam2 != 17 {
-		t.Errorf("cam2 has %d series left, want 17", cam2)
+	if cam2 != 20 {
+		t.Errorf("cam2 has %d series left, want 20", cam2)
 	}
 	// Series without a stream label survive.
 	for _, name := range []string{NameBuildInfo, NameModelInfo, NameLatencyRatio, NameEvalMAP50, NameSinkWritten, NameReady} {

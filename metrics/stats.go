@@ -23,6 +23,14 @@ type StreamStats struct {
 	// Agreement holds the rolling int8-vs-FP32 figures; nil before the
 	// first shadowed frame.
 	Agreement *Agreement
+	// Precision and Model are what serves the stream: "int8" or "fp32",
+	// and the short content hash (12 hex) of the model
+	// (yedge_serving_info); "" before the first model.
+	Precision, Model string
+	// Fallback is whether the guard moved the stream to FP32.
+	Fallback bool
+	// Transitions counts guard transitions by the precision moved to.
+	Transitions map[string]int64
 }
 
 // Agreement are the rolling int8-vs-FP32 figures of a stream.
@@ -57,6 +65,7 @@ type statsDescs struct {
 	read, inferred, skipped, failed, up, reconnects, detections, shadow *prometheus.Desc
 	agreePrecision, agreeRecall, agreeIoU, agreeScore, agreeCount       *prometheus.Desc
 	sinkWritten, sinkErrors                                             *prometheus.Desc
+	serving, fallback, transitions                                      *prometheus.Desc
 }
 
 func newStatsDescs() statsDescs {
@@ -79,6 +88,9 @@ func newStatsDescs() statsDescs {
 		agreeCount:     d(NameAgreementCountDiff, "Mean int8 minus FP32 detection count per shadowed frame over the rolling window.", "stream"),
 		sinkWritten:    d(NameSinkWritten, "Detection records written by a sink.", "sink"),
 		sinkErrors:     d(NameSinkErrors, "Failed writes of a sink.", "sink"),
+		serving:        d(NameServingInfo, "The precision and model (short content hash) serving the stream; always 1.", "stream", "precision", "model"),
+		fallback:       d(NameGuardFallback, "1 while the guard has moved the stream to FP32 because the int8 model disagreed with FP32.", "stream"),
+		transitions:    d(NameGuardTransitions, "Guard transitions of the stream by the precision moved to (fp32: fallback, int8: back after a canary).", "stream", "to"),
 	}
 }
 
@@ -90,7 +102,8 @@ type statsCollector struct {
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.descs
 	for _, x := range []*prometheus.Desc{d.read, d.inferred, d.skipped, d.failed, d.up, d.reconnects, d.detections, d.shadow,
-		d.agreePrecision, d.agreeRecall, d.agreeIoU, d.agreeScore, d.agreeCount, d.sinkWritten, d.sinkErrors} {
+		d.agreePrecision, d.agreeRecall, d.agreeIoU, d.agreeScore, d.agreeCount, d.sinkWritten, d.sinkErrors,
+		d.serving, d.fallback, d.transitions} {
 		ch <- x
 	}
 }
@@ -126,6 +139,15 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		byKey(d.inferred, s.Name, s.Inferred)
 		byKey(d.failed, s.Name, s.Failed)
 		byKey(d.detections, s.Name, s.Detections)
+		byKey(d.transitions, s.Name, s.Transitions)
+		if s.Precision != "" {
+			gauge(d.serving, 1, s.Name, s.Precision, s.Model)
+		}
+		fb := 0.0
+		if s.Fallback {
+			fb = 1
+		}
+		gauge(d.fallback, fb, s.Name)
 		if a := s.Agreement; a != nil {
 			gauge(d.agreePrecision, a.Precision, s.Name)
 			gauge(d.agreeRecall, a.Recall, s.Name)

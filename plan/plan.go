@@ -15,11 +15,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
@@ -166,8 +168,13 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 		p.Sinks = append(p.Sinks, serve.SinkPlan{Type: s.Type, Path: s.Path, MaxBytes: int64(s.MaxSizeMB) << 20,
 			MaxFiles: s.MaxFiles, FlushInterval: s.FlushInterval.Std()})
 	}
+	p.Lifecycle = serve.LifecyclePlan{
+		Canary: serve.CanaryPlan{Frames: cfg.Canary.Frames, MinRecall: cfg.Canary.MinRecall, MinPrecision: cfg.Canary.MinPrecision,
+			Tolerance: cfg.Canary.Tolerance},
+		Guard:    serve.GuardPlan{MinRecall: cfg.Guard.MinRecall, MinPrecision: cfg.Guard.MinPrecision, For: cfg.Guard.For.Std()},
+		StateDir: StateDir(cfg.StateDir), Keep: cfg.Store.Keep}
 	hc := cfg.HTTP
-	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
+	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, MaxModelBytes: hc.MaxModelBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
 		// Headers get at most 5s, and never more than read_timeout.
 		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost,
 		UI: *hc.UI}
@@ -214,6 +221,76 @@ func (d *Daemon) Prepare(ctx context.Context, log *slog.Logger) error {
 	}
 	d.Serve.Models.Int8, _, err = modelFile(path)
 	return err
+}
+
+// StateDir is the daemon's state folder (the model store): the
+// configured state_dir, else $STATE_DIRECTORY (systemd's StateDirectory=,
+// its first entry), else $XDG_STATE_HOME/yedge, else
+// ~/.local/state/yedge; "" when none can be found (no home).
+func StateDir(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "yedge")
+	}
+	if h, err := os.UserHomeDir(); err == nil && h != "" {
+		return filepath.Join(h, ".local", "state", "yedge")
+	}
+	return ""
+}
+
+// Background returns the preparation of the int8 model for the daemon to
+// run in the background while FP32 serves (serve.Options.Prepare), or nil
+// when the plan quantizes nothing. It serves the model store's promoted
+// model when that was made from the same FP32 model and options (no
+// calibration again); else it quantizes (see EnsureInt8) at a lower
+// priority than serving (see lowPriority) and adds the result to the
+// store. The onnxruntime library must be loaded.
+func (d *Daemon) Background(log *slog.Logger) func(ctx context.Context, progress func(done, total int)) (serve.ModelFile, error) {
+	if d.Quantize == nil {
+		return nil
+	}
+	q, fp32, rt, lc := *d.Quantize, d.Serve.Models.FP32, d.Serve.Runtime, d.Serve.Lifecycle
+	return func(ctx context.Context, progress func(done, total int)) (serve.ModelFile, error) {
+		key := quantizeKey(fp32.SHA256, q)
+		var st *modelstore.Store
+		if lc.StateDir != "" {
+			var err error
+			if st, err = modelstore.Open(lc.StateDir, lc.Keep); err != nil {
+				log.Warn("no model store", "err", err)
+			}
+		}
+		if st != nil {
+			if e, ok := st.Promoted(); ok && e.MadeFrom == key {
+				if f, _, err := modelFile(st.Path(e.SHA256)); err == nil && f.SHA256 == e.SHA256 {
+					log.Info("serving the model store's promoted int8 model: same FP32 model and options, no calibration", "model", f.Path)
+					return f, nil
+				}
+			}
+		}
+		// Calibration takes one intra-op thread at a lower priority: the
+		// streams keep the other cores.
+		rt.Threads = 1
+		var path string
+		var err error
+		lowPriority(log, func() { path, err = ensureInt8(ctx, fp32.Path, q, rt, log, progress) })
+		if err != nil {
+			return serve.ModelFile{}, fmt.Errorf("quantizing at start-up: %w", err)
+		}
+		if st != nil {
+			if _, p, err := st.AddFile(path, "quantize", key); err == nil {
+				path = p
+			} else {
+				log.Warn("model store: quantized model not recorded", "err", err)
+			}
+		}
+		f, _, err := modelFile(path)
+		return f, err
+	}
 }
 
 // Summary describes the plan in one line for `yedge config check`.

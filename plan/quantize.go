@@ -21,6 +21,24 @@ import (
 // unchanged (the file name is a hash of both), and the calibration cache
 // there when only the options changed. Calibration runs on the CPU.
 func EnsureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, log *slog.Logger) (string, error) {
+	return ensureInt8(ctx, fp32, q, rt, log, nil)
+}
+
+// quantizeKey identifies an int8 model by the FP32 model's hash and the
+// quantization options (the model store's made_from).
+func quantizeKey(fp32SHA string, q Quantize) string {
+	key, _ := json.Marshal(struct {
+		Model   string
+		Q       Quantize
+		Version int
+	}{fp32SHA, Quantize{Images: q.Images, Target: q.Target, Method: q.Method, KeepHead: q.KeepHead, Exclude: q.Exclude,
+		Height: q.Height, Width: q.Width}, quant.CacheVersion})
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:])
+}
+
+// ensureInt8 is EnsureInt8 reporting calibration progress.
+func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, log *slog.Logger, progress func(done, total int)) (string, error) {
 	m, err := onnx.Load(fp32)
 	if err != nil {
 		return "", err
@@ -29,13 +47,7 @@ func EnsureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, lo
 	if err != nil {
 		return "", err
 	}
-	key, _ := json.Marshal(struct {
-		Model   string
-		Q       Quantize
-		Version int
-	}{m.SHA256(), Quantize{Images: q.Images, Target: q.Target, Method: q.Method, KeepHead: q.KeepHead, Exclude: q.Exclude,
-		Height: q.Height, Width: q.Width}, quant.CacheVersion})
-	sum := sha256.Sum256(key)
+	sum, _ := hex.DecodeString(quantizeKey(m.SHA256(), q))
 	if err := os.MkdirAll(q.CacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("model.quantize.cache_dir: %w", err)
 	}
@@ -56,6 +68,7 @@ func EnsureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, lo
 	o.Calibrate.Runtime = rt
 	o.Calibrate.Runtime.Provider = yrt.ProviderCPU
 	o.Calibrate.Logger = log
+	o.Calibrate.Progress = progress
 	res, err := quant.Quantize(ctx, m, inputs, o)
 	if err != nil {
 		return "", err

@@ -107,6 +107,14 @@ func (a *Agreement) Add(f FrameAgreement) {
 	}
 }
 
+// Reset empties the window.
+func (a *Agreement) Reset() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.window)
+	a.next, a.full = 0, false
+}
+
 // AgreementFigures are the rolling figures.
 type AgreementFigures struct {
 	Frames    int     `json:"frames"`

@@ -31,6 +31,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /status", s.handleStatus)
 	mux.HandleFunc("POST /eval", s.handleEval)
 	s.uiRoutes(mux)
+	mux.HandleFunc("POST /models", s.handlePushModel)
+	mux.HandleFunc("POST /models/rollback", s.handleRollback)
 	// Bodies are small everywhere: cap them before any handler reads.
 	return s.limitBodies(mux)
 }
@@ -41,6 +43,9 @@ func (s *Server) limitBodies(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := s.current()
 		limit := p.HTTP.MaxBodyBytes
+		if r.Method == http.MethodPost && r.URL.Path == "/models" {
+			limit = p.HTTP.MaxModelBytes // an ONNX model
+		}
 		if r.ContentLength > limit {
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 			return
@@ -74,6 +79,9 @@ type modelStatus struct {
 	Provider  string `json:"provider"`
 	Input     [2]int `json:"input_hw"`
 	Batch     int    `json:"batch"`
+	// Serving: this model fills the serving slot (FP32 serves until the
+	// int8 model is ready).
+	Serving bool `json:"serving"`
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
@@ -90,6 +98,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Eval      map[string]evalStatus       `json:"eval,omitempty"`
 		EvalBusy  bool                        `json:"eval_running"`
 		Reload    *reloadStatus               `json:"reload,omitempty"`
+		Lifecycle lifecycleStatus             `json:"lifecycle"`
 		Pending   []string                    `json:"pending_restart,omitempty"`
 		Errors    []errEntry                  `json:"last_errors"`
 	}
@@ -97,9 +106,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	o := out{Version: s.opts.Version, Uptime: time.Since(s.started).Seconds(), Ready: s.ready.Load(),
 		Provider: p.Runtime.Provider, Threads: p.Runtime.Threads,
 		Agreement: map[string]AgreementFigures{}, EvalBusy: s.evals.running.Load(), Errors: s.errs.snapshot()}
-	for _, m := range []*model{mods.int8, mods.fp32} {
+	for i, m := range []*model{mods.int8, mods.fp32} {
+		if i == 1 && mods.fp32Serving() {
+			o.Models[0].Serving = true
+			break
+		}
 		o.Models = append(o.Models, modelStatus{Precision: m.precision, Path: m.file.Path, SHA256: m.file.SHA256, Provider: m.det.Session.Provider,
-			Input: [2]int{m.det.Height, m.det.Width}, Batch: m.det.Batch})
+			Input: [2]int{m.det.Height, m.det.Width}, Batch: m.det.Batch, Serving: i == 0})
 	}
 	for _, st := range s.streamList() {
 		o.Streams = append(o.Streams, st.status())
@@ -109,6 +122,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		o.Ratio = &r
 	}
 	o.Eval = s.evals.results()
+	o.Lifecycle = s.lifecycleStatus(mods)
 	s.mu.Lock()
 	o.Reload, o.Pending = s.reload, s.pending
 	s.mu.Unlock()
@@ -164,4 +178,83 @@ func (s *Server) handleEval(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = io.WriteString(w, "evaluation started; see /status and yedge_eval_map50_95\n")
+}
+
+// bodyError answers a request whose body could not be read.
+func bodyError(w http.ResponseWriter, err error) {
+	var tooBig *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &tooBig):
+		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		http.Error(w, "request body not received within http.read_timeout", http.StatusRequestTimeout)
+	default:
+		http.Error(w, "reading the request body failed", http.StatusBadRequest)
+	}
+}
+
+// handlePushModel receives an int8 ONNX model (the body, at most
+// http.max_model_bytes), writes it atomically into the model store by its
+// content hash, and runs it as a canary in the background: loaded and
+// warmed up beside the serving model, promoted only if it passes.
+func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
+	st := s.life.store
+	if st == nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Error(w, "no model store (state_dir)", http.StatusConflict)
+		return
+	}
+	if s.life.busy.Load() {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Error(w, errBusy.Error(), http.StatusConflict)
+		return
+	}
+	sha, path, err := st.Add(r.Body, "push", "")
+	if err != nil {
+		bodyError(w, err)
+		return
+	}
+	if err := s.offer(ModelFile{Path: path, SHA256: sha}, "push"); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	s.log.Info("model received", "sha256", short(sha), "path", path)
+	writeAccepted(w, sha, "received; it runs as a canary before it serves: see /status lifecycle")
+}
+
+// handleRollback returns to the previously promoted model, through a
+// canary like any new model.
+func (s *Server) handleRollback(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
+	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+		bodyError(w, err)
+		return
+	}
+	st := s.life.store
+	if st == nil {
+		http.Error(w, "no model store (state_dir)", http.StatusConflict)
+		return
+	}
+	e, ok := st.Previous()
+	if !ok {
+		http.Error(w, "no earlier promoted model in the store", http.StatusConflict)
+		return
+	}
+	if err := s.offer(ModelFile{Path: st.Path(e.SHA256), SHA256: e.SHA256}, "rollback"); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	writeAccepted(w, e.SHA256, "rolling back; the model runs as a canary before it serves: see /status lifecycle")
+}
+
+func writeAccepted(w http.ResponseWriter, sha, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(map[string]string{"sha256": sha, "status": msg})
 }

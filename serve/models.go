@@ -27,10 +27,11 @@ func (m *models) close() {
 	if m == nil {
 		return
 	}
-	for _, x := range []*model{m.int8, m.fp32} {
-		if x != nil {
-			x.det.Close()
-		}
+	if m.int8 != nil && (m.fp32 == nil || m.int8.det != m.fp32.det) {
+		m.int8.det.Close()
+	}
+	if m.fp32 != nil {
+		m.fp32.det.Close()
 	}
 }
 
@@ -81,8 +82,17 @@ func loadModel(ctx context.Context, p Plan, precision string, f ModelFile, batch
 	return &model{precision: precision, file: f, det: d}, nil
 }
 
-// loadModels opens both models of p (see loadModel).
+// loadModels opens both models of p (see loadModel). A plan without an
+// int8 model (prepared in the background) serves FP32: the FP32 model
+// fills the int8 slot.
 func loadModels(ctx context.Context, p Plan, warm bool, log *slog.Logger) (*models, error) {
+	if p.Models.Int8.Path == "" {
+		f32, err := loadModel(ctx, p, "fp32", p.Models.FP32, 1, warm, log)
+		if err != nil {
+			return nil, err
+		}
+		return &models{int8: f32, fp32: f32}, nil
+	}
 	i8, err := loadModel(ctx, p, "int8", p.Models.Int8, p.Models.Batch, warm, log)
 	if err != nil {
 		return nil, err

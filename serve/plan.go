@@ -38,6 +38,40 @@ type Plan struct {
 	ShutdownTimeout time.Duration
 	// Device identifies this device (yedge_device_info).
 	Device DevicePlan
+	// Lifecycle configures new int8 models: canary, guard and store.
+	Lifecycle LifecyclePlan
+}
+
+// LifecyclePlan configures the model lifecycle: the canary every new int8
+// model runs before it serves, the guard that moves a stream to FP32 when
+// its int8 model disagrees with FP32, and the model store.
+type LifecyclePlan struct {
+	Canary CanaryPlan
+	Guard  GuardPlan
+	// StateDir holds the model store (models/<sha256>.onnx, index.json);
+	// "" : no store (pushed models are refused).
+	StateDir string
+	// Keep is the number of models the store keeps.
+	Keep int
+}
+
+// CanaryPlan configures the canary.
+type CanaryPlan struct {
+	// Frames is the number of shadowed frames it runs on.
+	Frames int
+	// MinRecall and MinPrecision are the least agreement with FP32
+	// promoted; Tolerance how much worse than the serving int8 model on
+	// the same frames the canary may be.
+	MinRecall, MinPrecision, Tolerance float64
+}
+
+// GuardPlan configures the guard.
+type GuardPlan struct {
+	// MinRecall and MinPrecision: the rolling agreement below either
+	// counts as low.
+	MinRecall, MinPrecision float64
+	// For is how long the agreement must stay low.
+	For time.Duration
 }
 
 // DevicePlan is the device's identity: an id and labels such as site and
@@ -122,6 +156,8 @@ type SinkPlan struct {
 type HTTPPlan struct {
 	// MaxBodyBytes caps request bodies.
 	MaxBodyBytes int64
+	// MaxModelBytes caps the body of POST /models.
+	MaxModelBytes int64
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout bound
 	// each phase of a request.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -140,27 +176,31 @@ type Change struct {
 	// Added, Removed and Restarted are stream names: new, gone, and
 	// changed (stopped and started again).
 	Added, Removed, Restarted []string
-	// Models: the model files, their content, input geometry, runtime or
+	// Models: the FP32 model, its content, input geometry, runtime or
 	// post-processing options changed; both models are reloaded.
 	Models bool
+	// Int8: only the int8 model changed; it is loaded beside the serving
+	// one and runs as a canary before it serves.
+	Int8 bool
 	// Sinks: the sinks changed; they are reopened.
 	Sinks bool
 	// HTTP: the listen address or the server's timeouts changed; the
 	// HTTP server is rebound.
 	HTTP bool
-	// Settings: shadow, eval, request limits, token, web view or shutdown
-	// timeout changed; they apply to the next frame or request.
+	// Settings: shadow, eval, canary, guard, store, request limits, token,
+	// web view or shutdown timeout changed; they apply to the next frame or
+	// request.
 	Settings bool
 }
 
 // None reports whether nothing changed.
 func (c Change) None() bool {
-	return len(c.Added)+len(c.Removed)+len(c.Restarted) == 0 && !c.Models && !c.Sinks && !c.HTTP && !c.Settings
+	return len(c.Added)+len(c.Removed)+len(c.Restarted) == 0 && !c.Models && !c.Int8 && !c.Sinks && !c.HTTP && !c.Settings
 }
 
 // StreamsOnly reports whether only streams changed.
 func (c Change) StreamsOnly() bool {
-	return !c.Models && !c.Sinks && !c.HTTP && !c.Settings
+	return !c.Models && !c.Int8 && !c.Sinks && !c.HTTP && !c.Settings
 }
 
 // Diff decides what a reload from p to next changes.
@@ -185,13 +225,15 @@ func (p Plan) Diff(next Plan) Change {
 	}
 	slices.Sort(c.Removed)
 	rt := func(o yrt.Options) yrt.Options { o.Logger = nil; return o }
-	c.Models = !reflect.DeepEqual(p.Models, next.Models) || !reflect.DeepEqual(rt(p.Runtime), rt(next.Runtime)) || p.Post != next.Post
+	noInt8 := func(m ModelsPlan) ModelsPlan { m.Int8 = ModelFile{}; return m }
+	c.Models = !reflect.DeepEqual(noInt8(p.Models), noInt8(next.Models)) || !reflect.DeepEqual(rt(p.Runtime), rt(next.Runtime)) || p.Post != next.Post
+	c.Int8 = !c.Models && p.Models.Int8 != next.Models.Int8
 	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
 	h, nh := p.HTTP, next.HTTP
 	c.HTTP = p.Listen != next.Listen || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.ReadTimeout != nh.ReadTimeout ||
 		h.WriteTimeout != nh.WriteTimeout || h.IdleTimeout != nh.IdleTimeout
 	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
 		h.EnablePost != nh.EnablePost || h.Token != nh.Token || h.UI != nh.UI || p.ShutdownTimeout != next.ShutdownTimeout ||
-		!reflect.DeepEqual(p.Device, next.Device)
+		!reflect.DeepEqual(p.Device, next.Device) || p.Lifecycle != next.Lifecycle || h.MaxModelBytes != nh.MaxModelBytes
 	return c
 }

@@ -41,7 +41,8 @@ func TestPlanDiff(t *testing.T) {
 		{"stream changed", func(p *Plan) { p.Streams[1].FPS = 5 }, Change{Restarted: []string{"b"}}},
 		{"stream reconnect changed", func(p *Plan) { p.Streams[0].Source.MaxRetries = 3 }, Change{Restarted: []string{"a"}}},
 		{"streams reordered", func(p *Plan) { p.Streams[0], p.Streams[1] = p.Streams[1], p.Streams[0] }, Change{}},
-		{"model replaced in place", func(p *Plan) { p.Models.Int8.SHA256 = "cc" }, Change{Models: true}},
+		{"model replaced in place", func(p *Plan) { p.Models.Int8.SHA256 = "cc" }, Change{Int8: true}},
+		{"fp32 replaced in place", func(p *Plan) { p.Models.FP32.SHA256 = "cc" }, Change{Models: true}},
 		{"model path", func(p *Plan) { p.Models.FP32.Path = "other.onnx" }, Change{Models: true}},
 		{"threads", func(p *Plan) { p.Runtime.Threads = 1 }, Change{Models: true}},
 		{"provider", func(p *Plan) { p.Runtime.Provider = "cuda" }, Change{Models: true}},
@@ -62,13 +63,13 @@ func TestPlanDiff(t *testing.T) {
 		tc.edit(&next)
 		got := old.Diff(next)
 		if !slices.Equal(got.Added, tc.want.Added) || !slices.Equal(got.Removed, tc.want.Removed) || !slices.Equal(got.Restarted, tc.want.Restarted) ||
-			got.Models != tc.want.Models || got.Sinks != tc.want.Sinks || got.HTTP != tc.want.HTTP || got.Settings != tc.want.Settings {
+			got.Models != tc.want.Models || got.Int8 != tc.want.Int8 || got.Sinks != tc.want.Sinks || got.HTTP != tc.want.HTTP || got.Settings != tc.want.Settings {
 			t.Errorf("%s: Diff = %+v, want %+v", tc.name, got, tc.want)
 		}
 		if got.None() != (tc.name == "nothing" || tc.name == "streams reordered") {
 			t.Errorf("%s: None() = %v", tc.name, got.None())
 		}
-		if onlyStreams := !tc.want.Models && !tc.want.Sinks && !tc.want.HTTP && !tc.want.Settings; got.StreamsOnly() != onlyStreams {
+		if onlyStreams := !tc.want.Models && !tc.want.Int8 && !tc.want.Sinks && !tc.want.HTTP && !tc.want.Settings; got.StreamsOnly() != onlyStreams {
 			t.Errorf("%s: StreamsOnly() = %v", tc.name, got.StreamsOnly())
 		}
 	}

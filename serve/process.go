@@ -68,6 +68,7 @@ func (s *Server) loop(ctx context.Context) error {
 			continue
 		}
 		s.process(ctx, p, mods, items)
+		s.decideCanary(p)
 		s.procMu.Unlock()
 	}
 }
@@ -83,7 +84,23 @@ func (s *Server) frameFailed(st *stream, stage string, err error) {
 // process runs one batch of frames through int8 and, when sampled, FP32.
 func (s *Server) process(ctx context.Context, p Plan, mods *models, items []work) {
 	t0 := time.Now()
+	if !mods.fp32Serving() {
+		// Streams the guard moved to FP32 are served by the FP32 model.
+		rest := items[:0:0]
+		for _, it := range items {
+			if it.st.guard.fallback.Load() {
+				s.processFallback(ctx, p, mods, it)
+			} else {
+				rest = append(rest, it)
+			}
+		}
+		if items = rest; len(items) == 0 {
+			s.workTime.Add(int64(time.Since(t0)))
+			return
+		}
+	}
 	d := mods.int8.det
+	precision := mods.int8.precision
 	ok := make([]bool, len(items))
 	pre := make([]time.Duration, len(items))
 	transforms := make([]preprocess.Transform, len(items))
@@ -111,20 +128,40 @@ func (s *Server) process(ctx context.Context, p Plan, mods *models, items []work
 		p0 := time.Now()
 		dets := d.Postprocess(i, transforms[i])
 		tm := pipeline.Timing{Preprocess: pre[i], Infer: infer, Postprocess: time.Since(p0)}
-		s.observe(it.st, metrics.PrecisionInt8, it.meta.read, tm)
+		s.observe(it.st, precision, it.meta.read, tm)
 		now := time.Now()
 		it.st.view.record(now, it.meta.read, tm)
 		if it.st.view.wantLive(now) {
 			s.drawLive(it, dets, d.Names)
 		}
-		it.st.count(it.st.inferred, metrics.PrecisionInt8, 1)
+		it.st.count(it.st.inferred, precision, 1)
 		for _, x := range dets {
 			it.st.count(it.st.detections, postprocess.Name(d.Names, x.Class), 1)
 		}
-		s.writeSinks(it, metrics.PrecisionInt8, d.Names, dets, tm)
+		s.writeSinks(it, precision, d.Names, dets, tm)
 		s.maybeShadow(ctx, p, mods, it, dets, infer)
 	}
 	s.workTime.Add(int64(time.Since(t0)))
+}
+
+// processFallback serves one frame of a stream the guard moved to FP32;
+// a running canary still sees it when sampled.
+func (s *Server) processFallback(ctx context.Context, p Plan, mods *models, it work) {
+	d := mods.fp32.det
+	dets, tm, err := d.Detect(ctx, it.img)
+	if err != nil {
+		s.frameFailed(it.st, metrics.StageInfer, err)
+		return
+	}
+	s.observe(it.st, metrics.PrecisionFP32, it.meta.read, tm)
+	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
+	for _, x := range dets {
+		it.st.count(it.st.detections, postprocess.Name(d.Names, x.Class), 1)
+	}
+	s.writeSinks(it, metrics.PrecisionFP32, d.Names, dets, tm)
+	if c := s.currentCanary(); c != nil && s.shouldShadow(p.Shadow, it.st, true) {
+		s.runCanary(ctx, c, it, dets, nil)
+	}
 }
 
 // observe records a frame's stage times.
@@ -156,7 +193,11 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // shouldShadow applies the shadow policy: every EveryN-th inferred frame of
 // each stream, and with a budget, only while the FP32 share of compute time
 // is below it.
-func (s *Server) shouldShadow(sh ShadowPlan, st *stream) bool {
+func (s *Server) shouldShadow(sh ShadowPlan, st *stream, canary bool) bool {
+	if canary {
+		// A canary runs on every EveryN-th frame, shadow or not.
+		return st.shouldShadow(sh.EveryN)
+	}
 	if !sh.Enabled || !st.shouldShadow(sh.EveryN) {
 		return false
 	}
@@ -166,9 +207,18 @@ func (s *Server) shouldShadow(sh ShadowPlan, st *stream) bool {
 
 // maybeShadow runs the FP32 model on a sampled frame through the same
 // Detector path as int8, and adds the frame's agreement to the stream's
-// rolling window.
+// rolling window; a running canary runs on the frame too, and the guard
+// judges the window. While FP32 serves, the shadow trivially agrees and
+// only the canary runs.
 func (s *Server) maybeShadow(ctx context.Context, p Plan, mods *models, it work, int8Dets []postprocess.Detection, int8Infer time.Duration) {
-	if !s.shouldShadow(p.Shadow, it.st) {
+	c := s.currentCanary()
+	if !s.shouldShadow(p.Shadow, it.st, c != nil) {
+		return
+	}
+	if mods.fp32Serving() {
+		if c != nil {
+			s.runCanary(ctx, c, it, int8Dets, nil)
+		}
 		return
 	}
 	t0 := time.Now()
@@ -180,13 +230,20 @@ func (s *Server) maybeShadow(ctx context.Context, p Plan, mods *models, it work,
 	s.observe(it.st, metrics.PrecisionFP32, 0, tm)
 	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
 	it.st.shadowed.Add(1)
-	a, pairs := MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
-	it.st.agree.Add(a)
+	fa, pairs := MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
+	it.st.agree.Add(fa)
 	now := time.Now()
 	it.st.view.recordFP32(now, tm.Infer)
 	if it.st.view.watching(now) {
-		s.drawCompare(it, mods.fp32.det.Names, int8Dets, fp32Dets, a, pairs)
+		s.drawCompare(it, mods.fp32.det.Names, int8Dets, fp32Dets, fa, pairs)
 	}
+	if c != nil {
+		// The serving model's agreement on the canary's frames, at the
+		// canary's IoU.
+		sa := Match(int8Dets, fp32Dets, canaryIoU)
+		s.runCanary(ctx, c, it, fp32Dets, &sa)
+	}
+	s.checkGuard(p, it.st)
 	s.shadowTime.Add(int64(time.Since(t0)))
 	s.lat.add(int8Infer, tm.Infer)
 	if r, ok := s.lat.ratio(); ok {

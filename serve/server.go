@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"reflect"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/metrics"
+	"github.com/yedge/yedge/modelstore"
 )
 
 // Options are what the command passes to the daemon besides the plan.
@@ -38,6 +40,12 @@ type Options struct {
 	// WatchdogEvery is how often the processing loop pings the watchdog
 	// (half the systemd WatchdogSec); 0 disables.
 	WatchdogEvery time.Duration
+	// Prepare, when set and the plan has no int8 model, makes the int8
+	// model in the background while FP32 serves (quantization at start-up:
+	// the command owns it), reporting calibration progress; the model
+	// then runs as a canary. It should run at a lower priority than
+	// serving.
+	Prepare func(ctx context.Context, progress func(done, total int)) (ModelFile, error)
 }
 
 // Server is a running daemon.
@@ -71,6 +79,7 @@ type Server struct {
 	workTime   atomic.Int64 // nanoseconds spent processing
 
 	evals    evaluator
+	life     lifecycle
 	httpSrv  *http.Server
 	listener net.Listener
 	// viewCtx ends the web view's long-lived responses (MJPEG) when the
@@ -110,6 +119,12 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 		return nil, err
 	}
 	s.setModels(mods)
+	s.setPhase(metrics.PhaseServing)
+	if d := p.Lifecycle.StateDir; d != "" {
+		if s.life.store, err = modelstore.Open(d, p.Lifecycle.Keep); err != nil {
+			log.Warn("no model store: pushed models are refused", "err", err)
+		}
+	}
 	if s.sinks, err = openSinks(p.Sinks, s.errs, log); err != nil {
 		mods.close()
 		s.stopViews()
@@ -132,6 +147,11 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 func (s *Server) setModels(m *models) {
 	s.models = m
 	for _, x := range []*model{m.int8, m.fp32} {
+		if x == m.int8 && m.fp32Serving() {
+			s.m.ModelInfo.Reset()
+			s.log.Info("FP32 serves until the int8 model is ready")
+			continue
+		}
 		s.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.det.Session.Provider)
 		s.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.det.Session.Provider,
 			"threads", s.plan.Runtime.Threads, "batch", x.det.Batch)
@@ -172,8 +192,15 @@ func (s *Server) current() (Plan, *models) {
 // StreamStats implements metrics.Stats.
 func (s *Server) StreamStats() []metrics.StreamStats {
 	var out []metrics.StreamStats
+	_, mods := s.current()
 	for _, st := range s.streamList() {
-		out = append(out, st.stats())
+		x := st.stats()
+		x.Precision, x.Model = servingOf(st, mods)
+		x.Fallback = st.guard.fallback.Load()
+		st.cmu.Lock()
+		x.Transitions = maps.Clone(st.guard.trans)
+		st.cmu.Unlock()
+		out = append(out, x)
 	}
 	return out
 }
@@ -264,9 +291,34 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	}
 	var mods *models
 	var sinks *sinkSet
+	var canary *model
 	var err error
 	if ch.Models {
-		if mods, err = loadModels(ctx, next, true, s.log); err != nil {
+		load := next
+		if _, cm := s.current(); load.Models.Int8.Path == "" && !cm.fp32Serving() {
+			load.Models.Int8 = cm.int8.file // keep the promoted int8 model
+		}
+		if mods, err = loadModels(ctx, load, true, s.log); err != nil {
+			s.recordReload("rejected", err, nil)
+			return ch, err
+		}
+	}
+	if ch.Int8 && next.Models.Int8.Path != "" {
+		// The new int8 model is loaded and warmed up here, then runs as a
+		// canary; it serves once the canary passes.
+		if !s.life.busy.CompareAndSwap(false, true) {
+			s.recordReload("rejected", errBusy, nil)
+			return ch, errBusy
+		}
+		if st := s.life.store; st != nil {
+			if _, _, err := st.AddFile(next.Models.Int8.Path, "reload", ""); err != nil {
+				s.log.Warn("model store: model not recorded", "err", err)
+			}
+		}
+		if canary, err = s.build(ctx, next.Models.Int8); err != nil {
+			s.storeReject(next.Models.Int8.SHA256, "not loaded: "+err.Error())
+			s.life.busy.Store(false)
+			s.setPhase(metrics.PhaseServing)
 			s.recordReload("rejected", err, nil)
 			return ch, err
 		}
@@ -274,6 +326,11 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	if ch.Sinks {
 		if sinks, err = openSinks(next.Sinks, s.errs, s.log); err != nil {
 			mods.close()
+			if canary != nil {
+				canary.det.Close()
+				s.life.busy.Store(false)
+				s.setPhase(metrics.PhaseServing)
+			}
 			s.recordReload("rejected", err, nil)
 			return ch, err
 		}
@@ -313,6 +370,9 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	}
 	s.procMu.Unlock()
 
+	if canary != nil {
+		s.installCanary(canary, "reload", false)
+	}
 	for _, st := range stopping {
 		st.stop()
 	}
@@ -350,7 +410,7 @@ func (c Change) describe() []string {
 	for _, x := range []struct {
 		on   bool
 		what string
-	}{{c.Models, "models"}, {c.Sinks, "sinks"}, {c.Settings, "settings"}, {c.HTTP, "http (at restart)"}} {
+	}{{c.Models, "models"}, {c.Int8, "int8 model (canary)"}, {c.Sinks, "sinks"}, {c.Settings, "settings"}, {c.HTTP, "http (at restart)"}} {
 		if x.on {
 			out = append(out, x.what)
 		}
@@ -383,6 +443,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if p.Eval.Data != "" && p.Eval.OnStart {
 		s.evals.start()
 	}
+	if _, mods := s.current(); s.opts.Prepare != nil && mods.fp32Serving() {
+		s.life.wg.Add(1)
+		go func() {
+			defer s.life.wg.Done()
+			s.prepareInBackground(readerCtx)
+		}()
+	}
 	err := s.loop(ctx)
 	// Shutdown: readers first, then the sinks and HTTP.
 	s.notify("STOPPING=1")
@@ -398,6 +465,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.reloadMu.Unlock()
 	s.evals.wait()
+	s.life.wg.Wait() // a model in preparation or being built gives up
+	s.procMu.Lock()
+	if c := s.currentCanary(); c != nil {
+		c.m.det.Close()
+	}
+	s.procMu.Unlock()
 	s.mu.Lock()
 	sinks, mods, shutdown := s.sinks, s.models, s.plan.ShutdownTimeout
 	s.mu.Unlock()

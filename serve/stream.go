@@ -40,7 +40,8 @@ type stream struct {
 	log   *slog.Logger
 	errs  *errorLog
 	agree *Agreement
-	view  *view // the web view: images while watched, latency history
+	view  *view      // the web view: images while watched, latency history
+	guard guardState // see lifecycle.go
 
 	mu      sync.Mutex
 	slot    gocv.Mat // latest frame, owned by the slot

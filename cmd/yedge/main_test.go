@@ -29,6 +29,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binPath = filepath.Join(dir, "yedge")
+	// The daemons the tests start keep their model store here, not in the
+	// user's state folder (the default state_dir).
+	_ = os.Unsetenv("STATE_DIRECTORY")
+	_ = os.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
 	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building yedge: %v\n%s", err, out)

@@ -64,6 +64,8 @@ func TestServeReload(t *testing.T) {
   - name: file
     uri: %s
     loop: true
+canary:
+  frames: 3
 shutdown_timeout: 10s
 `, listen, testdaemon.ModelsYAML(fixtures.Model(t, "yolov5n.onnx"), int8, 2), fixtures.Path(t, "media", "vtest.avi"))
 	}
@@ -127,7 +129,9 @@ shutdown_timeout: 10s
 		t.Errorf("%d \"model ready\" lines after the refused reloads, want 2 (nothing reloaded)", n)
 	}
 
-	// A good model, complete by atomic rename: only the models change.
+	// A good model, complete by atomic rename: only the int8 model
+	// changes; it is loaded beside the serving one, runs as a canary and
+	// is swapped in when it passes.
 	if err := os.WriteFile(newModel+".tmp", data, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -138,12 +142,10 @@ shutdown_timeout: 10s
 	_ = d.cmd.Process.Signal(syscall.SIGHUP)
 	testdaemon.Poll(t, pollEvery, "the reload on the good model", 60*time.Second, func() bool { return reloads("applied") == 1 })
 	st := status()
-	if p := int8Path(st); p != newModel {
-		t.Errorf("int8 model after the reload: %q, want %q", p, newModel)
+	if st.Reload == nil || st.Reload.Result != "applied" || strings.Join(st.Reload.Changed, ",") != "int8 model (canary)" {
+		t.Errorf("/status reload = %+v, want applied, changed [int8 model (canary)]", st.Reload)
 	}
-	if st.Reload == nil || st.Reload.Result != "applied" || strings.Join(st.Reload.Changed, ",") != "models" {
-		t.Errorf("/status reload = %+v, want applied, changed [models]", st.Reload)
-	}
+	testdaemon.Poll(t, pollEvery, "the new model promoted by its canary", 60*time.Second, func() bool { return int8Path(status()) == newModel })
 	if strings.Contains(d.logs.String(), "stream opened") && strings.Count(d.logs.String(), "stream opened") != 1 {
 		t.Errorf("the stream was reopened by a models-only reload")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,7 +25,13 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		Long: `Run yedge as a daemon. The config is --config FILE, else /etc/yedge/yedge.yaml,
 else ./configs/yedge.yaml. The global flags given on the command line
 (--provider, --threads, --device-id, --trt-*, --ort-lib, --log-*) override the
-file. HTTP: /healthz, /readyz, /status, /metrics, POST /eval.
+file. HTTP: /healthz, /readyz, /status, /metrics, POST /eval, POST /models (push an
+int8 model: it runs as a canary against FP32 before it serves), POST
+/models/rollback.
+
+With model.quantize, FP32 serves at once while the int8 model is quantized in
+the background (at a lower priority), then runs as a canary and is swapped in
+between two frames when it passes. See README "Model lifecycle".
 
 Signals: SIGTERM/SIGINT stop readers, finish frames in flight, flush sinks and
 exit 0; SIGHUP reloads the config as a diff: the new plan (config, models
@@ -34,7 +39,7 @@ opened and checked as YOLOv5, sinks) is built beside the running one and
 swapped in only when all of it succeeded; otherwise the daemon keeps running
 exactly as it was, and the refusal shows in the log, in /status and in
 yedge_reload_total{result="rejected"}. Under systemd (Type=notify) it sends
-READY=1 once models and engines are ready and WATCHDOG=1 from its processing
+READY=1 once a model serves and WATCHDOG=1 from its processing
 loop.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -46,18 +51,16 @@ loop.`,
 	return c
 }
 
-// loadPlan builds the plan of a configuration file and the overrides,
-// preparing it (onnxruntime, start-up quantization).
-func loadPlan(ctx context.Context, path string, o plan.Overrides, log *slog.Logger) (*plan.Daemon, error) {
+// loadPlan builds the plan of a configuration file and the overrides for
+// a reload. A plan that quantizes at start-up keeps its int8 model empty:
+// the running daemon keeps the int8 model it prepared and promoted.
+func loadPlan(path string, o plan.Overrides) (*plan.Daemon, error) {
 	d, err := plan.Load(path, o)
 	if err != nil {
 		return nil, withCode(exitUsage, err)
 	}
 	if _, err := initLibrary(d.Library, d.LibraryConfig); err != nil {
 		return nil, err
-	}
-	if err := d.Prepare(ctx, log); err != nil {
-		return nil, modelCode(err)
 	}
 	return d, nil
 }
@@ -76,15 +79,12 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig
 		return err
 	}
 	log.Debug("onnxruntime loaded", "library", lib.Path, "from", lib.Origin, "version", yrt.Version())
-	if err := d.Prepare(ctx, log); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return modelCode(err)
-	}
+	// Quantization at start-up runs in the background while FP32 serves.
+	prepare := d.Background(log)
 	p := d.Serve
 	log.Info("starting", "config", d.ConfigPath, "device", p.Device.ID, "provider", p.Runtime.Provider, "threads", p.Runtime.Threads,
-		"fp32", p.Models.FP32.Path, "int8", p.Models.Int8.Path, "tensorrt_cache", p.Runtime.TensorRT.CacheDir)
+		"fp32", p.Models.FP32.Path, "int8", p.Models.Int8.Path, "quantize_in_background", prepare != nil,
+		"state_dir", p.Lifecycle.StateDir, "tensorrt_cache", p.Runtime.TensorRT.CacheDir)
 	notify := func(state string) {
 		if _, err := daemon.SdNotify(false, state); err != nil {
 			log.Debug("sd_notify", "err", err)
@@ -95,7 +95,8 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig
 		watchdog = d / 2
 	}
 	version, rev := buildVersion()
-	srv, err := serve.New(ctx, p, serve.Options{Logger: log, Version: version, Revision: rev, Notify: notify, WatchdogEvery: watchdog})
+	srv, err := serve.New(ctx, p, serve.Options{Logger: log, Version: version, Revision: rev, Notify: notify, WatchdogEvery: watchdog,
+		Prepare: prepare})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -116,7 +117,7 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig
 			return err
 		case <-hup:
 			notify("RELOADING=1")
-			if next, err := loadPlan(ctx, d.ConfigPath, o, log); err != nil {
+			if next, err := loadPlan(d.ConfigPath, o); err != nil {
 				srv.ReloadFailed(err)
 			} else {
 				_, _ = srv.Reload(ctx, next.Serve) // logged, counted and shown by serve

@@ -91,6 +91,19 @@ next:
 	return 0, false
 }
 
+// Series is Value for a series written as in the exposition format:
+// name{k="v",...} (labels in any order, a subset of the sample's).
+func (ss Samples) Series(series string) (float64, bool) {
+	name, labels, _ := strings.Cut(series, "{")
+	var kv []string
+	for _, p := range splitLabels(strings.TrimSuffix(labels, "}")) {
+		if k, v, ok := strings.Cut(p, "="); ok {
+			kv = append(kv, k, strings.Trim(v, `"`))
+		}
+	}
+	return ss.Value(name, kv...)
+}
+
 // ParseMetrics parses the Prometheus text exposition format (enough of it
 // for yedge's metrics: no escaped quotes in label values). Comments and
 // lines it cannot read are skipped.

@@ -142,3 +142,48 @@ func SingleOp(tb testing.TB, op string, dims ...int64) string {
 	}
 	return p
 }
+
+// ScaledActivations writes a copy of a Q/DQ model whose activation
+// QuantizeLinear/DequantizeLinear scales are multiplied by factor: the
+// shapes are right and the model runs, but its detections are garbage (a
+// broken calibration). The source is read into memory, never written.
+func ScaledActivations(tb testing.TB, qdqPath string, factor float32) string {
+	tb.Helper()
+	m, err := onnx.Load(qdqPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := m.Graph()
+	done := map[string]bool{}
+	for _, n := range m.Proto.Graph.Node {
+		if (n.OpType != "QuantizeLinear" && n.OpType != "DequantizeLinear") || len(n.Input) < 2 {
+			continue
+		}
+		// Weights are initializers (or constants) feeding a DQ; activations
+		// are not.
+		if g.Initializer(n.Input[0]) != nil || g.ConstTensor(n.Input[0]) != nil || done[n.Input[1]] {
+			continue
+		}
+		t := g.Initializer(n.Input[1])
+		if t == nil {
+			continue
+		}
+		v, err := onnx.FloatData(t)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for i := range v {
+			v[i] *= factor
+		}
+		t.RawData, t.FloatData = onnx.NewFloatTensor(t.Name, t.Dims, v).RawData, nil
+		done[n.Input[1]] = true
+	}
+	if len(done) == 0 {
+		tb.Fatalf("%s: no activation Q/DQ scale found", qdqPath)
+	}
+	p := filepath.Join(tb.TempDir(), "scaled-activations.onnx")
+	if err := m.Save(p); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,324 @@
+// Package modelstore is the daemon's model store: the int8 models it makes
+// (quantization at start-up) or receives (POST /models, a reload), named
+// by content hash in <state_dir>/models/<sha256>.onnx, with a small JSON
+// index (index.json) of where each came from, the promotion history and
+// the rejections with their reasons (also written beside the model as
+// <sha256>.rejected.json). The last Keep models are kept; the serving and
+// the last promoted ones never go. It is safe for concurrent use.
+package modelstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Entry is one model of the store.
+type Entry struct {
+	// SHA256 is the hash of the file's content, and its name.
+	SHA256 string `json:"sha256"`
+	// Source says where it came from: quantize, push, reload.
+	Source string `json:"source"`
+	// MadeFrom is, for a model quantized by the daemon, the key of the
+	// FP32 model and options it was made from ("" otherwise).
+	MadeFrom string `json:"made_from,omitempty"`
+	// Added is when it entered the store.
+	Added time.Time `json:"added"`
+	// Promoted is when it last passed a canary and served (zero: never).
+	Promoted time.Time `json:"promoted,omitzero"`
+	// Rejected is why its canary failed ("" : it did not).
+	Rejected string `json:"rejected,omitempty"`
+}
+
+// Index is index.json.
+type Index struct {
+	// Models are the models in the store, oldest first.
+	Models []Entry `json:"models"`
+	// History lists the promoted models' hashes, oldest first; the last
+	// is the promoted one.
+	History []string `json:"history"`
+}
+
+// Store is a model store in a folder.
+type Store struct {
+	dir  string
+	keep int
+	idx  Index
+}
+
+// mu serializes every store operation in the process; each one reads the
+// index again, so that two Store values on one folder (the command's and
+// the daemon's) stay consistent.
+var mu sync.Mutex
+
+// Open opens (creating) the store in dir, keeping keep models (>= 1).
+func Open(dir string, keep int) (*Store, error) {
+	s := &Store{dir: dir, keep: max(keep, 1)}
+	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o755); err != nil {
+		return nil, fmt.Errorf("model store: %w", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load reads the index (none yet: empty).
+func (s *Store) load() error {
+	s.idx = Index{}
+	b, err := os.ReadFile(s.indexPath())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("model store: %w", err)
+	default:
+		if err := json.Unmarshal(b, &s.idx); err != nil {
+			return fmt.Errorf("model store %s: %w", s.indexPath(), err)
+		}
+	}
+	return nil
+}
+
+// lock takes the store lock and reads the index again.
+func (s *Store) lock() error {
+	mu.Lock()
+	if err := s.load(); err != nil {
+		mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Dir is the store's folder.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) indexPath() string { return filepath.Join(s.dir, "index.json") }
+
+// Path is the file of a model.
+func (s *Store) Path(sha string) string { return filepath.Join(s.dir, "models", sha+".onnx") }
+
+// Add copies r into the store atomically (a temporary file renamed into
+// place) and records it; a model already there is only recorded again.
+// It returns the content hash and the file.
+func (s *Store) Add(r io.Reader, source, madeFrom string) (sha, path string, err error) {
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "models"), ".incoming-*")
+	if err != nil {
+		return "", "", fmt.Errorf("model store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	if _, err = io.Copy(io.MultiWriter(tmp, h), r); err != nil {
+		tmp.Close()
+		return "", "", err
+	}
+	if err = tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", "", err
+	}
+	if err = tmp.Close(); err != nil {
+		return "", "", err
+	}
+	sha = hex.EncodeToString(h.Sum(nil))
+	path = s.Path(sha)
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return "", "", fmt.Errorf("model store: %w", err)
+	}
+	if err = s.lock(); err != nil {
+		return "", "", err
+	}
+	defer mu.Unlock()
+	if i := s.find(sha); i >= 0 {
+		if madeFrom != "" {
+			s.idx.Models[i].MadeFrom = madeFrom
+		}
+	} else {
+		s.idx.Models = append(s.idx.Models, Entry{SHA256: sha, Source: source, MadeFrom: madeFrom, Added: time.Now().UTC()})
+	}
+	return sha, path, s.save()
+}
+
+// AddFile adds a file (see Add).
+func (s *Store) AddFile(file, source, madeFrom string) (sha, path string, err error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	return s.Add(f, source, madeFrom)
+}
+
+func (s *Store) find(sha string) int {
+	return slices.IndexFunc(s.idx.Models, func(e Entry) bool { return e.SHA256 == sha })
+}
+
+// Promote records that sha passed its canary and serves, then prunes.
+func (s *Store) Promote(sha string) error {
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
+	i := s.find(sha)
+	if i < 0 {
+		return fmt.Errorf("model store: no model %s", sha)
+	}
+	s.idx.Models[i].Promoted, s.idx.Models[i].Rejected = time.Now().UTC(), ""
+	s.idx.History = append(s.idx.History, sha)
+	if n := len(s.idx.History); n > 100 {
+		s.idx.History = s.idx.History[n-100:]
+	}
+	s.prune(sha)
+	return s.save()
+}
+
+// Reject records why sha failed its canary; the model stays on disk with
+// <sha>.rejected.json beside it.
+func (s *Store) Reject(sha, reason string) error {
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
+	i := s.find(sha)
+	if i < 0 {
+		return fmt.Errorf("model store: no model %s", sha)
+	}
+	s.idx.Models[i].Rejected = reason
+	b, _ := json.MarshalIndent(struct {
+		SHA256 string    `json:"sha256"`
+		At     time.Time `json:"at"`
+		Reason string    `json:"reason"`
+	}{sha, time.Now().UTC(), reason}, "", "  ")
+	if err := writeAtomic(filepath.Join(s.dir, "models", sha+".rejected.json"), b); err != nil {
+		return err
+	}
+	return s.save()
+}
+
+// Promoted returns the promoted model (the last of the history).
+func (s *Store) Promoted() (Entry, bool) {
+	if s.lock() != nil {
+		return Entry{}, false
+	}
+	defer mu.Unlock()
+	return s.promoted(0)
+}
+
+// Previous returns the model promoted before the current one (a
+// different model), for a rollback.
+func (s *Store) Previous() (Entry, bool) {
+	if s.lock() != nil {
+		return Entry{}, false
+	}
+	defer mu.Unlock()
+	cur, ok := s.promoted(0)
+	if !ok {
+		return Entry{}, false
+	}
+	for k := 1; ; k++ {
+		e, ok := s.promoted(k)
+		if !ok {
+			return Entry{}, false
+		}
+		if e.SHA256 != cur.SHA256 {
+			if _, err := os.Stat(s.Path(e.SHA256)); err == nil {
+				return e, true
+			}
+		}
+	}
+}
+
+// promoted returns the k-th last promoted model.
+func (s *Store) promoted(k int) (Entry, bool) {
+	h := s.idx.History
+	if k >= len(h) {
+		return Entry{}, false
+	}
+	i := s.find(h[len(h)-1-k])
+	if i < 0 {
+		return Entry{}, false
+	}
+	return s.idx.Models[i], true
+}
+
+// Snapshot returns a copy of the index.
+func (s *Store) Snapshot() Index {
+	if s.lock() != nil {
+		return Index{}
+	}
+	defer mu.Unlock()
+	return Index{Models: slices.Clone(s.idx.Models), History: slices.Clone(s.idx.History)}
+}
+
+// prune deletes the oldest models beyond keep, never the promoted one,
+// the one before it (the rollback target) or protect.
+func (s *Store) prune(protect string) {
+	keepSet := map[string]bool{protect: true}
+	for k := 0; k < 2; k++ {
+		if e, ok := s.promoted(k); ok {
+			keepSet[e.SHA256] = true
+		}
+	}
+	for len(s.idx.Models) > s.keep {
+		i := slices.IndexFunc(s.idx.Models, func(e Entry) bool { return !keepSet[e.SHA256] })
+		if i < 0 {
+			return
+		}
+		sha := s.idx.Models[i].SHA256
+		_ = os.Remove(s.Path(sha))
+		_ = os.Remove(filepath.Join(s.dir, "models", sha+".rejected.json"))
+		s.idx.Models = slices.Delete(s.idx.Models, i, i+1)
+	}
+}
+
+// Prune applies the keep limit now, never deleting protect.
+func (s *Store) Prune(protect string) error {
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
+	s.prune(protect)
+	return s.save()
+}
+
+func (s *Store) save() error {
+	b, err := json.MarshalIndent(s.idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(s.indexPath(), b)
+}
+
+// writeAtomic writes a file through a temporary file renamed into place.
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
