@@ -204,7 +204,8 @@ func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
 			s.log.Warn("model store: model not recorded", "err", err)
 		}
 	}
-	m, err := s.build(ctx, f)
+	p, _ := s.current()
+	m, err := s.build(ctx, p, f)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.storeReject(f.SHA256, "not loaded: "+err.Error())
@@ -228,13 +229,12 @@ func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
 }
 
 // build loads and warms up an int8 model with the running plan.
-func (s *Server) build(ctx context.Context, f ModelFile) (*model, error) {
+func (s *Server) build(ctx context.Context, p Plan, f ModelFile) (*model, error) {
 	s.setPhase(metrics.PhaseBuilding)
 	t0 := time.Now()
 	s.life.mu.Lock()
 	s.life.buildStart, s.life.candidate = t0, short(f.SHA256)
 	s.life.mu.Unlock()
-	p, _ := s.current()
 	// yedge_model_build_seconds grows while the session (a TensorRT engine:
 	// minutes) is built.
 	stop := make(chan struct{})

@@ -179,8 +179,10 @@ type Change struct {
 	// Models: the FP32 model, its content, input geometry, runtime or
 	// post-processing options changed; both models are reloaded.
 	Models bool
-	// Int8: only the int8 model changed; it is loaded beside the serving
-	// one and runs as a canary before it serves.
+	// Int8: the int8 model changed; it is loaded beside the serving one
+	// and runs as a canary before it serves (with Models too: the other
+	// model changes swap at once, the serving int8 model stays until the
+	// canary passes).
 	Int8 bool
 	// Sinks: the sinks changed; they are reopened.
 	Sinks bool
@@ -227,7 +229,7 @@ func (p Plan) Diff(next Plan) Change {
 	rt := func(o yrt.Options) yrt.Options { o.Logger = nil; return o }
 	noInt8 := func(m ModelsPlan) ModelsPlan { m.Int8 = ModelFile{}; return m }
 	c.Models = !reflect.DeepEqual(noInt8(p.Models), noInt8(next.Models)) || !reflect.DeepEqual(rt(p.Runtime), rt(next.Runtime)) || p.Post != next.Post
-	c.Int8 = !c.Models && p.Models.Int8 != next.Models.Int8
+	c.Int8 = p.Models.Int8 != next.Models.Int8
 	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
 	h, nh := p.HTTP, next.HTTP
 	c.HTTP = p.Listen != next.Listen || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.ReadTimeout != nh.ReadTimeout ||

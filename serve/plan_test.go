@@ -42,6 +42,7 @@ func TestPlanDiff(t *testing.T) {
 		{"stream reconnect changed", func(p *Plan) { p.Streams[0].Source.MaxRetries = 3 }, Change{Restarted: []string{"a"}}},
 		{"streams reordered", func(p *Plan) { p.Streams[0], p.Streams[1] = p.Streams[1], p.Streams[0] }, Change{}},
 		{"model replaced in place", func(p *Plan) { p.Models.Int8.SHA256 = "cc" }, Change{Int8: true}},
+		{"int8 and fp32 both new", func(p *Plan) { p.Models.Int8.SHA256, p.Models.FP32.SHA256 = "cc", "dd" }, Change{Models: true, Int8: true}},
 		{"fp32 replaced in place", func(p *Plan) { p.Models.FP32.SHA256 = "cc" }, Change{Models: true}},
 		{"model path", func(p *Plan) { p.Models.FP32.Path = "other.onnx" }, Change{Models: true}},
 		{"threads", func(p *Plan) { p.Runtime.Threads = 1 }, Change{Models: true}},

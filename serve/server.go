@@ -294,9 +294,14 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	var canary *model
 	var err error
 	if ch.Models {
+		// The serving int8 model stays until a canary promotes another: a
+		// new int8 model in the same reload runs as a canary (below).
 		load := next
-		if _, cm := s.current(); load.Models.Int8.Path == "" && !cm.fp32Serving() {
-			load.Models.Int8 = cm.int8.file // keep the promoted int8 model
+		if _, cm := s.current(); load.Models.Int8.Path == "" || ch.Int8 {
+			load.Models.Int8 = cm.int8.file
+			if cm.fp32Serving() {
+				load.Models.Int8 = ModelFile{} // FP32 serves in the int8 slot
+			}
 		}
 		if mods, err = loadModels(ctx, load, true, s.log); err != nil {
 			s.recordReload("rejected", err, nil)
@@ -315,10 +320,11 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 				s.log.Warn("model store: model not recorded", "err", err)
 			}
 		}
-		if canary, err = s.build(ctx, next.Models.Int8); err != nil {
+		if canary, err = s.build(ctx, next, next.Models.Int8); err != nil {
 			s.storeReject(next.Models.Int8.SHA256, "not loaded: "+err.Error())
 			s.life.busy.Store(false)
 			s.setPhase(metrics.PhaseServing)
+			mods.close()
 			s.recordReload("rejected", err, nil)
 			return ch, err
 		}
