@@ -409,6 +409,42 @@ sinks:
 	t.Logf("broken model rejected: %s", l.Reason)
 	before := d.inferred("int8")
 	lcWait(t, "int8 frames after the rejection", 60*time.Second, func() bool { return d.inferred("int8") > before+2 })
+
+	// A reload that changes the FP32 model and brings another broken int8
+	// model: FP32 swaps at once, the new int8 model still runs as a canary
+	// and is rejected, the good int8 model keeps serving.
+	fp32Copy := filepath.Join(dir, "fp32-copy.onnx")
+	data, err := os.ReadFile(fixtures.Model(t, "yolov5n.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fp32Copy, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	broken2 := testmodels.ScaledActivations(t, qdq, 80)
+	bm2, err := onnx.Load(broken2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next2 := next
+	next2.Models.FP32.Path = fp32Copy
+	next2.Models.Int8 = serve.ModelFile{Path: broken2, SHA256: bm2.SHA256()}
+	ch, err = d.srv.Reload(context.Background(), next2)
+	if err != nil || !ch.Models || !ch.Int8 {
+		t.Fatalf("reload of both models: %+v %v", ch, err)
+	}
+	lcWait(t, "the canary decision on the second broken model", 3*time.Minute, func() bool {
+		st = d.status(t)
+		return st.Lifecycle.Last != nil && st.Lifecycle.Last.Model == bm2.SHA256()[:12]
+	})
+	if l := st.Lifecycle.Last; l.Result != "rejected" {
+		t.Errorf("second broken model: decision %+v, want rejected", *l)
+	}
+	if st.Models[0].SHA256 != good {
+		t.Errorf("serving int8 model after a reload of both models %s, want %s (unchanged until a canary passes)", st.Models[0].SHA256, good)
+	}
+	before = d.inferred("int8")
+	lcWait(t, "int8 frames after the second rejection", 60*time.Second, func() bool { return d.inferred("int8") > before+2 })
 	d.stop(t)
 	runs := checkContiguous(t, readSink(t, sink))
 	if len(runs) != 2 || runs[0] != "fp32" || runs[1] != "int8" {
