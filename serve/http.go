@@ -156,16 +156,7 @@ func (s *Server) handleEval(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
-		var tooBig *http.MaxBytesError
-		var ne net.Error
-		switch {
-		case errors.As(err, &tooBig):
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		case errors.As(err, &ne) && ne.Timeout():
-			http.Error(w, "request body not received within http.read_timeout", http.StatusRequestTimeout)
-		default:
-			http.Error(w, "reading the request body failed", http.StatusBadRequest)
-		}
+		bodyError(w, err)
 		return
 	}
 	if p, _ := s.current(); p.Eval.Data == "" {
