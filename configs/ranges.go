@@ -4,6 +4,10 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/postprocess"
+	yrt "github.com/yedge/yedge/runtime"
 )
 
 // Range is the documented range of one numeric key. Key paths write list
@@ -29,15 +33,15 @@ const (
 // and README's table is tested against it.
 var ranges = []Range{
 	{Key: "shutdown_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
-	{Key: "model.batch", Min: 1, Max: 64, Note: "1: no batching; default: the number of streams, at most 8"},
+	{Key: "model.batch", Min: 1, Max: pipeline.MaxBatch, Note: "1: no batching; default: the number of streams, at most 8"},
 	{Key: "model.quantize.images", Min: 1, Max: 100000},
-	{Key: "provider.threads", Min: 0, Max: 1024, Note: "0: all cores"},
-	{Key: "provider.device_id", Min: 0, Max: 255},
+	{Key: "provider.threads", Min: 0, Max: yrt.MaxThreads, Note: "0: all cores"},
+	{Key: "provider.device_id", Min: 0, Max: yrt.MaxDeviceID},
 	{Key: "provider.tensorrt.dla_core", Min: 0, Max: 7, Note: "leave it out for no DLA"},
 	{Key: "provider.tensorrt.workspace_mb", Min: 0, Max: 1 << 20, Note: "0: the TensorRT default"},
 	{Key: "thresholds.conf", Min: 0, Max: 1},
 	{Key: "thresholds.iou", Min: 0, MinOpen: true, Max: 1},
-	{Key: "thresholds.max_det", Min: 1, Max: 30000},
+	{Key: "thresholds.max_det", Min: 1, Max: postprocess.MaxDetections},
 	{Key: "streams[].fps", Min: 0, Max: 1000, Note: "0: no cap"},
 	{Key: "streams[].read_timeout", Min: 0, Max: hour, Duration: true, Note: "0: no bound"},
 	{Key: "streams[].reconnect.min_backoff", Min: 0, MinOpen: true, Max: hour, Duration: true},

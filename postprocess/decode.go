@@ -56,16 +56,20 @@ type Options struct {
 	Agnostic   bool    // NMS across classes
 }
 
+// MaxDetections bounds Options.MaxDet for every front end: no more
+// candidates than DeployOptions' MaxNMS enter NMS.
+const MaxDetections = 30000
+
 // DeployOptions are the defaults for detection on streams: conf 0.25, IoU
 // 0.45, best class per box, at most 300 detections.
 func DeployOptions() Options {
-	return Options{Conf: 0.25, IoU: 0.45, MaxDet: 300, MaxNMS: 30000}
+	return Options{Conf: 0.25, IoU: 0.45, MaxDet: 300, MaxNMS: MaxDetections}
 }
 
 // EvalOptions are the reference evaluation settings: conf 0.001, IoU 0.6,
 // multi-label, at most 300 detections.
 func EvalOptions() Options {
-	return Options{Conf: 0.001, IoU: 0.6, MaxDet: 300, MultiLabel: true, MaxNMS: 30000}
+	return Options{Conf: 0.001, IoU: 0.6, MaxDet: 300, MultiLabel: true, MaxNMS: MaxDetections}
 }
 
 // Validate checks the options.
@@ -124,7 +128,7 @@ type Decoder struct {
 // NewDecoder returns a decoder with the given options.
 func NewDecoder(o Options) *Decoder {
 	if o.MaxNMS <= 0 {
-		o.MaxNMS = 30000
+		o.MaxNMS = MaxDetections
 	}
 	return &Decoder{Opts: o}
 }

@@ -48,6 +48,14 @@ type TensorRTOptions struct {
 	ModelKey string
 }
 
+// Bounds of Options that every front end (flags, configuration) checks.
+const (
+	// MaxThreads is the largest intra-op thread count.
+	MaxThreads = 1024
+	// MaxDeviceID is the largest GPU index.
+	MaxDeviceID = 255
+)
+
 // Options configures a Session.
 type Options struct {
 	Provider string // auto, tensorrt, cuda or cpu; "" means auto

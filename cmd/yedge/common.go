@@ -13,14 +13,6 @@ import (
 	"github.com/yedge/yedge/postprocess"
 )
 
-// Ranges of numeric flags shared by several commands (README "Flag
-// ranges" lists every flag).
-const (
-	maxThreads  = 1024
-	maxDeviceID = 255
-	maxMaxDet   = 30000 // postprocess keeps at most 30000 NMS candidates
-)
-
 // intInRange returns a usage error naming flag when v is outside [lo, hi];
 // note explains special values (e.g. "0: all frames").
 func intInRange(flag string, v, lo, hi int64, note string) error {
@@ -115,7 +107,7 @@ func (m *modelFlags) register(c *cobra.Command, post postprocess.Options) {
 	f.StringVar(&m.names, "names", "", "class names file (YAML with names: or one per line); default: model metadata, else COCO-80")
 	f.Float64Var(&m.conf, "conf", f32(post.Conf), "confidence threshold (obj x cls), in [0, 1]")
 	f.Float64Var(&m.iou, "iou", f32(post.IoU), "NMS IoU threshold, in (0, 1]")
-	f.IntVar(&m.maxDet, "max-det", post.MaxDet, fmt.Sprintf("maximum detections per image, in [1, %d]", maxMaxDet))
+	f.IntVar(&m.maxDet, "max-det", post.MaxDet, fmt.Sprintf("maximum detections per image, in [1, %d]", postprocess.MaxDetections))
 	_ = c.MarkFlagRequired("model")
 }
 
@@ -137,7 +129,7 @@ func (m *modelFlags) validate() error {
 	return firstErr(
 		floatInRange("conf", m.conf, 0, 1, false, false, ""),
 		floatInRange("iou", m.iou, 0, 1, true, false, ""),
-		intInRange("max-det", int64(m.maxDet), 1, maxMaxDet, ""),
+		intInRange("max-det", int64(m.maxDet), 1, postprocess.MaxDetections, ""),
 	)
 }
 

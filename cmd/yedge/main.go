@@ -161,8 +161,8 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.ortLib, "ort-lib", "", "path of libonnxruntime.so (else $"+yrt.EnvLibrary+", config, setup folder, system)")
 	pf.StringVar(&g.provider, "provider", "auto", "execution provider: auto|tensorrt|cuda|cpu")
-	pf.IntVar(&g.threads, "threads", 0, fmt.Sprintf("intra-op threads, in [0, %d] (0: all cores)", maxThreads))
-	pf.IntVar(&g.deviceID, "device-id", 0, fmt.Sprintf("GPU index for CUDA and TensorRT, in [0, %d]", maxDeviceID))
+	pf.IntVar(&g.threads, "threads", 0, fmt.Sprintf("intra-op threads, in [0, %d] (0: all cores)", yrt.MaxThreads))
+	pf.IntVar(&g.deviceID, "device-id", 0, fmt.Sprintf("GPU index for CUDA and TensorRT, in [0, %d]", yrt.MaxDeviceID))
 	pf.StringVar(&g.trtCache, "trt-cache", yrt.DefaultTensorRTCacheDir(), "TensorRT engine and timing cache folder ($CACHE_DIRECTORY/tensorrt under systemd)")
 	pf.BoolVar(&g.trtFP16, "trt-fp16", true, "allow TensorRT FP16 kernels")
 	pf.BoolVar(&g.trtINT8, "trt-int8", true, "allow TensorRT INT8 kernels")
@@ -173,8 +173,8 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(yrt.Providers, ", ")))
 		}
 		if err := firstErr(
-			intInRange("threads", int64(g.threads), 0, maxThreads, "0: all cores"),
-			intInRange("device-id", int64(g.deviceID), 0, maxDeviceID, ""),
+			intInRange("threads", int64(g.threads), 0, yrt.MaxThreads, "0: all cores"),
+			intInRange("device-id", int64(g.deviceID), 0, yrt.MaxDeviceID, ""),
 		); err != nil {
 			return err
 		}
