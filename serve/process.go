@@ -128,17 +128,7 @@ func (s *Server) process(ctx context.Context, p Plan, mods *models, items []work
 		p0 := time.Now()
 		dets := d.Postprocess(i, transforms[i])
 		tm := pipeline.Timing{Preprocess: pre[i], Infer: infer, Postprocess: time.Since(p0)}
-		s.observe(it.st, precision, it.meta.read, tm)
-		now := time.Now()
-		it.st.view.record(now, it.meta.read, tm)
-		if it.st.view.wantLive(now) {
-			s.drawLive(it, dets, d.Names)
-		}
-		it.st.count(it.st.inferred, precision, 1)
-		for _, x := range dets {
-			it.st.count(it.st.detections, postprocess.Name(d.Names, x.Class), 1)
-		}
-		s.writeSinks(it, precision, d.Names, dets, tm)
+		s.deliver(it, precision, d.Names, dets, tm)
 		s.maybeShadow(ctx, p, mods, it, dets, infer)
 	}
 	s.workTime.Add(int64(time.Since(t0)))
@@ -153,15 +143,27 @@ func (s *Server) processFallback(ctx context.Context, p Plan, mods *models, it w
 		s.frameFailed(it.st, metrics.StageInfer, err)
 		return
 	}
-	s.observe(it.st, metrics.PrecisionFP32, it.meta.read, tm)
-	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
-	for _, x := range dets {
-		it.st.count(it.st.detections, postprocess.Name(d.Names, x.Class), 1)
-	}
-	s.writeSinks(it, metrics.PrecisionFP32, d.Names, dets, tm)
+	s.deliver(it, metrics.PrecisionFP32, d.Names, dets, tm)
 	if c := s.currentCanary(); c != nil && s.shouldShadow(p.Shadow, it.st, true) {
 		s.runCanary(ctx, c, it, dets, nil)
 	}
+}
+
+// deliver hands one served frame's detections to everything downstream:
+// stage metrics, counters, the web view and the sinks. The int8 path and a
+// stream the guard moved to FP32 share it.
+func (s *Server) deliver(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
+	s.observe(it.st, precision, it.meta.read, tm)
+	now := time.Now()
+	it.st.view.record(now, it.meta.read, tm)
+	if it.st.view.wantLive(now) {
+		s.drawLive(it, dets, names)
+	}
+	it.st.count(it.st.inferred, precision, 1)
+	for _, x := range dets {
+		it.st.count(it.st.detections, postprocess.Name(names, x.Class), 1)
+	}
+	s.writeSinks(it, precision, names, dets, tm)
 }
 
 // observe records a frame's stage times.
