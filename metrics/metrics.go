@@ -84,6 +84,9 @@ const (
 	NameServingInfo        = "yedge_serving_info"
 	NameGuardFallback      = "yedge_guard_fallback"
 	NameGuardTransitions   = "yedge_guard_transitions_total"
+	NamePipelineBusy       = "yedge_pipeline_busy_seconds_total"
+	NamePipelineWait       = "yedge_pipeline_queue_wait_seconds"
+	NamePipelineDropped    = "yedge_pipeline_dropped_total"
 )
 
 // Model lifecycle phases, the values of the "phase" label of
@@ -113,12 +116,13 @@ func Names() []string {
 		NameSinkWritten, NameSinkErrors, NameReloads, NameErrors, NameReady,
 		NameModelPhase, NameCalibImages, NameModelBuildSeconds, NameCanaries, NameCanaryFrames,
 		NameCanaryRecall, NameCanaryPrecision, NameServingInfo, NameGuardFallback, NameGuardTransitions,
+		NamePipelineBusy, NamePipelineWait, NamePipelineDropped,
 	}
 }
 
 // Histograms returns the family names among Names that are histograms.
 func Histograms() []string {
-	return []string{NameStageSeconds}
+	return []string{NameStageSeconds, NamePipelineWait}
 }
 
 // StageBuckets returns the bucket upper bounds (seconds) of
@@ -147,6 +151,19 @@ type Metrics struct {
 	// each loaded model; provider is the execution provider actually in use
 	// (after any fallback). Use SetModelInfo to replace a model's series.
 	ModelInfo *prometheus.GaugeVec
+
+	// PipelineBusy is yedge_pipeline_busy_seconds_total{stage}: the time
+	// each concurrent stage of the daemon's pipeline (preprocess, infer,
+	// postprocess, sink, shadow) was busy; its rate is the stage's busy
+	// share, and the stage near 1 is the bottleneck.
+	PipelineBusy *prometheus.CounterVec
+	// PipelineWait is yedge_pipeline_queue_wait_seconds{stage}: how long a
+	// frame waited before a stage (for preprocess: for a free buffer).
+	PipelineWait *prometheus.HistogramVec
+	// PipelineDropped is yedge_pipeline_dropped_total{stage}: frames a
+	// stage dropped rather than delay the int8 path (shadow: a sampled
+	// frame skipped while the FP32 worker was busy).
+	PipelineDropped *prometheus.CounterVec
 
 	// StageSeconds is yedge_stage_duration_seconds{stream,precision,stage}:
 	// per-frame time of each stage (read|preprocess|infer|postprocess).
@@ -241,6 +258,16 @@ func New(version, revision string) *Metrics {
 			Buckets: StageBuckets(),
 		}, []string{"stream", "precision", "stage"}),
 
+		PipelineBusy: counter(NamePipelineBusy,
+			"Time each concurrent pipeline stage (preprocess, infer, postprocess, sink, shadow) was busy; rate() is its busy share.", "stage"),
+		PipelineWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    NamePipelineWait,
+			Help:    "Time a frame waited in the queue before a pipeline stage.",
+			Buckets: StageBuckets(),
+		}, []string{"stage"}),
+		PipelineDropped: counter(NamePipelineDropped,
+			"Frames a pipeline stage dropped rather than delay int8 (shadow: sample skipped while the FP32 worker was busy).", "stage"),
+
 		LatencyRatio: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: NameLatencyRatio,
 			Help: "Median int8 inference latency divided by median FP32 inference latency over the rolling window.",
@@ -283,6 +310,7 @@ func New(version, revision string) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.BuildInfo, m.DeviceInfo, m.ModelInfo, m.StageSeconds,
+		m.PipelineBusy, m.PipelineWait, m.PipelineDropped,
 		m.LatencyRatio,
 		m.EvalMAP50, m.EvalMAP5095, m.EvalTimestamp,
 		m.Reloads, m.Errors,

@@ -138,9 +138,9 @@ func Bench(ctx context.Context, dets []*Detector, cfg BenchConfig, progress Prog
 	out := make([]BenchResult, len(dets))
 	for i, d := range dets {
 		out[i] = BenchResult{
-			Model:    d.Session.Path(),
-			Provider: d.Session.Provider,
-			Threads:  d.Session.Threads,
+			Model:    d.Path(),
+			Provider: d.Provider(),
+			Threads:  d.Threads(),
 			Input:    [2]int{d.Height, d.Width},
 			Infer:    benchStats(&infer[i]),
 			EndToEnd: benchStats(&e2e[i]),
@@ -176,5 +176,5 @@ func benchErr(ctx context.Context, d *Detector, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
-	return fmt.Errorf("bench %q: %w", d.Session.Path(), err)
+	return fmt.Errorf("bench %q: %w", d.Path(), err)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -63,11 +64,13 @@ type Detector struct {
 	Stride      int
 	Batch       int
 	outIdx      int
-	bind        *yrt.Binding
-	lbs         []*preprocess.Letterboxer
-	dec         *postprocess.Decoder
-	dets        []postprocess.Detection
-	xfs         []preprocess.Transform
+	post        postprocess.Options
+	main        *Slot // the slot of Preprocess, Infer, Postprocess and Detect
+	null        bool  // the built-in null model: no session, no inference
+
+	poolMu sync.Mutex
+	free   chan *Slot // pipelined stages' slots not in use
+	all    []*Slot    // every pipelined slot made, for Close
 }
 
 // New loads the model and prepares buffers for its input size.
@@ -89,6 +92,9 @@ func New(cfg Config) (*Detector, error) {
 	if err := cfg.Post.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Model == NullModel {
+		return newNull(cfg, log)
+	}
 	s, err := yrt.NewSession(cfg.Model, cfg.Runtime)
 	if err != nil {
 		if errors.Is(err, yrt.ErrProviderUnavailable) {
@@ -96,7 +102,7 @@ func New(cfg Config) (*Detector, error) {
 		}
 		return nil, &ModelError{err}
 	}
-	d := &Detector{Session: s, Stride: 32, dec: postprocess.NewDecoder(cfg.Post)}
+	d := &Detector{Session: s, Stride: 32, post: cfg.Post}
 	if v, ok := s.Metadata["stride"]; ok {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 {
 			d.Stride = n
@@ -155,19 +161,22 @@ func (d *Detector) setup(cfg Config) error {
 		}
 		return fmt.Errorf("model %q: %w", cfg.Model, err)
 	}
-	d.bind, err = s.Bind([]int64{int64(d.Batch), 3, int64(h), int64(w)}, d.outIdx)
+	bind, err := d.bind()
 	if err != nil {
 		return &ModelError{err}
 	}
-	d.Layout, err = postprocess.ParseLayout(d.bind.OutputShape())
+	d.Layout, err = postprocess.ParseLayout(bind.OutputShape())
 	if err != nil {
+		bind.Close()
 		return &ModelError{fmt.Errorf("model %q: %w", cfg.Model, err)}
 	}
-	for i := 0; i < d.Batch; i++ {
-		d.lbs = append(d.lbs, preprocess.New(w, h))
-	}
-	d.xfs = make([]preprocess.Transform, d.Batch)
+	d.main = d.newSlot(bind)
 	return nil
+}
+
+// bind allocates one input and output tensor pair for the model.
+func (d *Detector) bind() (*yrt.Binding, error) {
+	return d.Session.Bind([]int64{int64(d.Batch), 3, int64(d.Height), int64(d.Width)}, d.outIdx)
 }
 
 // resolveSize picks the input height and width from the model shape and the
@@ -200,41 +209,40 @@ func resolveSize(shape []int64, reqH, reqW, stride int) (int, int, error) {
 	return h, w, nil
 }
 
-// Close releases the session and buffers.
+// Close releases the session and every slot's buffers. No slot may be in
+// use.
 func (d *Detector) Close() error {
 	var errs []error
-	for _, l := range d.lbs {
-		errs = append(errs, l.Close())
+	d.poolMu.Lock()
+	slots := append(d.all, d.main)
+	d.all, d.main = nil, nil
+	d.poolMu.Unlock()
+	for _, sl := range slots {
+		if sl != nil {
+			errs = append(errs, sl.close())
+		}
 	}
-	d.lbs = nil
-	if d.bind != nil {
-		d.bind.Close()
-		d.bind = nil
+	if d.Session != nil {
+		errs = append(errs, d.Session.Close())
 	}
-	return errors.Join(append(errs, d.Session.Close())...)
+	return errors.Join(errs...)
 }
 
-// Preprocess letterboxes img into batch slot i of the input buffer.
+// Preprocess letterboxes img into batch position i of the detector's own
+// slot.
 func (d *Detector) Preprocess(img gocv.Mat, i int) (preprocess.Transform, error) {
-	plane := 3 * d.Width * d.Height
-	t, err := d.lbs[i].Apply(img, d.bind.Input()[i*plane:(i+1)*plane])
-	if err != nil {
-		return t, err
-	}
-	d.xfs[i] = t
-	return t, nil
+	return d.main.Preprocess(img, i)
 }
 
-// Infer runs the model on the input buffer.
-func (d *Detector) Infer(ctx context.Context) error { return d.bind.Run(ctx) }
+// Infer runs the model on the detector's own slot.
+func (d *Detector) Infer(ctx context.Context) error { return d.main.Infer(ctx) }
 
-// Postprocess decodes batch slot i and maps boxes back with t. The returned
-// slice is owned by the Detector and valid until the next call.
+// Postprocess decodes batch position i of the detector's own slot. The
+// transform t is the one Preprocess returned for it. The returned slice
+// is owned by the Detector and valid until the next call.
 func (d *Detector) Postprocess(i int, t preprocess.Transform) []postprocess.Detection {
-	rowLen := d.Layout.Rows * (5 + d.Layout.Classes)
-	out := d.bind.Output()[i*rowLen : (i+1)*rowLen]
-	d.dets = d.dec.Decode(out, d.Layout.Classes, d.dets[:0])
-	return postprocess.MapBack(d.dets, t)
+	d.main.xfs[i] = t
+	return d.main.Postprocess(i)
 }
 
 // Detect runs all stages on one image. The returned slice is owned by the
@@ -257,11 +265,39 @@ func (d *Detector) Detect(ctx context.Context, img gocv.Mat) ([]postprocess.Dete
 	return dets, tm, nil
 }
 
-// SetPostprocess changes the decoding options.
+// SetPostprocess changes the decoding options of the detector's own slot
+// (Detect, Postprocess) and of the pipelined slots made from now on.
 func (d *Detector) SetPostprocess(o postprocess.Options) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	d.dec = postprocess.NewDecoder(o)
+	d.post = o
+	d.main.dec = postprocess.NewDecoder(o)
 	return nil
+}
+
+// Path returns the model's path ("null" for the null model).
+func (d *Detector) Path() string {
+	if d.Session == nil {
+		return NullModel
+	}
+	return d.Session.Path()
+}
+
+// Provider returns the execution provider in use ("none" for the null
+// model).
+func (d *Detector) Provider() string {
+	if d.Session == nil {
+		return "none"
+	}
+	return d.Session.Provider
+}
+
+// Threads returns onnxruntime's intra-op thread count (0 for the null
+// model).
+func (d *Detector) Threads() int {
+	if d.Session == nil {
+		return 0
+	}
+	return d.Session.Threads
 }

@@ -62,11 +62,11 @@ func EvaluateWith(ctx context.Context, d *Detector, ds *eval.Dataset, o EvalOpti
 		log = slog.Default()
 	}
 	var st EvalStats
-	prev := d.dec
+	prev := d.post
 	if err := d.SetPostprocess(post); err != nil {
 		return eval.Result{}, st, err
 	}
-	defer func() { d.dec = prev }()
+	defer func() { _ = d.SetPostprocess(prev) }() // prev was valid
 	acc := eval.NewAccumulator()
 	img := gocv.NewMat()
 	defer img.Close()

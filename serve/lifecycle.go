@@ -343,6 +343,7 @@ func (s *Server) decideCanary(p Plan) {
 	}
 	s.life.canary = nil
 	s.life.mu.Unlock()
+	s.drain() // the canary and the serving model may still run frames
 	cp := p.Lifecycle.Canary
 	r, pr := c.canary.figures()
 	d := &decision{At: time.Now(), Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.frames, Recall: r, Precision: pr}
@@ -386,6 +387,7 @@ func (s *Server) decideCanary(p Plan) {
 // between two frames), brings every stream the guard moved to FP32 back to
 // int8, and records the promotion.
 func (s *Server) promote(m *model, source string, d *decision) {
+	s.drain()
 	s.mu.Lock()
 	old := s.models
 	s.models = &models{int8: m, fp32: old.fp32}

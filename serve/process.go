@@ -2,6 +2,7 @@ package serve
 
 import (
 	"context"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -11,7 +12,6 @@ import (
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
-	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/sinks"
 )
 
@@ -22,54 +22,225 @@ type work struct {
 	meta frameMeta
 }
 
-// loop is the processing loop: it takes the latest frame of every stream,
-// runs int8 on them (batched when the model allows), the FP32 shadow on a
-// sample, writes the sinks, and pings the watchdog.
+// item is a recycled frame buffer on its way through the stages; dets
+// keeps the int8 detections of a frame handed to the shadow worker.
+type item struct {
+	work
+	dets      []postprocess.Detection
+	infer     time.Duration
+	precision string
+	shadowed  bool // handed to the shadow worker, which releases it
+}
+
+// jobTag is what the daemon attaches to a pipeline job: the plan and
+// models its frames were taken under, and the frames.
+type jobTag struct {
+	p        Plan
+	mods     *models
+	fallback bool // frames of streams the guard moved to FP32
+	items    []*item
+}
+
+// shadowWork is one sampled frame for the shadow worker.
+type shadowWork struct {
+	tag *jobTag
+	it  *item
+}
+
+// procLoop is the state of the processing loop: the recycled frame
+// buffers and the jobs taken but not yet handed to the stages.
+type procLoop struct {
+	s        *Server
+	ctx      context.Context
+	mu       sync.Mutex
+	free     []*item
+	all      []*item
+	pending  []*pipeline.Job
+	lastPing time.Time
+	rr       int
+	shadow   chan shadowWork
+}
+
+// get returns a free frame buffer. The buffers in flight are bounded by
+// the detectors' slots (pipeline.PipelineSlots each) and the one frame
+// the shadow worker holds, so this allocates only while warming up.
+func (l *procLoop) get() *item {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.free); n > 0 {
+		it := l.free[n-1]
+		l.free = l.free[:n-1]
+		return it
+	}
+	it := &item{work: work{img: gocv.NewMat()}}
+	l.all = append(l.all, it)
+	return it
+}
+
+// put gives a frame buffer back and ends its part in the frames in
+// flight.
+func (l *procLoop) put(it *item) {
+	it.st, it.shadowed = nil, false
+	l.mu.Lock()
+	l.free = append(l.free, it)
+	l.mu.Unlock()
+	l.s.inflight.Done()
+}
+
+// loop is the processing loop: the latest frame of every stream goes
+// through preprocess, inference (batched when the model allows) and
+// postprocess with the sinks as concurrent stages (pipeline.Stages), and
+// sampled frames to the FP32 shadow on a worker of its own, which never
+// delays int8: a sample that finds it busy is dropped. Frames in flight
+// are finished when ctx ends.
 func (s *Server) loop(ctx context.Context) error {
-	var pool []gocv.Mat
+	l := &procLoop{s: s, ctx: ctx, shadow: make(chan shadowWork, 1)}
 	defer func() {
-		for i := range pool {
-			pool[i].Close()
+		for _, it := range l.all {
+			it.img.Close()
 		}
 	}()
-	var lastPing time.Time
-	var items []work
-	rr := 0
-	for {
-		if s.opts.WatchdogEvery > 0 && time.Since(lastPing) >= s.opts.WatchdogEvery {
-			s.notify("WATCHDOG=1")
-			lastPing = time.Now()
+	stats := pipeline.NewStageStats()
+	stats.OnObserve = func(stage string, busy, wait time.Duration) {
+		s.m.PipelineBusy.WithLabelValues(stage).Add(busy.Seconds())
+		s.m.PipelineWait.WithLabelValues(stage).Observe(wait.Seconds())
+	}
+	var shadowDone sync.WaitGroup
+	shadowDone.Add(1)
+	go func() {
+		defer shadowDone.Done()
+		for w := range l.shadow {
+			t0 := time.Now()
+			s.shadowFrame(w.tag, w.it)
+			s.m.PipelineBusy.WithLabelValues(pipeline.StageShadow).Add(time.Since(t0).Seconds())
+			l.put(w.it)
 		}
-		if ctx.Err() != nil {
-			return nil
+	}()
+	// The stages run on a context of their own, so that the frames in
+	// flight at shutdown are finished: next ends them when ctx does.
+	err := pipeline.Stages{
+		Stats:   stats,
+		Next:    l.next,
+		Deliver: l.deliver,
+		Fail: func(j *pipeline.Job, i int, stage string, err error) {
+			s.frameFailed(j.Tag.(*jobTag).items[i].st, stage, err)
+		},
+		Done: l.done,
+	}.Run(context.WithoutCancel(ctx))
+	close(l.shadow)
+	shadowDone.Wait()
+	return err
+}
+
+// next takes the latest frame of each stream, round robin, up to the int8
+// model's batch, and returns them as jobs: one on the int8 model, and
+// those of streams the guard moved to FP32 on the FP32 model. Between two
+// takes it lets the canary be decided. It returns io.EOF once ctx ends.
+func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
+	s := l.s
+	for {
+		if len(l.pending) > 0 {
+			j := l.pending[0]
+			l.pending = l.pending[1:]
+			return j, nil
+		}
+		if s.opts.WatchdogEvery > 0 && time.Since(l.lastPing) >= s.opts.WatchdogEvery {
+			s.notify("WATCHDOG=1")
+			l.lastPing = time.Now()
+		}
+		if l.ctx.Err() != nil {
+			return nil, io.EOF
 		}
 		s.procMu.Lock()
+		p, _ := s.current()
+		s.decideCanary(p)
 		p, mods := s.current()
 		batch := max(1, mods.int8.det.Batch)
-		for len(pool) < batch {
-			pool = append(pool, gocv.NewMat())
-		}
 		list := s.streamList()
-		items = items[:0]
-		for k := 0; k < len(list) && len(items) < batch; k++ {
-			st := list[(rr+k)%len(list)]
-			if meta, ok := st.take(&pool[len(items)]); ok {
-				items = append(items, work{st: st, img: pool[len(items)], meta: meta})
+		main := &jobTag{p: p, mods: mods}
+		fb := &jobTag{p: p, mods: mods, fallback: true}
+		n := 0
+		for k := 0; k < len(list) && n < batch; k++ {
+			st := list[(l.rr+k)%len(list)]
+			it := l.get()
+			meta, ok := st.take(&it.img)
+			if !ok {
+				l.mu.Lock()
+				l.free = append(l.free, it)
+				l.mu.Unlock()
+				continue
+			}
+			it.st, it.meta = st, meta
+			s.inflight.Add(1)
+			n++
+			if !mods.fp32Serving() && st.guard.fallback.Load() {
+				fb.items = append(fb.items, it)
+			} else {
+				main.items = append(main.items, it)
 			}
 		}
-		rr++
-		if len(items) == 0 {
-			s.procMu.Unlock()
+		l.rr++
+		s.procMu.Unlock()
+		if n == 0 {
 			select {
 			case <-s.wake:
-			case <-ctx.Done():
+			case <-l.ctx.Done():
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
 		}
-		s.process(ctx, p, mods, items)
-		s.decideCanary(p)
-		s.procMu.Unlock()
+		if len(main.items) > 0 {
+			l.pending = append(l.pending, newJob(mods.int8, main, main.items))
+		}
+		fpBatch := max(1, mods.fp32.det.Batch)
+		for len(fb.items) > 0 {
+			k := min(fpBatch, len(fb.items))
+			part := &jobTag{p: p, mods: mods, fallback: true}
+			l.pending = append(l.pending, newJob(mods.fp32, part, fb.items[:k]))
+			fb.items = fb.items[k:]
+		}
+	}
+}
+
+// newJob makes the pipeline job of items on model m.
+func newJob(m *model, tag *jobTag, items []*item) *pipeline.Job {
+	tag.items = items
+	j := &pipeline.Job{Det: m.det, Tag: tag}
+	for _, it := range items {
+		it.precision = m.precision
+		j.Frames = append(j.Frames, it.img)
+	}
+	return j
+}
+
+// deliver hands one decoded frame downstream and offers it to the shadow.
+func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection) error {
+	s := l.s
+	tag := j.Tag.(*jobTag)
+	it := tag.items[i]
+	tm := j.Timing[i]
+	s.deliver(it.work, it.precision, j.Det.Names, dets, tm)
+	s.workTime.Add(int64(tm.Preprocess + tm.Postprocess + tm.Infer/time.Duration(len(tag.items))))
+	if !s.shouldShadow(tag.p.Shadow, it.st, s.currentCanary() != nil) {
+		return nil
+	}
+	it.dets = append(it.dets[:0], dets...)
+	it.infer = tm.Infer
+	select {
+	case l.shadow <- shadowWork{tag: tag, it: it}:
+		it.shadowed = true
+	default:
+		s.m.PipelineDropped.WithLabelValues(pipeline.StageShadow).Inc()
+	}
+	return nil
+}
+
+// done gives back the job's frames not held by the shadow worker.
+func (l *procLoop) done(j *pipeline.Job) {
+	for _, it := range j.Tag.(*jobTag).items {
+		if !it.shadowed {
+			l.put(it)
+		}
 	}
 }
 
@@ -79,74 +250,6 @@ func (s *Server) frameFailed(st *stream, stage string, err error) {
 	st.view.addError(errEntry{At: time.Now(), Class: errFrame, Where: stage, Error: err.Error()})
 	s.errs.add(errFrame, st.plan.Name+" "+stage, err)
 	s.log.Warn("frame failed", "stream", st.plan.Name, "stage", stage, "err", err)
-}
-
-// process runs one batch of frames through int8 and, when sampled, FP32.
-func (s *Server) process(ctx context.Context, p Plan, mods *models, items []work) {
-	t0 := time.Now()
-	if !mods.fp32Serving() {
-		// Streams the guard moved to FP32 are served by the FP32 model.
-		rest := items[:0:0]
-		for _, it := range items {
-			if it.st.guard.fallback.Load() {
-				s.processFallback(ctx, p, mods, it)
-			} else {
-				rest = append(rest, it)
-			}
-		}
-		if items = rest; len(items) == 0 {
-			s.workTime.Add(int64(time.Since(t0)))
-			return
-		}
-	}
-	d := mods.int8.det
-	precision := mods.int8.precision
-	ok := make([]bool, len(items))
-	pre := make([]time.Duration, len(items))
-	transforms := make([]preprocess.Transform, len(items))
-	for i, it := range items {
-		p0 := time.Now()
-		xf, err := d.Preprocess(it.img, i)
-		if err != nil {
-			s.frameFailed(it.st, metrics.StagePreprocess, err)
-			continue
-		}
-		transforms[i], ok[i], pre[i] = xf, true, time.Since(p0)
-	}
-	i0 := time.Now()
-	if err := d.Infer(ctx); err != nil {
-		for _, it := range items {
-			s.frameFailed(it.st, metrics.StageInfer, err)
-		}
-		return
-	}
-	infer := time.Since(i0)
-	for i, it := range items {
-		if !ok[i] {
-			continue
-		}
-		p0 := time.Now()
-		dets := d.Postprocess(i, transforms[i])
-		tm := pipeline.Timing{Preprocess: pre[i], Infer: infer, Postprocess: time.Since(p0)}
-		s.deliver(it, precision, d.Names, dets, tm)
-		s.maybeShadow(ctx, p, mods, it, dets, infer)
-	}
-	s.workTime.Add(int64(time.Since(t0)))
-}
-
-// processFallback serves one frame of a stream the guard moved to FP32;
-// a running canary still sees it when sampled.
-func (s *Server) processFallback(ctx context.Context, p Plan, mods *models, it work) {
-	d := mods.fp32.det
-	dets, tm, err := d.Detect(ctx, it.img)
-	if err != nil {
-		s.frameFailed(it.st, metrics.StageInfer, err)
-		return
-	}
-	s.deliver(it, metrics.PrecisionFP32, d.Names, dets, tm)
-	if c := s.currentCanary(); c != nil && s.shouldShadow(p.Shadow, it.st, true) {
-		s.runCanary(ctx, c, it, dets, nil)
-	}
 }
 
 // deliver hands one served frame's detections to everything downstream:
@@ -207,19 +310,18 @@ func (s *Server) shouldShadow(sh ShadowPlan, st *stream, canary bool) bool {
 	return sh.Budget <= 0 || work <= 0 || float64(s.shadowTime.Load())/float64(work) <= sh.Budget
 }
 
-// maybeShadow runs the FP32 model on a sampled frame through the same
-// Detector path as int8, and adds the frame's agreement to the stream's
-// rolling window; a running canary runs on the frame too, and the guard
-// judges the window. While FP32 serves, the shadow trivially agrees and
-// only the canary runs.
-func (s *Server) maybeShadow(ctx context.Context, p Plan, mods *models, it work, int8Dets []postprocess.Detection, int8Infer time.Duration) {
+// shadowFrame runs, on the shadow worker, the FP32 model on a sampled
+// frame through the same Detector path as int8 and adds the frame's
+// agreement to the stream's rolling window; a running canary runs on the
+// frame too, and the guard judges the window. While FP32 serves the frame
+// (everywhere, or for a stream the guard moved), only the canary runs.
+func (s *Server) shadowFrame(tag *jobTag, it *item) {
+	ctx := context.Background() // the frame is finished even at shutdown
+	p, mods := tag.p, tag.mods
 	c := s.currentCanary()
-	if !s.shouldShadow(p.Shadow, it.st, c != nil) {
-		return
-	}
-	if mods.fp32Serving() {
+	if tag.fallback || mods.fp32Serving() {
 		if c != nil {
-			s.runCanary(ctx, c, it, int8Dets, nil)
+			s.runCanary(ctx, c, it.work, it.dets, nil)
 		}
 		return
 	}
@@ -232,22 +334,23 @@ func (s *Server) maybeShadow(ctx context.Context, p Plan, mods *models, it work,
 	s.observe(it.st, metrics.PrecisionFP32, 0, tm)
 	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
 	it.st.shadowed.Add(1)
+	int8Dets := it.dets
 	fa, pairs := MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
 	it.st.agree.Add(fa)
 	now := time.Now()
 	it.st.view.recordFP32(now, tm.Infer)
 	if it.st.view.watching(now) {
-		s.drawCompare(it, mods.fp32.det.Names, int8Dets, fp32Dets, fa, pairs)
+		s.drawCompare(it.work, mods.fp32.det.Names, int8Dets, fp32Dets, fa, pairs)
 	}
 	if c != nil {
 		// The serving model's agreement on the canary's frames, at the
 		// canary's IoU.
 		sa := Match(int8Dets, fp32Dets, canaryIoU)
-		s.runCanary(ctx, c, it, fp32Dets, &sa)
+		s.runCanary(ctx, c, it.work, fp32Dets, &sa)
 	}
 	s.checkGuard(p, it.st)
 	s.shadowTime.Add(int64(time.Since(t0)))
-	s.lat.add(int8Infer, tm.Infer)
+	s.lat.add(it.infer, tm.Infer)
 	if r, ok := s.lat.ratio(); ok {
 		s.m.LatencyRatio.Set(r)
 	}

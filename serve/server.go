@@ -77,6 +77,11 @@ type Server struct {
 	lat        latencyPair
 	shadowTime atomic.Int64 // nanoseconds spent in the shadow
 	workTime   atomic.Int64 // nanoseconds spent processing
+	// inflight counts the frames taken from the streams and not yet
+	// finished (delivered, and shadowed when sampled). Frames are added
+	// only under procMu; whoever swaps or closes a model holds procMu and
+	// waits for it to reach zero first (drain).
+	inflight sync.WaitGroup
 
 	evals    evaluator
 	life     lifecycle
@@ -341,8 +346,9 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 			return ch, err
 		}
 	}
-	// Commit, between two frames.
+	// Commit, between two frames: the frames in flight finish first.
 	s.procMu.Lock()
+	s.drain()
 	s.mu.Lock()
 	oldMods, oldSinks := s.models, s.sinks
 	if sinks != nil {
@@ -493,6 +499,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("stopped")
 	return err
 }
+
+// drain waits until every frame in flight is finished; the caller holds
+// procMu, so that no new frame is taken meanwhile.
+func (s *Server) drain() { s.inflight.Wait() }
 
 func (s *Server) notify(state string) {
 	if s.opts.Notify != nil {

@@ -43,6 +43,7 @@ type benchFlags struct {
 	imgsz    string
 	jsonOut  bool
 	progress bool
+	pipeline bool
 }
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
@@ -65,7 +66,20 @@ models, "speed-up of B vs A" is median(A) / median(B) for each later model B
 against the first model A (above 1: B is faster). --json prints the keys
 threads, warmup, runs, frames, source, results (model, provider, threads,
 input_hw, infer, end_to_end with median_ms, p95_ms, mean_ms, min_ms, runs)
-and, for exactly two models, speedup_infer and speedup_end_to_end.`,
+and, for exactly two models, speedup_infer and speedup_end_to_end.
+
+--pipeline runs the real pipeline instead: --source is read on its own
+goroutine (a video file loops), and capture, preprocess, inference and
+postprocess run as concurrent stages, as in detect and serve, for
+--frames frames after --warmup untimed ones, each model in turn. It
+reports the pipelined throughput and, for each stage, its median time,
+its median queue wait and its busy share (busy time over wall time: the
+stage near 100% is the bottleneck). --model null is a built-in model with
+YOLOv5's input and output shapes whose inference takes no time: its
+throughput is the ceiling the CPU stages allow. --json prints
+pipeline_fps, stages (stage -> median_ms, p95_ms, wait_median_ms, busy,
+frames, dropped) and infer_median_ms of the first model, and results with
+every model's.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return runBench(c.Context(), g, f, c.OutOrStdout(), c.ErrOrStderr())
@@ -80,6 +94,7 @@ and, for exactly two models, speedup_infer and speedup_end_to_end.`,
 	fl.IntVar(&f.runs, "runs", pipeline.DefaultBenchRuns, fmt.Sprintf("timed passes per model, in [1, %d]", maxBenchRuns))
 	fl.StringVar(&f.imgsz, "imgsz", "", imgszUsage)
 	fl.BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
+	fl.BoolVar(&f.pipeline, "pipeline", false, fmt.Sprintf("time the pipelined stages on --source for --frames frames (in [1, %d]); --model null gives the CPU stages' ceiling", maxBenchRuns))
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	return c
 }
@@ -107,8 +122,12 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 	if len(models) == 0 {
 		return withCode(exitUsage, errors.New("no model: give --model (repeatable) or --models A,B"))
 	}
+	maxFrames := maxBenchFrames
+	if f.pipeline {
+		maxFrames = maxBenchRuns // streamed, not held in memory
+	}
 	if err := firstErr(
-		intInRange("frames", int64(f.frames), 1, maxBenchFrames, ""),
+		intInRange("frames", int64(f.frames), 1, int64(maxFrames), ""),
 		intInRange("warmup", int64(f.warmup), 0, maxBenchRuns, ""),
 		intInRange("runs", int64(f.runs), 1, maxBenchRuns, ""),
 	); err != nil {
@@ -130,6 +149,9 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 			return withCode(exitSource, err)
 		}
 	}
+	if f.pipeline && f.source == "" {
+		return withCode(exitUsage, errors.New("--pipeline needs --source (a video file, which loops, or a live source)"))
+	}
 	if err := g.initRuntime(log); err != nil {
 		return err
 	}
@@ -148,6 +170,9 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 		dets = append(dets, d)
 	}
 
+	if f.pipeline {
+		return benchPipeline(ctx, dets, spec, f, log, stdout)
+	}
 	rep := &benchReport{Warmup: f.warmup, Runs: f.runs, Source: "synthetic noise"}
 	var frames []gocv.Mat
 	defer func() {
@@ -291,6 +316,66 @@ func (r *benchReport) writeTable(w io.Writer) error {
 	}
 	if len(r.speedups) > 0 {
 		fmt.Fprintln(w, "(speed-up of B vs A = median(A) / median(B); above 1: B is faster)")
+	}
+	return nil
+}
+
+// pipelineReport is the JSON output of bench --pipeline: the first
+// model's figures at the top, every model's in Results.
+type pipelineReport struct {
+	Source  string `json:"source"`
+	Frames  int    `json:"frames"`
+	Warmup  int    `json:"warmup"`
+	Threads int    `json:"threads"`
+	pipeline.PipelineResult
+	Results []pipeline.PipelineResult `json:"results"`
+}
+
+// benchPipeline runs bench --pipeline.
+func benchPipeline(ctx context.Context, dets []*pipeline.Detector, spec source.Spec, f *benchFlags, log *slog.Logger, stdout io.Writer) error {
+	spec.Loop = true // a file long enough for any --frames
+	name := ""
+	open := func(ctx context.Context) (pipeline.FrameReader, func() error, error) {
+		src, err := source.Open(ctx, spec, log)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			return nil, nil, withCode(exitSource, err)
+		}
+		name = src.Name()
+		return src, src.Close, nil
+	}
+	live := spec.Kind.Live()
+	rep := &pipelineReport{Frames: f.frames, Warmup: f.warmup}
+	for _, d := range dets {
+		r, err := pipeline.BenchPipeline(ctx, d, open, live, f.warmup, f.frames)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, r)
+	}
+	rep.Source = name
+	rep.PipelineResult = rep.Results[0]
+	rep.Threads = rep.Results[0].Threads
+	if f.jsonOut {
+		e := json.NewEncoder(stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(rep)
+	}
+	fmt.Fprintf(stdout, "bench --pipeline: %d frames after %d warm-up from %s, stages concurrent\n", rep.Frames, rep.Warmup, rep.Source)
+	for _, r := range rep.Results {
+		fmt.Fprintf(stdout, "\nmodel %s (%s, %d threads, input %dx%d): %.1f fps pipelined, inference median %.2f ms\n",
+			r.Model, r.Provider, r.Threads, r.Input[0], r.Input[1], r.PipelineFPS, r.InferMedianMs)
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "stage\tmedian ms\tp95 ms\tqueue wait ms\tbusy\tdropped")
+		for _, n := range r.Order {
+			x := r.Stages[n]
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f%%\t%d\n", n, x.MedianMs, x.P95Ms, x.WaitMedianMs, 100*x.Busy, x.Dropped)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -175,61 +175,73 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 		removeOut = false
 	}
 
+	// Capture and decode, preprocess, inference, and postprocess with the
+	// outputs run as concurrent stages: files keep every frame in order, a
+	// live source only its latest.
 	var st runSummary
-	img := gocv.NewMat()
-	defer img.Close()
+	stats := pipeline.NewStageStats()
+	feed := pipeline.NewFeed(ctx, src, src.Live(), stats)
+	defer feed.Close()
+	var taken int64
 	start := time.Now()
-	var runErr error
-	for f.maxFrames == 0 || st.frames < f.maxFrames {
-		t0 := time.Now()
-		fr, err := src.Read(ctx, &img)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				break
+	stages := pipeline.Stages{
+		Stats: stats,
+		Next: func(ctx context.Context) (*pipeline.Job, error) {
+			if f.maxFrames > 0 && taken >= f.maxFrames {
+				return nil, io.EOF
 			}
-			if ctx.Err() != nil {
-				break // Ctrl-C: a clean stop
+			fr, err := feed.Next(ctx)
+			if err != nil {
+				if errors.Is(err, io.EOF) || ctx.Err() != nil {
+					return nil, io.EOF
+				}
+				return nil, withCode(exitSource, err)
 			}
-			runErr = withCode(exitSource, err)
-			break
-		}
-		read := time.Since(t0)
-		dets, tm, err := det.Detect(ctx, img)
-		if err != nil {
-			if ctx.Err() != nil {
-				break
+			taken++
+			fr.Job.Det = det
+			return &fr.Job, nil
+		},
+		Deliver: func(j *pipeline.Job, _ int, dets []postprocess.Detection) error {
+			fr := j.Tag.(*pipeline.FeedFrame)
+			tm := j.Timing[0]
+			img := fr.Img
+			st.add(fr.Read, tm, len(dets))
+			if fr.Frame.Corrupt {
+				st.corrupt++
 			}
+			rec := sinks.NewRecord(src.Name(), fr.Frame.Index, fr.Frame.Time.UTC(), precision, img.Cols(), img.Rows(), det.Names, dets)
+			rec.PTSms, rec.Image, rec.Corrupt = ms(fr.Frame.PTS), fr.Frame.Name, fr.Frame.Corrupt
+			rec.Ms = map[string]float64{"read": ms(fr.Read), "preprocess": ms(tm.Preprocess), "infer": ms(tm.Infer), "postprocess": ms(tm.Postprocess)}
+			if err := sink.Write(rec); err != nil {
+				return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
+			}
+			if err := sink.Flush(); err != nil {
+				return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
+			}
+			if saver.active() {
+				postprocess.Draw(&img, dets, det.Names)
+				if err := saver.Write(img, fr.Frame); err != nil {
+					return err // an output the user asked for cannot be written
+				}
+			}
+			return nil
+		},
+		Fail: func(j *pipeline.Job, _ int, stage string, err error) {
 			st.failed++
-			log.Warn("frame failed", "frame", fr.Index, "err", err)
-			continue
-		}
-		st.add(read, tm, len(dets))
-		if fr.Corrupt {
-			st.corrupt++
-		}
-		rec := sinks.NewRecord(src.Name(), fr.Index, fr.Time.UTC(), precision, img.Cols(), img.Rows(), det.Names, dets)
-		rec.PTSms, rec.Image, rec.Corrupt = ms(fr.PTS), fr.Name, fr.Corrupt
-		rec.Ms = map[string]float64{"read": ms(read), "preprocess": ms(tm.Preprocess), "infer": ms(tm.Infer), "postprocess": ms(tm.Postprocess)}
-		if err := sink.Write(rec); err != nil {
-			return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
-		}
-		if err := sink.Flush(); err != nil {
-			return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
-		}
-		if saver.active() {
-			postprocess.Draw(&img, dets, det.Names)
-			if err := saver.Write(img, fr); err != nil {
-				runErr = err // an output the user asked for cannot be written
-				break
-			}
-		}
+			log.Warn("frame failed", "frame", j.Tag.(*pipeline.FeedFrame).Frame.Index, "stage", stage, "err", err)
+		},
+		Done: func(j *pipeline.Job) { feed.Release(j.Tag.(*pipeline.FeedFrame)) },
+	}
+	var runErr error
+	if err := stages.Run(ctx); err != nil && ctx.Err() == nil { // Ctrl-C is a clean stop
+		runErr = err
 	}
 	st.elapsed = time.Since(start)
 	st.skipped = src.Skipped()
 	if err := saver.Close(); err != nil && runErr == nil {
 		runErr = err
 	}
-	st.write(stderr, det, src.Name())
+	st.write(stderr, det, src.Name(), stats)
 	if runErr == nil && st.frames == 0 {
 		switch {
 		case ctx.Err() != nil:
@@ -281,20 +293,25 @@ func (s *runSummary) add(read time.Duration, t pipeline.Timing, n int) {
 	s.post.Add(t.Postprocess)
 }
 
-func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string) {
+func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string, stats *pipeline.StageStats) {
 	fps := 0.0
 	if s.elapsed > 0 {
 		fps = float64(s.frames) / s.elapsed.Seconds()
 	}
-	fmt.Fprintf(w, "\nsource %s: %d frames in %.1fs (%.1f fps), %d detections, %d failed, %d skipped, %d corrupt\n",
-		name, s.frames, s.elapsed.Seconds(), fps, s.dets, s.failed, s.skipped, s.corrupt)
-	fmt.Fprintf(w, "model %s on %s, input %dx%d\n", d.Session.Path(), d.Session.Provider, d.Height, d.Width)
-	fmt.Fprintf(w, "%-12s %10s %10s\n", "stage", "mean ms", "p95 ms")
+	fig, _ := stats.Figures()
+	fmt.Fprintf(w, "\nsource %s: %d frames in %.1fs (%.1f fps), %d detections, %d failed, %d skipped, %d corrupt, %d dropped (live: replaced by a newer frame)\n",
+		name, s.frames, s.elapsed.Seconds(), fps, s.dets, s.failed, s.skipped, s.corrupt, fig[pipeline.StageRead].Dropped)
+	fmt.Fprintf(w, "model %s on %s, input %dx%d, stages run concurrently\n", d.Path(), d.Provider(), d.Height, d.Width)
+	fmt.Fprintf(w, "%-12s %10s %10s %14s %6s\n", "stage", "mean ms", "p95 ms", "queue wait ms", "busy")
 	for _, r := range []struct {
 		n string
 		s *pipeline.LatencyStats
-	}{{"read", &s.read}, {"preprocess", &s.pre}, {"infer", &s.infer}, {"postprocess", &s.post}} {
-		fmt.Fprintf(w, "%-12s %10.2f %10.2f\n", r.n, ms(r.s.Mean()), ms(r.s.Percentile(95)))
+	}{{pipeline.StageRead, &s.read}, {pipeline.StagePreprocess, &s.pre}, {pipeline.StageInfer, &s.infer}, {pipeline.StagePostprocess, &s.post}} {
+		f := fig[r.n]
+		fmt.Fprintf(w, "%-12s %10.2f %10.2f %14.2f %5.0f%%\n", r.n, ms(r.s.Mean()), ms(r.s.Percentile(95)), f.WaitMedianMs, 100*f.Busy)
+	}
+	if f, ok := fig[pipeline.StageSink]; ok {
+		fmt.Fprintf(w, "%-12s %10.2f %10s %14s %5.0f%%\n", "output", f.MedianMs, "", "", 100*f.Busy)
 	}
 }
 

@@ -109,12 +109,12 @@ func runEval(ctx context.Context, g *globalFlags, f *evalFlags, stdout, stderr i
 			Skipped   int    `json:"skipped"`
 			Corrupt   int    `json:"corrupt"`
 			BadLabels int    `json:"bad_labels"`
-		}{res, f.model, det.Session.Provider, [2]int{det.Height, det.Width}, st.Skipped, st.Corrupt, st.BadLabels}
+		}{res, f.model, det.Provider(), [2]int{det.Height, det.Width}, st.Skipped, st.Corrupt, st.BadLabels}
 		e := json.NewEncoder(stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(out)
 	}
-	fmt.Fprintf(stdout, "model %s (%s, input %dx%d) on %s\n", f.model, det.Session.Provider, det.Height, det.Width, f.data)
+	fmt.Fprintf(stdout, "model %s (%s, input %dx%d) on %s\n", f.model, det.Provider(), det.Height, det.Width, f.data)
 	if err := res.WriteTable(stdout); err != nil {
 		return err
 	}
