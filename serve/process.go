@@ -310,12 +310,19 @@ func (s *Server) shouldShadow(sh ShadowPlan, st *stream, canary bool) bool {
 	return sh.Budget <= 0 || work <= 0 || float64(s.shadowTime.Load())/float64(work) <= sh.Budget
 }
 
+// shadowHook, when set (by tests), runs at the start of every shadowed
+// frame: a slow FP32 model on demand.
+var shadowHook func()
+
 // shadowFrame runs, on the shadow worker, the FP32 model on a sampled
 // frame through the same Detector path as int8 and adds the frame's
 // agreement to the stream's rolling window; a running canary runs on the
 // frame too, and the guard judges the window. While FP32 serves the frame
 // (everywhere, or for a stream the guard moved), only the canary runs.
 func (s *Server) shadowFrame(tag *jobTag, it *item) {
+	if shadowHook != nil {
+		shadowHook()
+	}
 	ctx := context.Background() // the frame is finished even at shutdown
 	p, mods := tag.p, tag.mods
 	c := s.currentCanary()

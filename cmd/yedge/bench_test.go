@@ -95,3 +95,52 @@ func TestBenchBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestBenchPipelineJSON(t *testing.T) {
+	fp32 := fixtures.Model(t, "yolov5n.onnx")
+	video := fixtures.Path(t, "media", "vtest.avi")
+	r := yedge(t, nil, "bench", "--pipeline", "--model", "null", "--model", fp32, "--source", video,
+		"--frames", "20", "--warmup", "2", "--json", "--threads", "1", "--provider", "cpu")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	type stage struct {
+		Median *float64 `json:"median_ms"`
+		Busy   *float64 `json:"busy"`
+	}
+	var out struct {
+		PipelineFPS   float64          `json:"pipeline_fps"`
+		InferMedianMs *float64         `json:"infer_median_ms"`
+		Stages        map[string]stage `json:"stages"`
+		Results       []struct {
+			Model         string           `json:"model"`
+			Frames        int              `json:"frames"`
+			PipelineFPS   float64          `json:"pipeline_fps"`
+			InferMedianMs float64          `json:"infer_median_ms"`
+			Stages        map[string]stage `json:"stages"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, r.stdout)
+	}
+	if out.PipelineFPS <= 0 || out.InferMedianMs == nil || len(out.Results) != 2 {
+		t.Fatalf("report:\n%s", r.stdout)
+	}
+	for _, name := range []string{"read", "preprocess", "infer", "postprocess"} {
+		s, ok := out.Stages[name]
+		if !ok || s.Median == nil || s.Busy == nil || *s.Busy < 0 {
+			t.Errorf("stage %s: %+v in\n%s", name, s, r.stdout)
+		}
+	}
+	null, real := out.Results[0], out.Results[1]
+	if null.Model != "null" || real.Model != fp32 || null.Frames != 20 || real.Frames != 20 {
+		t.Errorf("results %+v", out.Results)
+	}
+	// The null model's inference takes no time; the real one's does.
+	if null.InferMedianMs > 0.05 || real.InferMedianMs < 1 {
+		t.Errorf("infer median: null %.3f ms, yolov5n %.3f ms", null.InferMedianMs, real.InferMedianMs)
+	}
+	if r := yedge(t, nil, "bench", "--pipeline", "--model", "null"); r.code != exitUsage || !strings.Contains(r.stderr, "--source") {
+		t.Errorf("--pipeline without --source: exit %d, %s", r.code, r.stderr)
+	}
+}
