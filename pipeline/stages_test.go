@@ -394,4 +394,6 @@ func BenchmarkStagesNull(b *testing.B) {
 
 type readerFunc func(context.Context, *gocv.Mat) (source.Frame, error)
 
-func (f readerFunc) Read(ctx context.Context, dst *gocv.Mat) (source.Frame, error) { return f(ctx, dst) }
+func (f readerFunc) Read(ctx context.Context, dst *gocv.Mat) (source.Frame, error) {
+	return f(ctx, dst)
+}
