@@ -29,7 +29,6 @@ type item struct {
 	dets      []postprocess.Detection
 	infer     time.Duration
 	precision string
-	shadowed  bool // handed to the shadow worker, which releases it
 }
 
 // jobTag is what the daemon attaches to a pipeline job: the plan and
@@ -39,6 +38,9 @@ type jobTag struct {
 	mods     *models
 	fallback bool // frames of streams the guard moved to FP32
 	items    []*item
+	// shadowed marks the items handed to the shadow worker, which
+	// releases them; only the postprocessing goroutine reads or writes it.
+	shadowed []bool
 }
 
 // shadowWork is one sampled frame for the shadow worker.
@@ -80,7 +82,7 @@ func (l *procLoop) get() *item {
 // put gives a frame buffer back and ends its part in the frames in
 // flight.
 func (l *procLoop) put(it *item) {
-	it.st, it.shadowed = nil, false
+	it.st = nil
 	l.mu.Lock()
 	l.free = append(l.free, it)
 	l.mu.Unlock()
@@ -205,6 +207,7 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 // newJob makes the pipeline job of items on model m.
 func newJob(m *model, tag *jobTag, items []*item) *pipeline.Job {
 	tag.items = items
+	tag.shadowed = make([]bool, len(items))
 	j := &pipeline.Job{Det: m.det, Tag: tag}
 	for _, it := range items {
 		it.precision = m.precision
@@ -228,7 +231,7 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 	it.infer = tm.Infer
 	select {
 	case l.shadow <- shadowWork{tag: tag, it: it}:
-		it.shadowed = true
+		tag.shadowed[i] = true // from here on the shadow worker owns it
 	default:
 		s.m.PipelineDropped.WithLabelValues(pipeline.StageShadow).Inc()
 	}
@@ -237,8 +240,9 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 
 // done gives back the job's frames not held by the shadow worker.
 func (l *procLoop) done(j *pipeline.Job) {
-	for _, it := range j.Tag.(*jobTag).items {
-		if !it.shadowed {
+	tag := j.Tag.(*jobTag)
+	for i, it := range tag.items {
+		if !tag.shadowed[i] {
 			l.put(it)
 		}
 	}
