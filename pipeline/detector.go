@@ -38,6 +38,10 @@ type Config struct {
 	Post      postprocess.Options
 	NamesFile string
 	Logger    *slog.Logger
+	// FullGraph runs the model's full graph, Detect decode included, and
+	// decodes its output rows, instead of cutting the model before the
+	// decode when the YOLOv5 Detect head is recognised (see yolohead).
+	FullGraph bool
 }
 
 // ModelError marks problems with the model file itself (missing, not ONNX,
@@ -68,6 +72,11 @@ type Detector struct {
 	dec         *postprocess.Decoder
 	dets        []postprocess.Detection
 	xfs         []preprocess.Transform
+	// Decode is DecodeRawHead or DecodeGraph; DecodeReason says why the
+	// graph decode is in use.
+	Decode       string
+	DecodeReason string
+	raw          *rawHead
 }
 
 // New loads the model and prepares buffers for its input size.
@@ -89,14 +98,17 @@ func New(cfg Config) (*Detector, error) {
 	if err := cfg.Post.Validate(); err != nil {
 		return nil, err
 	}
-	s, err := yrt.NewSession(cfg.Model, cfg.Runtime)
+	s, raw, why, err := openSession(cfg, log)
 	if err != nil {
 		if errors.Is(err, yrt.ErrProviderUnavailable) {
 			return nil, err
 		}
 		return nil, &ModelError{err}
 	}
-	d := &Detector{Session: s, Stride: 32, dec: postprocess.NewDecoder(cfg.Post)}
+	d := &Detector{Session: s, Stride: 32, dec: postprocess.NewDecoder(cfg.Post), raw: raw, Decode: DecodeRawHead}
+	if raw == nil {
+		d.Decode, d.DecodeReason = DecodeGraph, why
+	}
 	if v, ok := s.Metadata["stride"]; ok {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 {
 			d.Stride = n
@@ -110,7 +122,7 @@ func New(cfg Config) (*Detector, error) {
 		return nil, errors.Join(err, d.Close())
 	}
 	log.Info("detector ready", "model", cfg.Model, "input", fmt.Sprintf("%dx%dx%d", d.Batch, d.Height, d.Width),
-		"classes", d.Layout.Classes, "names", d.NamesSource, "provider", s.Provider)
+		"classes", d.Layout.Classes, "names", d.NamesSource, "provider", s.Provider, "decode", d.decodeLog())
 	return d, nil
 }
 
@@ -125,6 +137,10 @@ func (d *Detector) setup(cfg Config) error {
 	}
 	d.outIdx = -1
 	for i, o := range s.Outputs {
+		if d.raw != nil {
+			d.outIdx = i // the level outputs are checked at binding
+			break
+		}
 		// The layout is checked on the real shape after binding; here a
 		// dynamic last dimension is accepted provisionally.
 		if o.Type == "float32" && len(o.Shape) == 3 && (o.Shape[2] < 0 || o.Shape[2] >= 6) {
@@ -155,11 +171,17 @@ func (d *Detector) setup(cfg Config) error {
 		}
 		return fmt.Errorf("model %q: %w", cfg.Model, err)
 	}
-	d.bind, err = s.Bind([]int64{int64(d.Batch), 3, int64(h), int64(w)}, d.outIdx)
+	if d.raw != nil {
+		d.bind, d.Layout, err = d.raw.bind(s, cfg.Model, []int64{int64(d.Batch), 3, int64(h), int64(w)})
+	} else {
+		d.bind, err = s.Bind([]int64{int64(d.Batch), 3, int64(h), int64(w)}, d.outIdx)
+	}
 	if err != nil {
 		return &ModelError{err}
 	}
-	d.Layout, err = postprocess.ParseLayout(d.bind.OutputShape())
+	if d.raw == nil {
+		d.Layout, err = postprocess.ParseLayout(d.bind.OutputShape())
+	}
 	if err != nil {
 		return &ModelError{fmt.Errorf("model %q: %w", cfg.Model, err)}
 	}
@@ -231,6 +253,10 @@ func (d *Detector) Infer(ctx context.Context) error { return d.bind.Run(ctx) }
 // Postprocess decodes batch slot i and maps boxes back with t. The returned
 // slice is owned by the Detector and valid until the next call.
 func (d *Detector) Postprocess(i int, t preprocess.Transform) []postprocess.Detection {
+	if d.raw != nil {
+		d.dets = d.raw.decode(d.dec, d.bind, i, d.dets[:0])
+		return postprocess.MapBack(d.dets, t)
+	}
 	rowLen := d.Layout.Rows * (5 + d.Layout.Classes)
 	out := d.bind.Output()[i*rowLen : (i+1)*rowLen]
 	d.dets = d.dec.Decode(out, d.Layout.Classes, d.dets[:0])
