@@ -118,6 +118,10 @@ type ModelConfig struct {
 	// Batch batches frames across streams for dynamic-batch models
 	// (default: the number of streams, capped at 8); 1 disables batching.
 	Batch int `yaml:"batch" json:"batch"`
+	// FullGraph runs the models' full graphs, Detect decode included,
+	// instead of cutting them before the decode and decoding the raw head
+	// in Go (default false).
+	FullGraph bool `yaml:"full_graph" json:"full_graph"`
 }
 
 // QuantizeConfig configures quantization at start-up.

@@ -55,6 +55,8 @@ type BenchResult struct {
 	Threads int `json:"threads"`
 	// Input is the network input size, height and width.
 	Input [2]int `json:"input_hw"`
+	// Decode is the detector's decode: DecodeRawHead or DecodeGraph.
+	Decode string `json:"decode"`
 	// Infer is the time of the model run alone.
 	Infer BenchStats `json:"infer"`
 	// EndToEnd is the time of preprocess + infer + postprocess.
@@ -142,6 +144,7 @@ func Bench(ctx context.Context, dets []*Detector, cfg BenchConfig, progress Prog
 			Provider: d.Provider(),
 			Threads:  d.Threads(),
 			Input:    [2]int{d.Height, d.Width},
+			Decode:   d.Decode,
 			Infer:    benchStats(&infer[i]),
 			EndToEnd: benchStats(&e2e[i]),
 		}

@@ -39,6 +39,10 @@ type Config struct {
 	Post      postprocess.Options
 	NamesFile string
 	Logger    *slog.Logger
+	// FullGraph runs the model's full graph, Detect decode included, and
+	// decodes its output rows, instead of cutting the model before the
+	// decode when the YOLOv5 Detect head is recognised (see yolohead).
+	FullGraph bool
 }
 
 // ModelError marks problems with the model file itself (missing, not ONNX,
@@ -71,6 +75,11 @@ type Detector struct {
 	poolMu sync.Mutex
 	free   chan *Slot // pipelined stages' slots not in use
 	all    []*Slot    // every pipelined slot made, for Close
+	// Decode is DecodeRawHead or DecodeGraph; DecodeReason says why the
+	// graph decode is in use.
+	Decode       string
+	DecodeReason string
+	raw          *rawHead
 }
 
 // New loads the model and prepares buffers for its input size.
@@ -95,14 +104,17 @@ func New(cfg Config) (*Detector, error) {
 	if cfg.Model == NullModel {
 		return newNull(cfg, log)
 	}
-	s, err := yrt.NewSession(cfg.Model, cfg.Runtime)
+	s, raw, why, err := openSession(cfg, log)
 	if err != nil {
 		if errors.Is(err, yrt.ErrProviderUnavailable) {
 			return nil, err
 		}
 		return nil, &ModelError{err}
 	}
-	d := &Detector{Session: s, Stride: 32, post: cfg.Post}
+	d := &Detector{Session: s, Stride: 32, post: cfg.Post, raw: raw, Decode: DecodeRawHead}
+	if raw == nil {
+		d.Decode, d.DecodeReason = DecodeGraph, why
+	}
 	if v, ok := s.Metadata["stride"]; ok {
 		if n, err := strconv.Atoi(v); err == nil && n > 0 {
 			d.Stride = n
@@ -116,7 +128,7 @@ func New(cfg Config) (*Detector, error) {
 		return nil, errors.Join(err, d.Close())
 	}
 	log.Info("detector ready", "model", cfg.Model, "input", fmt.Sprintf("%dx%dx%d", d.Batch, d.Height, d.Width),
-		"classes", d.Layout.Classes, "names", d.NamesSource, "provider", s.Provider)
+		"classes", d.Layout.Classes, "names", d.NamesSource, "provider", s.Provider, "decode", d.decodeLog())
 	return d, nil
 }
 
@@ -131,6 +143,10 @@ func (d *Detector) setup(cfg Config) error {
 	}
 	d.outIdx = -1
 	for i, o := range s.Outputs {
+		if d.raw != nil {
+			d.outIdx = i // the level outputs are checked at binding
+			break
+		}
 		// The layout is checked on the real shape after binding; here a
 		// dynamic last dimension is accepted provisionally.
 		if o.Type == "float32" && len(o.Shape) == 3 && (o.Shape[2] < 0 || o.Shape[2] >= 6) {
@@ -161,11 +177,18 @@ func (d *Detector) setup(cfg Config) error {
 		}
 		return fmt.Errorf("model %q: %w", cfg.Model, err)
 	}
-	bind, err := d.bind()
+	var bind *yrt.Binding
+	if d.raw != nil {
+		bind, d.Layout, err = d.raw.setup(s, cfg.Model, d.inputShape())
+	} else {
+		bind, err = d.bind()
+	}
 	if err != nil {
 		return &ModelError{err}
 	}
-	d.Layout, err = postprocess.ParseLayout(bind.OutputShape())
+	if d.raw == nil {
+		d.Layout, err = postprocess.ParseLayout(bind.OutputShape())
+	}
 	if err != nil {
 		bind.Close()
 		return &ModelError{fmt.Errorf("model %q: %w", cfg.Model, err)}
@@ -174,9 +197,18 @@ func (d *Detector) setup(cfg Config) error {
 	return nil
 }
 
-// bind allocates one input and output tensor pair for the model.
+// inputShape is the bound input shape: batch, 3, height, width.
+func (d *Detector) inputShape() []int64 {
+	return []int64{int64(d.Batch), 3, int64(d.Height), int64(d.Width)}
+}
+
+// bind allocates one input tensor and the output tensors for the model:
+// the decoded rows, or the raw head's levels.
 func (d *Detector) bind() (*yrt.Binding, error) {
-	return d.Session.Bind([]int64{int64(d.Batch), 3, int64(d.Height), int64(d.Width)}, d.outIdx)
+	if d.raw != nil {
+		return d.Session.BindOutputs(d.inputShape(), d.raw.outIdx)
+	}
+	return d.Session.Bind(d.inputShape(), d.outIdx)
 }
 
 // resolveSize picks the input height and width from the model shape and the

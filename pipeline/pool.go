@@ -96,7 +96,7 @@ func newNull(cfg Config, log *slog.Logger) (*Detector, error) {
 // nullTensors allocates the null model's buffers.
 func (d *Detector) nullTensors() *nullTensors {
 	return &nullTensors{
-		in:  make([]float32, d.Batch*3*d.Height*d.Width),
-		out: make([]float32, d.Batch*d.Layout.Rows*(5+d.Layout.Classes)),
+		in:   make([]float32, d.Batch*3*d.Height*d.Width),
+		outs: [][]float32{make([]float32, d.Batch*d.Layout.Rows*(5+d.Layout.Classes))},
 	}
 }

@@ -15,7 +15,7 @@ import (
 // buffers.
 type tensors interface {
 	Input() []float32
-	Output() []float32
+	Outputs() [][]float32
 	Run(ctx context.Context) error
 	Close()
 }
@@ -28,12 +28,13 @@ type tensors interface {
 // goroutine at a time. Slots let the pipelined stages preprocess frame
 // n+1 while frame n is inferred and frame n-1 decoded, without copying.
 type Slot struct {
-	d    *Detector
-	t    tensors
-	lbs  []*preprocess.Letterboxer
-	xfs  []preprocess.Transform
-	dec  *postprocess.Decoder
-	dets []postprocess.Detection
+	d     *Detector
+	t     tensors
+	lbs   []*preprocess.Letterboxer
+	xfs   []preprocess.Transform
+	dec   *postprocess.Decoder
+	dets  []postprocess.Detection
+	views [][]float32 // raw head: one image's values per level
 }
 
 // newSlot allocates a slot for d's input size and batch.
@@ -67,9 +68,16 @@ func (s *Slot) Infer(ctx context.Context) error { return s.t.Run(ctx) }
 // boxes back to the source pixels of the frame preprocessed there. The
 // returned slice is owned by the slot and valid until its next call.
 func (s *Slot) Postprocess(i int) []postprocess.Detection {
+	if r := s.d.raw; r != nil {
+		if s.views == nil {
+			s.views = make([][]float32, len(r.levels))
+		}
+		s.dets = r.decode(s.dec, s.t.Outputs(), s.views, i, s.dets[:0])
+		return postprocess.MapBack(s.dets, s.xfs[i])
+	}
 	l := s.d.Layout
 	rowLen := l.Rows * (5 + l.Classes)
-	out := s.t.Output()[i*rowLen : (i+1)*rowLen]
+	out := s.t.Outputs()[0][i*rowLen : (i+1)*rowLen]
 	s.dets = s.dec.Decode(out, l.Classes, s.dets[:0])
 	return postprocess.MapBack(s.dets, s.xfs[i])
 }
@@ -90,9 +98,12 @@ func (s *Slot) close() error {
 
 // nullTensors are the null model's buffers: its output holds no object
 // (every objectness 0) and its run does nothing.
-type nullTensors struct{ in, out []float32 }
+type nullTensors struct {
+	in   []float32
+	outs [][]float32
+}
 
 func (n *nullTensors) Input() []float32              { return n.in }
-func (n *nullTensors) Output() []float32             { return n.out }
+func (n *nullTensors) Outputs() [][]float32          { return n.outs }
 func (n *nullTensors) Run(ctx context.Context) error { return ctx.Err() }
 func (n *nullTensors) Close()                        {}

@@ -124,7 +124,8 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names}
+	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names,
+		FullGraph: cfg.Model.FullGraph}
 	batchOf := fm // the int8 model made at start-up has the FP32 model's input
 	if cfg.Model.INT8 != "" {
 		if p.Models.Int8, batchOf, err = modelFile(cfg.Model.INT8); err != nil {

@@ -153,3 +153,21 @@ streams:
 		}
 	}
 }
+
+// model.full_graph flows into the serve plan (default: the raw-head decode).
+func TestFullGraphKey(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{"", false},
+		{"  full_graph: true\n", true},
+		{"  full_graph: false\n", false},
+	} {
+		yaml := fmt.Sprintf("model:\n  fp32: %s\n  int8: %s\n%sstreams:\n  - name: a\n    uri: camera:0\n",
+			fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), tc.yaml)
+		if got := build(t, yaml, Overrides{}).Serve.Models.FullGraph; got != tc.want {
+			t.Errorf("%q: FullGraph %v, want %v", tc.yaml, got, tc.want)
+		}
+	}
+}

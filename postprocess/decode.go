@@ -123,6 +123,7 @@ type Decoder struct {
 	keep  []int32
 	byCls [][]int32
 	rank  []int32
+	row   []float32 // DecodeRaw's decoded row
 }
 
 // NewDecoder returns a decoder with the given options.
@@ -140,45 +141,58 @@ func finite(v float32) bool { return !math.IsNaN(float64(v)) && !math.IsInf(floa
 // pixel coordinates; use MapBack to bring them to the source image. Rows
 // with NaN, infinite or negative sizes are ignored.
 func (d *Decoder) Decode(rows []float32, classes int, dst []Detection) []Detection {
-	o := d.Opts
 	stride := 5 + classes
 	n := len(rows) / stride
 	d.cands = d.cands[:0]
 	for r := 0; r < n; r++ {
-		row := rows[r*stride : (r+1)*stride : (r+1)*stride]
-		obj := row[4]
-		if !(obj > o.Conf) { // also drops NaN
-			continue
-		}
-		cx, cy, w, h := row[0], row[1], row[2], row[3]
-		if !finite(cx) || !finite(cy) || !(w >= 0) || !(h >= 0) || !finite(w) || !finite(h) {
-			continue
-		}
-		b := Box{cx - w/2, cy - h/2, cx + w/2, cy + h/2}
-		if !finite(b.X1) || !finite(b.X2) || !finite(b.Y1) || !finite(b.Y2) {
-			continue
-		}
-		cls := row[5:]
-		if o.MultiLabel {
-			for j, c := range cls {
-				s := c * obj
-				if s > o.Conf && finite(s) {
-					d.cands = append(d.cands, candidate{b, s, int32(j)})
-				}
+		d.addRow(rows[r*stride : (r+1)*stride : (r+1)*stride])
+	}
+	return d.finish(dst)
+}
+
+// addRow adds the candidates of one row [cx, cy, w, h, obj, class
+// scores...] in input pixels: nothing unless obj > Conf, then one per class
+// with obj x cls > Conf (MultiLabel) or the best class if above Conf.
+func (d *Decoder) addRow(row []float32) {
+	o := d.Opts
+	obj := row[4]
+	if !(obj > o.Conf) { // also drops NaN
+		return
+	}
+	cx, cy, w, h := row[0], row[1], row[2], row[3]
+	if !finite(cx) || !finite(cy) || !(w >= 0) || !(h >= 0) || !finite(w) || !finite(h) {
+		return
+	}
+	b := Box{cx - w/2, cy - h/2, cx + w/2, cy + h/2}
+	if !finite(b.X1) || !finite(b.X2) || !finite(b.Y1) || !finite(b.Y2) {
+		return
+	}
+	cls := row[5:]
+	if o.MultiLabel {
+		for j, c := range cls {
+			s := c * obj
+			if s > o.Conf && finite(s) {
+				d.cands = append(d.cands, candidate{b, s, int32(j)})
 			}
-		} else {
-			best, bj := float32(math.Inf(-1)), -1
-			for j, c := range cls {
-				s := c * obj
-				if s > best {
-					best, bj = s, j
-				}
-			}
-			if bj >= 0 && best > o.Conf && finite(best) {
-				d.cands = append(d.cands, candidate{b, best, int32(bj)})
-			}
+		}
+		return
+	}
+	best, bj := float32(math.Inf(-1)), -1
+	for j, c := range cls {
+		s := c * obj
+		if s > best {
+			best, bj = s, j
 		}
 	}
+	if bj >= 0 && best > o.Conf && finite(best) {
+		d.cands = append(d.cands, candidate{b, best, int32(bj)})
+	}
+}
+
+// finish sorts d.cands best first, runs NMS and appends the kept
+// detections to dst. Both Decode and DecodeRaw end here.
+func (d *Decoder) finish(dst []Detection) []Detection {
+	o := d.Opts
 	if len(d.cands) == 0 {
 		return dst
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -501,77 +502,116 @@ func (s *Session) Close() error {
 	return err
 }
 
-// Binding is a pair of preallocated float32 tensors, one input and one
-// output, for repeated runs at one input shape without allocation.
+// Binding is a set of preallocated float32 tensors, one input and one or
+// more outputs, for repeated runs at one input shape without allocation.
 type Binding struct {
 	s      *Session
 	in     *ort.Tensor[float32]
-	out    *ort.Tensor[float32]
-	outIdx int
+	out    []*ort.Tensor[float32]
+	outIdx []int
+	bound  []bool // by output index
 	ins    []ort.Value
 	outs   []ort.Value
+	data   [][]float32
+	shapes [][]int64
 }
 
 // Bind allocates an input tensor of inputShape for input 0 and an output
 // tensor for output outputIndex; the output shape is learnt by one run. Only
 // float32 input and output are supported.
 func (s *Session) Bind(inputShape []int64, outputIndex int) (*Binding, error) {
+	return s.BindOutputs(inputShape, []int{outputIndex})
+}
+
+// BindOutputs is Bind for several outputs: it allocates an input tensor of
+// inputShape for input 0 and one tensor for each output in outputIndexes
+// (distinct, float32), whose shapes are learnt by one run. Outputs() and
+// OutputShapes() follow the order of outputIndexes.
+func (s *Session) BindOutputs(inputShape []int64, outputIndexes []int) (*Binding, error) {
 	if len(s.Inputs) != 1 {
 		return nil, fmt.Errorf("model %q has %d inputs; yedge needs exactly one image input", s.path, len(s.Inputs))
 	}
-	if outputIndex < 0 || outputIndex >= len(s.Outputs) {
-		return nil, fmt.Errorf("model %q has no output %d", s.path, outputIndex)
+	if s.Inputs[0].Type != "float32" {
+		return nil, fmt.Errorf("model %q: input %s must be float32", s.path, s.Inputs[0])
 	}
-	if s.Inputs[0].Type != "float32" || s.Outputs[outputIndex].Type != "float32" {
-		return nil, fmt.Errorf("model %q: input %s and output %s must be float32", s.path, s.Inputs[0], s.Outputs[outputIndex])
+	if len(outputIndexes) == 0 {
+		return nil, fmt.Errorf("model %q: no output to bind", s.path)
+	}
+	bound := make([]bool, len(s.Outputs))
+	for _, i := range outputIndexes {
+		if i < 0 || i >= len(s.Outputs) {
+			return nil, fmt.Errorf("model %q has no output %d", s.path, i)
+		}
+		if bound[i] {
+			return nil, fmt.Errorf("model %q: output %d bound twice", s.path, i)
+		}
+		if s.Outputs[i].Type != "float32" {
+			return nil, fmt.Errorf("model %q: output %s must be float32", s.path, s.Outputs[i])
+		}
+		bound[i] = true
 	}
 	in, err := ort.NewEmptyTensor[float32](ort.NewShape(inputShape...))
 	if err != nil {
 		return nil, fmt.Errorf("allocating input %v: %w", inputShape, err)
 	}
-	b := &Binding{s: s, in: in, outIdx: outputIndex}
+	b := &Binding{s: s, in: in, outIdx: slices.Clone(outputIndexes), bound: bound}
 	b.ins = []ort.Value{in}
 	b.outs = make([]ort.Value, len(s.Outputs))
-	// First run lets onnxruntime allocate outputs so that we learn the shape.
+	// First run lets onnxruntime allocate outputs so that we learn the shapes.
 	if err := s.sess.Run(b.ins, b.outs); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("running %q at input shape %v: %w", s.path, inputShape, err)
 	}
-	shape := b.outs[outputIndex].GetShape()
+	shapes := make([]ort.Shape, len(outputIndexes))
+	for k, i := range outputIndexes {
+		shapes[k] = b.outs[i].GetShape().Clone()
+	}
 	for i, v := range b.outs {
 		if v != nil {
 			release(v)
 		}
 		b.outs[i] = nil
 	}
-	out, err := ort.NewEmptyTensor[float32](shape)
-	if err != nil {
-		b.Close()
-		return nil, err
+	for k, i := range outputIndexes {
+		out, err := ort.NewEmptyTensor[float32](shapes[k])
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("allocating output %s %v: %w", s.Outputs[i].Name, shapes[k], err)
+		}
+		b.out = append(b.out, out)
+		b.outs[i] = out
+		b.data = append(b.data, out.GetData())
+		b.shapes = append(b.shapes, []int64(out.GetShape()))
 	}
-	b.out = out
-	b.outs[outputIndex] = out
 	return b, nil
 }
 
 // Input returns the input buffer to fill (NCHW float32).
 func (b *Binding) Input() []float32 { return b.in.GetData() }
 
-// Output returns the output buffer of the last Run.
-func (b *Binding) Output() []float32 { return b.out.GetData() }
+// Output returns the first bound output's buffer of the last Run.
+func (b *Binding) Output() []float32 { return b.data[0] }
 
-// OutputShape returns the bound output shape.
-func (b *Binding) OutputShape() []int64 { return b.out.GetShape() }
+// OutputShape returns the first bound output's shape.
+func (b *Binding) OutputShape() []int64 { return b.shapes[0] }
 
-// Run runs the model on the input buffer. Outputs other than the bound one
-// are allocated by onnxruntime and released after the run.
+// Outputs returns the bound outputs' buffers of the last Run, in the order
+// they were bound. The slices are the Binding's own, reused by every Run.
+func (b *Binding) Outputs() [][]float32 { return b.data }
+
+// OutputShapes returns the bound outputs' shapes, in the order they were
+// bound.
+func (b *Binding) OutputShapes() [][]int64 { return b.shapes }
+
+// Run runs the model on the input buffer. Outputs that are not bound are
+// allocated by onnxruntime and released after the run.
 func (b *Binding) Run(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err := b.s.sess.Run(b.ins, b.outs)
 	for i, v := range b.outs {
-		if i != b.outIdx && v != nil {
+		if !b.bound[i] && v != nil {
 			release(v)
 			b.outs[i] = nil
 		}
@@ -588,8 +628,8 @@ func (b *Binding) Close() {
 		release(b.in)
 		b.in = nil
 	}
-	if b.out != nil {
-		release(b.out)
-		b.out = nil
+	for _, o := range b.out {
+		release(o)
 	}
+	b.out, b.data, b.shapes = nil, nil, nil
 }

@@ -101,6 +101,9 @@ type ModelsPlan struct {
 	Batch int
 	// Names is a class names file ("": the model's metadata, else COCO).
 	Names string
+	// FullGraph runs the models' full graphs instead of the raw-head
+	// decode (pipeline.Config.FullGraph).
+	FullGraph bool
 }
 
 // StreamPlan is one stream.

@@ -44,6 +44,9 @@ type benchFlags struct {
 	jsonOut  bool
 	progress bool
 	pipeline bool
+	// fullGraph and bothDecodes choose the decode of every model.
+	fullGraph   bool
+	bothDecodes bool
 }
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
@@ -60,12 +63,15 @@ postprocess; inference is also timed alone.
 Frames: the first --frames frames of --source (a video, an image or a
 folder of images), cycled; without --source, seeded random-noise frames of
 768x576. Threads are onnxruntime's intra-op threads (global --threads).
+Models run cut before their Detect decode (raw-head decode in Go) when the
+head is recognised; --full-graph runs the full graphs, --both-decodes times
+each model both ways in the same run.
 
 The table gives median and p95 milliseconds per model; with two or more
 models, "speed-up of B vs A" is median(A) / median(B) for each later model B
 against the first model A (above 1: B is faster). --json prints the keys
 threads, warmup, runs, frames, source, results (model, provider, threads,
-input_hw, infer, end_to_end with median_ms, p95_ms, mean_ms, min_ms, runs)
+input_hw, decode, infer, end_to_end with median_ms, p95_ms, mean_ms, min_ms, runs)
 and, for exactly two models, speedup_infer and speedup_end_to_end.
 
 --pipeline runs the real pipeline instead: --source is read on its own
@@ -93,6 +99,8 @@ every model's.`,
 	fl.IntVar(&f.warmup, "warmup", pipeline.DefaultBenchWarmup, fmt.Sprintf("untimed passes per model before timing, in [0, %d]", maxBenchRuns))
 	fl.IntVar(&f.runs, "runs", pipeline.DefaultBenchRuns, fmt.Sprintf("timed passes per model, in [1, %d]", maxBenchRuns))
 	fl.StringVar(&f.imgsz, "imgsz", "", imgszUsage)
+	fl.BoolVar(&f.fullGraph, "full-graph", false, fullGraphUsage)
+	fl.BoolVar(&f.bothDecodes, "both-decodes", false, "time every model twice in the same run: raw-head decode, then --full-graph")
 	fl.BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
 	fl.BoolVar(&f.pipeline, "pipeline", false, fmt.Sprintf("time the pipelined stages on --source for --frames frames (in [1, %d]); --model null gives the CPU stages' ceiling", maxBenchRuns))
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
@@ -162,12 +170,14 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 		}
 	}()
 	for _, m := range models {
-		d, err := pipeline.New(pipeline.Config{Model: m, Runtime: g.runtimeOptions(), Height: h, Width: w,
-			Post: postprocess.DeployOptions(), Logger: log})
-		if err != nil {
-			return modelCode(err)
+		for _, full := range benchDecodes(f) {
+			d, err := pipeline.New(pipeline.Config{Model: m, Runtime: g.runtimeOptions(), Height: h, Width: w,
+				Post: postprocess.DeployOptions(), Logger: log, FullGraph: full})
+			if err != nil {
+				return modelCode(err)
+			}
+			dets = append(dets, d)
 		}
-		dets = append(dets, d)
 	}
 
 	if f.pipeline {
@@ -296,21 +306,29 @@ func noiseFrames(n, w, h int, seed uint64) []gocv.Mat {
 	return frames
 }
 
+// benchDecodes lists the FullGraph settings each model is timed with.
+func benchDecodes(f *benchFlags) []bool {
+	if f.bothDecodes {
+		return []bool{false, true}
+	}
+	return []bool{f.fullGraph}
+}
+
 // writeTable prints the human-readable report.
 func (r *benchReport) writeTable(w io.Writer) error {
 	fmt.Fprintf(w, "bench: %d runs per model after %d warm-up, interleaved; %d frame(s) of %dx%d from %s\n",
 		r.Runs, r.Warmup, r.Frames, r.frameW, r.frameH, r.Source)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "model\tprovider\tthreads\tinput\tinfer median ms\tinfer p95 ms\tend-to-end median ms\tend-to-end p95 ms")
+	fmt.Fprintln(tw, "model\tdecode\tprovider\tthreads\tinput\tinfer median ms\tinfer p95 ms\tend-to-end median ms\tend-to-end p95 ms")
 	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%dx%d\t%.2f\t%.2f\t%.2f\t%.2f\n", x.Model, x.Provider, x.Threads,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dx%d\t%.2f\t%.2f\t%.2f\t%.2f\n", x.Model, x.Decode, x.Provider, x.Threads,
 			x.Input[0], x.Input[1], x.Infer.MedianMs, x.Infer.P95Ms, x.EndToEnd.MedianMs, x.EndToEnd.P95Ms)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for i, s := range r.speedups {
-		a, b := r.Results[0].Model, r.Results[i+1].Model
+		a, b := r.Results[0].Model+" ("+r.Results[0].Decode+")", r.Results[i+1].Model+" ("+r.Results[i+1].Decode+")"
 		fmt.Fprintf(w, "speed-up of %s vs %s (inference):  %.2fx\n", b, a, s[0])
 		fmt.Fprintf(w, "speed-up of %s vs %s (end to end): %.2fx\n", b, a, s[1])
 	}

@@ -67,7 +67,7 @@ func TestBenchTableVideo(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	for _, want := range []string{"infer median ms", "end-to-end p95 ms", "768x576", "speed-up of " + fp32 + " vs " + fp32 + " (inference)", "(end to end)"} {
+	for _, want := range []string{"infer median ms", "end-to-end p95 ms", "768x576", "speed-up of " + fp32 + " (raw-head) vs " + fp32 + " (raw-head) (inference)", "(end to end)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.stdout)
 		}

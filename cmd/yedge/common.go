@@ -89,6 +89,9 @@ func refuseOverwrite(flag, out string, inputs ...string) error {
 	return nil
 }
 
+// fullGraphUsage documents --full-graph (detect, eval, bench).
+const fullGraphUsage = "run the model's full graph, Detect decode included, instead of cutting it before the decode and decoding the raw head in Go"
+
 // modelFlags are the flags of commands that run a model.
 type modelFlags struct {
 	model  string
@@ -98,6 +101,8 @@ type modelFlags struct {
 	iou    float64
 	maxDet int
 	batch  int
+	// fullGraph runs the full graph instead of the raw-head decode.
+	fullGraph bool
 }
 
 func (m *modelFlags) register(c *cobra.Command, post postprocess.Options) {
@@ -108,6 +113,7 @@ func (m *modelFlags) register(c *cobra.Command, post postprocess.Options) {
 	f.Float64Var(&m.conf, "conf", f32(post.Conf), "confidence threshold (obj x cls), in [0, 1]")
 	f.Float64Var(&m.iou, "iou", f32(post.IoU), "NMS IoU threshold, in (0, 1]")
 	f.IntVar(&m.maxDet, "max-det", post.MaxDet, fmt.Sprintf("maximum detections per image, in [1, %d]", postprocess.MaxDetections))
+	f.BoolVar(&m.fullGraph, "full-graph", false, fullGraphUsage)
 	_ = c.MarkFlagRequired("model")
 }
 
@@ -147,5 +153,5 @@ func (m *modelFlags) detectorConfig(g *globalFlags, post postprocess.Options) (p
 		return pipeline.Config{}, withCode(exitUsage, err)
 	}
 	return pipeline.Config{Model: m.model, Runtime: g.runtimeOptions(), Height: h, Width: w,
-		Batch: m.batch, Post: post, NamesFile: m.names}, nil
+		Batch: m.batch, Post: post, NamesFile: m.names, FullGraph: m.fullGraph}, nil
 }
