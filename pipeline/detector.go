@@ -57,7 +57,10 @@ type Timing struct {
 	Preprocess, Infer, Postprocess time.Duration
 }
 
-// Detector runs one model on frames. It is not safe for concurrent use.
+// Detector runs one model on frames. Its own methods (Preprocess, Infer,
+// Postprocess, Detect) share one slot and are not safe for concurrent
+// use; the slots of AcquireSlot are independent of it and of each other,
+// so pipelined stages and one Detect caller may run at the same time.
 type Detector struct {
 	Session     *yrt.Session
 	Names       []string
