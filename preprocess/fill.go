@@ -1,5 +1,10 @@
 package preprocess
 
+import (
+	"math"
+	"unsafe"
+)
+
 // fill writes the letterboxed input into dst (3 planes of W x H float32,
 // RGB): the nw x nh BGR image, whose row y starts at img[y*step], placed at
 // left, top, scaled to 0..1 through lut, and PadValue around it. It is the
@@ -30,21 +35,34 @@ func fill(dst, padRow []float32, W, H int, img []uint8, step, nw, nh, left, top 
 }
 
 // pixels converts one row of BGR bytes into the R, G and B planes (all of
-// len(r) values), four pixels at a time with bounds checks hoisted.
+// len(r) values). Two pixels of a plane are written with one 8-byte store
+// of their table entries (the pass is bound by stores, not by the lookups);
+// bounds are checked once per pair.
 func pixels(r, g, b []float32, src []uint8) {
 	n := len(r)
 	g, b, src = g[:n], b[:n], src[:3*n]
 	i := 0
-	for ; i+4 <= n; i += 4 {
-		s := src[3*i : 3*i+12 : 3*i+12]
-		rr, gg, bb := r[i:i+4:i+4], g[i:i+4:i+4], b[i:i+4:i+4]
-		bb[0], gg[0], rr[0] = lut[s[0]], lut[s[1]], lut[s[2]]
-		bb[1], gg[1], rr[1] = lut[s[3]], lut[s[4]], lut[s[5]]
-		bb[2], gg[2], rr[2] = lut[s[6]], lut[s[7]], lut[s[8]]
-		bb[3], gg[3], rr[3] = lut[s[9]], lut[s[10]], lut[s[11]]
+	for ; i+2 <= n; i += 2 {
+		s := src[3*i : 3*i+6 : 3*i+6]
+		rr, gg, bb := r[i:i+2:i+2], g[i:i+2:i+2], b[i:i+2:i+2]
+		*(*uint64)(unsafe.Pointer(&bb[0])) = lutPair(s[0], s[3])
+		*(*uint64)(unsafe.Pointer(&gg[0])) = lutPair(s[1], s[4])
+		*(*uint64)(unsafe.Pointer(&rr[0])) = lutPair(s[2], s[5])
 	}
 	for ; i < n; i++ {
 		s := src[3*i : 3*i+3 : 3*i+3]
 		b[i], g[i], r[i] = lut[s[0]], lut[s[1]], lut[s[2]]
 	}
 }
+
+// lutBits holds the bits of lut, widened for lutPair.
+var lutBits = func() (t [256]uint64) {
+	for i := range t {
+		t[i] = uint64(math.Float32bits(lut[i]))
+	}
+	return
+}()
+
+// lutPair returns lut[a] and lut[b] as the 8 bytes of two consecutive
+// float32 values (little-endian, as on every platform gocv builds for).
+func lutPair(a, b uint8) uint64 { return lutBits[a] | lutBits[b]<<32 }
