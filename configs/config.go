@@ -118,6 +118,11 @@ type ModelConfig struct {
 	// Batch batches frames across streams for dynamic-batch models
 	// (default: the number of streams, capped at 8); 1 disables batching.
 	Batch int `yaml:"batch" json:"batch"`
+	// Interp is the letterbox interpolation of the serving models and the
+	// shadow: "linear" (default, INTER_LINEAR always) or "area" (the
+	// reference protocol: INTER_AREA when shrinking). Evaluation keeps
+	// area whatever this says.
+	Interp string `yaml:"interp" json:"interp"`
 }
 
 // QuantizeConfig configures quantization at start-up.

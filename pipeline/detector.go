@@ -38,6 +38,10 @@ type Config struct {
 	Post      postprocess.Options
 	NamesFile string
 	Logger    *slog.Logger
+	// Interp is the letterbox interpolation. The zero value is the
+	// reference protocol (INTER_AREA when shrinking), which evaluation and
+	// calibration keep; detect and serve may choose preprocess.InterpLinear.
+	Interp preprocess.Interp
 }
 
 // ModelError marks problems with the model file itself (missing, not ONNX,
@@ -164,7 +168,9 @@ func (d *Detector) setup(cfg Config) error {
 		return &ModelError{fmt.Errorf("model %q: %w", cfg.Model, err)}
 	}
 	for i := 0; i < d.Batch; i++ {
-		d.lbs = append(d.lbs, preprocess.New(w, h))
+		lb := preprocess.New(w, h)
+		lb.Interp = cfg.Interp
+		d.lbs = append(d.lbs, lb)
 	}
 	d.xfs = make([]preprocess.Transform, d.Batch)
 	return nil

@@ -22,6 +22,11 @@ const (
 	InterpLinear
 )
 
+// DeployInterp is the interpolation of detect, bench and serve unless
+// told otherwise (--interp, model.interp): see README "Preprocessing" for
+// the accuracy and speed that chose it.
+const DeployInterp = InterpLinear
+
 // InterpNames lists the accepted names of the interpolations, in order.
 var InterpNames = []string{"area", "linear"}
 

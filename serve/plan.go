@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
@@ -101,6 +102,9 @@ type ModelsPlan struct {
 	Batch int
 	// Names is a class names file ("": the model's metadata, else COCO).
 	Names string
+	// Interp is the letterbox interpolation of the int8 model and the
+	// shadow; evaluation keeps the reference protocol.
+	Interp preprocess.Interp
 }
 
 // StreamPlan is one stream.

@@ -41,6 +41,7 @@ type benchFlags struct {
 	warmup   int
 	runs     int
 	imgsz    string
+	interp   interpFlag
 	jsonOut  bool
 	progress bool
 }
@@ -79,6 +80,7 @@ and, for exactly two models, speedup_infer and speedup_end_to_end.`,
 	fl.IntVar(&f.warmup, "warmup", pipeline.DefaultBenchWarmup, fmt.Sprintf("untimed passes per model before timing, in [0, %d]", maxBenchRuns))
 	fl.IntVar(&f.runs, "runs", pipeline.DefaultBenchRuns, fmt.Sprintf("timed passes per model, in [1, %d]", maxBenchRuns))
 	fl.StringVar(&f.imgsz, "imgsz", "", imgszUsage)
+	f.interp.register(c)
 	fl.BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	return c
@@ -123,6 +125,10 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 	if err != nil {
 		return err
 	}
+	interp, err := f.interp.value()
+	if err != nil {
+		return err
+	}
 	var spec source.Spec
 	if f.source != "" {
 		spec, err = source.Parse(f.source)
@@ -141,7 +147,7 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 	}()
 	for _, m := range models {
 		d, err := pipeline.New(pipeline.Config{Model: m, Runtime: g.runtimeOptions(), Height: h, Width: w,
-			Post: postprocess.DeployOptions(), Logger: log})
+			Post: postprocess.DeployOptions(), Logger: log, Interp: interp})
 		if err != nil {
 			return modelCode(err)
 		}

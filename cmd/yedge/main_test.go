@@ -281,6 +281,8 @@ func TestBadInput(t *testing.T) {
 		{"cuda absent", nil, []string{"detect", "--model", model, "--source", video, "--provider", "cuda"}, exitRuntime, "cuda"},
 		{"unknown provider", nil, []string{"detect", "--model", model, "--source", video, "--provider", "npu"}, exitUsage, "npu"},
 		{"bad imgsz", nil, []string{"detect", "--model", model, "--source", video, "--imgsz", "big"}, exitUsage, "--imgsz"},
+		{"bad interp", nil, []string{"detect", "--model", model, "--source", video, "--interp", "cubic"}, exitUsage, "--interp"},
+		{"bench bad interp", nil, []string{"bench", "--model", model, "--interp", "nearest"}, exitUsage, "--interp"},
 		{"unknown flag", nil, []string{"detect", "--model", model, "--frobnicate"}, exitUsage, "frobnicate"},
 		{"no source", nil, []string{"detect", "--model", model}, exitUsage, "--source"},
 		{"missing dataset", nil, []string{"eval", "--model", model, "--data", filepath.Join(dir, "nodata")}, exitUsage, "nodata"},
