@@ -17,15 +17,17 @@ const (
 	// INTER_AREA when shrinking, INTER_LINEAR when enlarging.
 	InterpReference Interp = iota
 	// InterpLinear ("linear") resizes with INTER_LINEAR always, as
-	// Ultralytics detect.py letterboxes; about 5x cheaper than INTER_AREA
-	// when shrinking.
+	// Ultralytics detect.py letterboxes: about 5x cheaper than INTER_AREA
+	// when shrinking, as accurate up to a 2x shrink, less accurate beyond
+	// (INTER_LINEAR then skips source pixels).
 	InterpLinear
 )
 
 // DeployInterp is the interpolation of detect, bench and serve unless
-// told otherwise (--interp, model.interp): see README "Preprocessing" for
-// the accuracy and speed that chose it.
-const DeployInterp = InterpLinear
+// told otherwise (--interp, model.interp): the reference, since linear
+// loses mAP where a frame is shrunk more than 2x (a 1080p camera into 640);
+// see README "Preprocessing" for the figures.
+const DeployInterp = InterpReference
 
 // InterpNames lists the accepted names of the interpolations, in order.
 var InterpNames = []string{"area", "linear"}
