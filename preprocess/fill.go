@@ -12,25 +12,25 @@ import (
 // padRow (W values of lut[PadValue]), image pixels go through the table.
 func fill(dst, padRow []float32, W, H int, img []uint8, step, nw, nh, left, top int) {
 	plane := W * H
-	var pads [3][]float32
-	for c := range pads {
-		pads[c] = dst[c*plane : (c+1)*plane]
+	var planes [3][]float32
+	for c := range planes {
+		planes[c] = dst[c*plane : (c+1)*plane]
 	}
 	for y := 0; y < H; y++ {
 		row := y * W
 		sy := y - top
 		if sy < 0 || sy >= nh {
-			for _, p := range pads {
+			for _, p := range planes {
 				copy(p[row:row+W], padRow)
 			}
 			continue
 		}
-		for _, p := range pads {
+		for _, p := range planes {
 			copy(p[row:row+left], padRow)
 			copy(p[row+left+nw:row+W], padRow)
 		}
 		o := row + left
-		pixels(pads[0][o:o+nw], pads[1][o:o+nw], pads[2][o:o+nw], img[sy*step:sy*step+3*nw])
+		pixels(planes[0][o:o+nw], planes[1][o:o+nw], planes[2][o:o+nw], img[sy*step:sy*step+3*nw])
 	}
 }
 

@@ -96,9 +96,13 @@ func (l *Letterboxer) Apply(src gocv.Mat, dst []float32) (Transform, error) {
 	default:
 		return Transform{}, fmt.Errorf("letterbox: unsupported image type %v (want 8-bit BGR)", src.Type())
 	}
+	if l.Interp != InterpReference && l.Interp != InterpLinear {
+		return Transform{}, fmt.Errorf("letterbox: unknown interpolation %v", l.Interp)
+	}
 	srcW, srcH := img.Cols(), img.Rows()
 	w1, h1, nw, nh, left, top, t := l.Plan(srcW, srcH)
-	if nw == srcW && nh == srcH && img.IsContinuous() {
+	asIs := w1 == srcW && h1 == srcH && nw == w1 && nh == h1
+	if asIs && img.IsContinuous() {
 		// Placed as it is: read the frame itself, no copy.
 		data, err := img.DataPtrUint8()
 		if err != nil {
@@ -109,7 +113,7 @@ func (l *Letterboxer) Apply(src gocv.Mat, dst []float32) (Transform, error) {
 	}
 	l.place(image.Rect(left, top, left+nw, top+nh))
 	switch {
-	case w1 == srcW && h1 == srcH && nw == w1 && nh == h1:
+	case asIs:
 		img.CopyTo(&l.region) // a non-continuous frame placed as it is
 	case nw == w1 && nh == h1:
 		gocv.Resize(img, &l.region, image.Pt(nw, nh), 0, 0, l.Interp.flag(srcW, srcH, nw, nh))
@@ -132,10 +136,11 @@ func (l *Letterboxer) Apply(src gocv.Mat, dst []float32) (Transform, error) {
 // place makes region the r part of a canvas padded with PadValue, creating
 // or repainting the canvas only when r changes.
 func (l *Letterboxer) place(r image.Rectangle) {
-	if r == l.geom {
+	sized := l.canvas.Rows() == l.H && l.canvas.Cols() == l.W && l.canvas.Type() == gocv.MatTypeCV8UC3
+	if r == l.geom && sized {
 		return
 	}
-	if l.canvas.Rows() != l.H || l.canvas.Cols() != l.W || l.canvas.Type() != gocv.MatTypeCV8UC3 {
+	if !sized {
 		l.canvas.Close()
 		l.canvas = gocv.NewMatWithSize(l.H, l.W, gocv.MatTypeCV8UC3)
 	}

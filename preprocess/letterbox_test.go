@@ -185,6 +185,11 @@ func TestApplyPixels(t *testing.T) {
 	if _, err := l.Apply(img, buf[:10]); err == nil {
 		t.Error("short buffer: want an error")
 	}
+	l.Interp = Interp(7)
+	if _, err := l.Apply(img, buf); err == nil {
+		t.Error("unknown interpolation: want an error")
+	}
+	l.Interp = InterpReference
 	gray := gocv.NewMatWithSize(10, 10, gocv.MatTypeCV8UC1)
 	defer gray.Close()
 	if _, err := l.Apply(gray, buf); err != nil {
