@@ -91,6 +91,29 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
+// BenchmarkReferenceApply is the former resize-then-fill letterbox
+// (reference_test.go), for comparison with BenchmarkApply.
+func BenchmarkReferenceApply(b *testing.B) {
+	for _, f := range benchFrames {
+		for _, linear := range []bool{false, true} {
+			name := map[bool]string{false: "area", true: "linear"}[linear]
+			b.Run(f.name+"/"+name, func(b *testing.B) {
+				img := benchFrame(b, f.file, f.w, f.h)
+				defer img.Close()
+				r := newRef(640, 640, linear)
+				defer closeOK(b, r)
+				buf := make([]float32, 3*640*640)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := r.Apply(img, buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkConvert compares the conversion of a letterboxed 640x640 canvas
 // (a 640x480 image, 80 rows of padding above and below) into the CHW float
 // input: the Go pass that Apply uses, and OpenCV's vectorised split and
