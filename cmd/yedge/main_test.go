@@ -203,7 +203,7 @@ func TestDetectVideo(t *testing.T) {
 }
 
 // Static models at another size run with only --model; the dynamic model
-// runs at --imgsz.
+// runs at --imgsz; either interpolation runs.
 func TestDetectOtherSizes(t *testing.T) {
 	video := fixtures.Path(t, "media", "vtest.avi")
 	dyn := fixtures.Model(t, "yolov5n-dynamic.onnx")
@@ -215,6 +215,8 @@ func TestDetectOtherSizes(t *testing.T) {
 		{"static 320x640 opset 12", []string{"--model", testmodels.Static(t, dyn, 320, 640, 12)}},
 		{"dynamic --imgsz 416", []string{"--model", dyn, "--imgsz", "416"}},
 		{"dynamic --imgsz 320x640", []string{"--model", dyn, "--imgsz", "320x640"}},
+		{"--interp linear", []string{"--model", dyn, "--interp", "linear"}},
+		{"--interp area", []string{"--model", dyn, "--interp", "area"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := yedge(t, nil, append([]string{"detect", "--source", video, "--max-frames", "2"}, tc.args...)...)
