@@ -134,7 +134,9 @@ cross-arm64: $(if $(filter $(ARM64_SYSROOT_DEFAULT),$(ARM64_SYSROOT)),$(ARM64_SY
 # goroutine or file descriptor left once Run has returned. The matprofile tag
 # turns on gocv's count of live Mats. Under 4 minutes on 2 busy cores.
 # TestWebUIEndpoints runs there too: the web view's drawing and encoding
-# (with viewers) leave no Mat either.
+# (with viewers) leave no Mat either; so does the letterbox
+# (preprocess.TestLetterboxerMats, every path and change of geometry).
 .PHONY: soak
 soak:
 	$(GO) test -tags matprofile -run 'Soak|TestWebUIEndpoints' -count=1 -timeout 15m -v ./serve
+	$(GO) test -tags matprofile -run TestLetterboxerMats -count=1 ./preprocess

@@ -122,6 +122,11 @@ type ModelConfig struct {
 	// instead of cutting them before the decode and decoding the raw head
 	// in Go (default false).
 	FullGraph bool `yaml:"full_graph" json:"full_graph"`
+	// Interp is the letterbox interpolation of the serving models and the
+	// shadow: "area" (default, the reference protocol: INTER_AREA when
+	// shrinking) or "linear" (INTER_LINEAR always: cheaper, as accurate for
+	// frames shrunk at most 2x). Evaluation keeps area whatever this says.
+	Interp string `yaml:"interp" json:"interp"`
 }
 
 // QuantizeConfig configures quantization at start-up.

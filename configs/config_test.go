@@ -113,6 +113,18 @@ func TestLoadProblems(t *testing.T) {
 			marker: "zzzzzzzz",
 		},
 		{
+			name:   "bad interpolation",
+			edit:   func(s string) string { return strings.Replace(s, "model:\n", "model:\n  interp: cubic\n", 1) },
+			want:   []string{`model.interp: interpolation "cubic": must be one of area, linear`},
+			marker: "interp: cubic",
+		},
+		{
+			name:   "empty interpolation",
+			edit:   func(s string) string { return strings.Replace(s, "model:\n", "model:\n  interp: \"\"\n", 1) },
+			want:   []string{`model.interp: interpolation "": must be one of area, linear`},
+			marker: "interp:",
+		},
+		{
 			name:   "unknown URL scheme",
 			edit:   func(s string) string { return strings.Replace(s, "rtsp://cam.local/stream", "ftp://x", 1) },
 			want:   []string{"streams[1].uri:", `unsupported URL scheme "ftp"`},
@@ -392,6 +404,7 @@ sinks: [{type: jsonl, path: d.jsonl}]
 	check("log_format", c.LogFormat, "text")
 	check("shutdown_timeout", c.ShutdownTimeout, "10s")
 	check("batch", c.Model.Batch, 5)
+	check("interp", c.Model.Interp, "area")
 	q := c.Model.Quantize
 	check("quantize", sp(q.Images, q.Target, q.Method, *q.KeepHead), "128 tensorrt mse true")
 	check("provider", c.Provider.Name, "auto")

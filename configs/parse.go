@@ -17,6 +17,7 @@ import (
 
 	"github.com/agnivade/levenshtein"
 
+	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
 	"github.com/yedge/yedge/source"
 )
@@ -579,6 +580,7 @@ func (c *Config) applyDefaults() {
 			setB(&q.KeepHead, quant.DefaultKeepHead(t))
 		}
 	}
+	setS(&c.Model.Interp, "model.interp", preprocess.DeployInterp.String())
 	if !c.has("model.batch") {
 		c.Model.Batch = max(1, min(len(c.Streams), DefaultMaxBatch))
 	}

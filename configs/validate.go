@@ -15,6 +15,7 @@ import (
 
 	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
@@ -279,6 +280,9 @@ func (v *validator) model() {
 	}
 	if _, _, err := pipeline.ParseSize(m.ImgSize); err != nil {
 		v.add("model.imgsz", "%v", err)
+	}
+	if _, err := preprocess.ParseInterp(m.Interp); err != nil {
+		v.add("model.interp", "%v", err)
 	}
 	if m.Names != "" {
 		v.file("model.names", m.Names)

@@ -43,6 +43,10 @@ type Config struct {
 	// decodes its output rows, instead of cutting the model before the
 	// decode when the YOLOv5 Detect head is recognised (see yolohead).
 	FullGraph bool
+	// Interp is the letterbox interpolation. The zero value is the
+	// reference protocol (INTER_AREA when shrinking), which evaluation and
+	// calibration keep; detect and serve may choose preprocess.InterpLinear.
+	Interp preprocess.Interp
 }
 
 // ModelError marks problems with the model file itself (missing, not ONNX,
@@ -72,6 +76,7 @@ type Detector struct {
 	Batch       int
 	outIdx      int
 	post        postprocess.Options
+	interp      preprocess.Interp
 	main        *Slot // the slot of Preprocess, Infer, Postprocess and Detect
 	null        bool  // the built-in null model: no session, no inference
 
@@ -114,7 +119,7 @@ func New(cfg Config) (*Detector, error) {
 		}
 		return nil, &ModelError{err}
 	}
-	d := &Detector{Session: s, Stride: 32, post: cfg.Post, raw: raw, Decode: DecodeRawHead}
+	d := &Detector{Session: s, Stride: 32, post: cfg.Post, interp: cfg.Interp, raw: raw, Decode: DecodeRawHead}
 	if raw == nil {
 		d.Decode, d.DecodeReason = DecodeGraph, why
 	}

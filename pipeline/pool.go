@@ -68,7 +68,7 @@ const nullClasses = 80
 
 // newNull makes the null model's detector.
 func newNull(cfg Config, log *slog.Logger) (*Detector, error) {
-	d := &Detector{Stride: 32, post: cfg.Post, null: true, Batch: max(cfg.Batch, 1)}
+	d := &Detector{Stride: 32, post: cfg.Post, interp: cfg.Interp, null: true, Batch: max(cfg.Batch, 1)}
 	h, w, err := resolveSize([]int64{-1, 3, -1, -1}, cfg.Height, cfg.Width, d.Stride)
 	if err != nil {
 		return nil, &ModelError{fmt.Errorf("model %q: %w", NullModel, err)}

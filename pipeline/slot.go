@@ -41,7 +41,9 @@ type Slot struct {
 func (d *Detector) newSlot(t tensors) *Slot {
 	s := &Slot{d: d, t: t, xfs: make([]preprocess.Transform, d.Batch), dec: postprocess.NewDecoder(d.post)}
 	for range d.Batch {
-		s.lbs = append(s.lbs, preprocess.New(d.Width, d.Height))
+		lb := preprocess.New(d.Width, d.Height)
+		lb.Interp = d.interp
+		s.lbs = append(s.lbs, lb)
 	}
 	return s
 }

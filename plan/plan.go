@@ -25,6 +25,7 @@ import (
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
@@ -124,8 +125,12 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	interp, err := preprocess.ParseInterp(cfg.Model.Interp)
+	if err != nil {
+		return nil, fmt.Errorf("model.interp: %w", err)
+	}
 	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names,
-		FullGraph: cfg.Model.FullGraph}
+		FullGraph: cfg.Model.FullGraph, Interp: interp}
 	batchOf := fm // the int8 model made at start-up has the FP32 model's input
 	if cfg.Model.INT8 != "" {
 		if p.Models.Int8, batchOf, err = modelFile(cfg.Model.INT8); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/preprocess"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
@@ -118,6 +119,25 @@ streams:
 `, fixtures.Model(t, "yolov5n.onnx"), tc.int8)
 		if got := build(t, yaml, Overrides{}).Serve.Models.Batch; got != tc.want {
 			t.Errorf("%s: batch %d, want %d", filepath.Base(tc.int8), got, tc.want)
+		}
+	}
+}
+
+// TestInterpReachesServe: model.interp becomes serve's ModelsPlan.Interp,
+// area (the reference) when left out.
+func TestInterpReachesServe(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want preprocess.Interp
+	}{
+		{"", preprocess.InterpReference},
+		{"  interp: linear\n", preprocess.InterpLinear},
+		{"  interp: area\n", preprocess.InterpReference},
+	} {
+		yaml := fmt.Sprintf("model:\n  fp32: %s\n  int8: %s\n%sstreams:\n  - name: a\n    uri: camera:0\n",
+			fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), tc.line)
+		if got := build(t, yaml, Overrides{}).Serve.Models.Interp; got != tc.want {
+			t.Errorf("%q: interp %v, want %v", tc.line, got, tc.want)
 		}
 	}
 }

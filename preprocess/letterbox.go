@@ -1,9 +1,3 @@
-// Package preprocess turns a BGR image into a YOLOv5 input tensor: the
-// letterbox of the Ultralytics reference (long side resized to the input
-// size, INTER_AREA when shrinking and INTER_LINEAR when enlarging, padding
-// 114 split evenly, BGR to RGB, scaled to 0..1, NCHW float32), written
-// straight into a caller's buffer, plus the Transform that maps boxes back
-// to source pixels. The same code serves detect, eval, calibration and serve.
 package preprocess
 
 import (
@@ -15,75 +9,39 @@ import (
 	"gocv.io/x/gocv"
 )
 
-// PadValue is the grey used for letterbox padding, as in YOLOv5.
-const PadValue = 114
-
-// lut maps a byte to float32(b)/255, bit-identical to torch's uint8->float /255.
-var lut = func() (t [256]float32) {
-	for i := range t {
-		t[i] = float32(i) / 255
-	}
-	return
-}()
-
-// Transform records how a source image was placed in the network input, so
-// that boxes can be mapped back. Gain is input pixels per source pixel; PadX
-// and PadY are the left and top padding in input pixels.
-type Transform struct {
-	SrcW, SrcH int
-	Gain       float64
-	PadX, PadY float64
-}
-
-// ToSource maps a point from input pixels to source pixels (not clipped).
-func (t Transform) ToSource(x, y float64) (float64, float64) {
-	return (x - t.PadX) / t.Gain, (y - t.PadY) / t.Gain
-}
-
-// ToInput maps a point from source pixels to input pixels.
-func (t Transform) ToInput(x, y float64) (float64, float64) {
-	return x*t.Gain + t.PadX, y*t.Gain + t.PadY
-}
-
-// BoxToSource maps an x1,y1,x2,y2 box from input pixels to source pixels and
-// clips it to the source image.
-func (t Transform) BoxToSource(x1, y1, x2, y2 float64) (float64, float64, float64, float64) {
-	x1, y1 = t.ToSource(x1, y1)
-	x2, y2 = t.ToSource(x2, y2)
-	w, h := float64(t.SrcW), float64(t.SrcH)
-	return clip(x1, w), clip(y1, h), clip(x2, w), clip(y2, h)
-}
-
-func clip(v, hi float64) float64 {
-	if !(v >= 0) { // also NaN
-		return 0
-	}
-	if v > hi {
-		return hi
-	}
-	return v
-}
-
 // Letterboxer holds the scratch images for one input size, so that per-frame
-// preprocessing allocates nothing after the first frame of a given size. It
-// is not safe for concurrent use; use one per goroutine.
+// preprocessing allocates nothing after the first frame of a given size. The
+// resize writes straight into the image region of a W x H canvas whose
+// padding (PadValue) is written only when the geometry changes; one pass
+// then swaps BGR to RGB, scales and writes the CHW planes. It is not safe
+// for concurrent use; use one per goroutine.
 type Letterboxer struct {
-	W, H    int
-	resized gocv.Mat
-	second  gocv.Mat
-	bgr     gocv.Mat
+	// W and H are the network input size in pixels.
+	W, H int
+	// Interp is the resize interpolation; the zero value is the reference
+	// protocol. Set it before the first Apply.
+	Interp Interp
+	canvas gocv.Mat        // W x H 8UC3, padding PadValue
+	region gocv.Mat        // the image region of canvas, at geom
+	geom   image.Rectangle // placement of region in canvas; empty: none yet
+	first  gocv.Mat        // first resize of the two-step geometry
+	bgr    gocv.Mat        // gray or BGRA input converted to BGR
+	pad    []float32       // W values of lut[PadValue]
 }
 
-// New returns a Letterboxer for a network input of w x h pixels.
+// New returns a Letterboxer for a network input of w x h pixels with the
+// reference interpolation.
 func New(w, h int) *Letterboxer {
-	return &Letterboxer{W: w, H: h, resized: gocv.NewMat(), second: gocv.NewMat(), bgr: gocv.NewMat()}
+	return &Letterboxer{W: w, H: h, canvas: gocv.NewMat(), region: gocv.NewMat(), first: gocv.NewMat(), bgr: gocv.NewMat()}
 }
 
 // Close releases the scratch images.
 func (l *Letterboxer) Close() error {
-	l.resized.Close()
-	l.second.Close()
+	l.region.Close()
+	l.canvas.Close()
+	l.first.Close()
 	l.bgr.Close()
+	l.geom = image.Rectangle{}
 	return nil
 }
 
@@ -115,8 +73,9 @@ func (l *Letterboxer) Plan(srcW, srcH int) (w1, h1, nw, nh, left, top int, t Tra
 	return
 }
 
-// Apply letterboxes src (8-bit BGR, gray or BGRA) into dst, a CHW float32
-// buffer of 3*H*W values (one image of a batch), and returns the transform.
+// Apply letterboxes src (8-bit BGR, gray or BGRA; continuous or not) into
+// dst, a CHW float32 buffer of 3*H*W values (one image of a batch), and
+// returns the transform.
 func (l *Letterboxer) Apply(src gocv.Mat, dst []float32) (Transform, error) {
 	if src.Empty() {
 		return Transform{}, ErrEmptyImage
@@ -137,60 +96,67 @@ func (l *Letterboxer) Apply(src gocv.Mat, dst []float32) (Transform, error) {
 	default:
 		return Transform{}, fmt.Errorf("letterbox: unsupported image type %v (want 8-bit BGR)", src.Type())
 	}
+	if l.Interp != InterpReference && l.Interp != InterpLinear {
+		return Transform{}, fmt.Errorf("letterbox: unknown interpolation %v", l.Interp)
+	}
 	srcW, srcH := img.Cols(), img.Rows()
 	w1, h1, nw, nh, left, top, t := l.Plan(srcW, srcH)
-	if w1 != srcW || h1 != srcH {
-		interp := gocv.InterpolationArea
-		if w1 > srcW || h1 > srcH {
-			interp = gocv.InterpolationLinear
+	asIs := w1 == srcW && h1 == srcH && nw == w1 && nh == h1
+	if asIs && img.IsContinuous() {
+		// Placed as it is: read the frame itself, no copy.
+		data, err := img.DataPtrUint8()
+		if err != nil {
+			return Transform{}, fmt.Errorf("letterbox: %w", err)
 		}
-		gocv.Resize(img, &l.resized, image.Pt(w1, h1), 0, 0, interp)
-		img = l.resized
+		fill(dst[:3*plane], l.padRow(), l.W, l.H, data, 3*nw, nw, nh, left, top)
+		return t, nil
 	}
-	if nw != w1 || nh != h1 {
-		gocv.Resize(img, &l.second, image.Pt(nw, nh), 0, 0, gocv.InterpolationLinear)
-		img = l.second
+	l.place(image.Rect(left, top, left+nw, top+nh))
+	switch {
+	case asIs:
+		img.CopyTo(&l.region) // a non-continuous frame placed as it is
+	case nw == w1 && nh == h1:
+		gocv.Resize(img, &l.region, image.Pt(nw, nh), 0, 0, l.Interp.flag(srcW, srcH, nw, nh))
+	default: // the reference's two-step geometry: ceil(side*r), then RoundToEven
+		if w1 != srcW || h1 != srcH {
+			gocv.Resize(img, &l.first, image.Pt(w1, h1), 0, 0, l.Interp.flag(srcW, srcH, w1, h1))
+			img = l.first
+		}
+		gocv.Resize(img, &l.region, image.Pt(nw, nh), 0, 0, gocv.InterpolationLinear)
 	}
-	if !img.IsContinuous() {
-		return Transform{}, errors.New("letterbox: image memory is not continuous")
-	}
-	data, err := img.DataPtrUint8()
+	data, err := l.canvas.DataPtrUint8()
 	if err != nil {
 		return Transform{}, fmt.Errorf("letterbox: %w", err)
 	}
-	fill(dst[:3*plane], l.W, l.H, data, nw, nh, left, top)
+	off := 3 * (top*l.W + left)
+	fill(dst[:3*plane], l.padRow(), l.W, l.H, data[off:], 3*l.W, nw, nh, left, top)
 	return t, nil
 }
 
-// fill writes the padded, channel-swapped, scaled image into dst.
-func fill(dst []float32, W, H int, bgr []uint8, nw, nh, left, top int) {
-	plane := W * H
-	pad := lut[PadValue]
-	r, g, b := dst[:plane], dst[plane:2*plane], dst[2*plane:3*plane]
-	for y := 0; y < H; y++ {
-		row := y * W
-		sy := y - top
-		if sy < 0 || sy >= nh {
-			for x := row; x < row+W; x++ {
-				r[x], g[x], b[x] = pad, pad, pad
-			}
-			continue
-		}
-		for x := row; x < row+left; x++ {
-			r[x], g[x], b[x] = pad, pad, pad
-		}
-		src := bgr[sy*nw*3 : (sy+1)*nw*3]
-		rr := r[row+left : row+left+nw]
-		gg := g[row+left : row+left+nw]
-		bb := b[row+left : row+left+nw]
-		for i := range rr {
-			p := src[3*i : 3*i+3 : 3*i+3]
-			bb[i] = lut[p[0]]
-			gg[i] = lut[p[1]]
-			rr[i] = lut[p[2]]
-		}
-		for x := row + left + nw; x < row+W; x++ {
-			r[x], g[x], b[x] = pad, pad, pad
+// place makes region the r part of a canvas padded with PadValue, creating
+// or repainting the canvas only when r changes.
+func (l *Letterboxer) place(r image.Rectangle) {
+	sized := l.canvas.Rows() == l.H && l.canvas.Cols() == l.W && l.canvas.Type() == gocv.MatTypeCV8UC3
+	if r == l.geom && sized {
+		return
+	}
+	if !sized {
+		l.canvas.Close()
+		l.canvas = gocv.NewMatWithSize(l.H, l.W, gocv.MatTypeCV8UC3)
+	}
+	l.canvas.SetTo(gocv.NewScalar(PadValue, PadValue, PadValue, 0))
+	l.region.Close()
+	l.region = l.canvas.Region(r)
+	l.geom = r
+}
+
+// padRow returns a row of W padding values, made once.
+func (l *Letterboxer) padRow() []float32 {
+	if len(l.pad) != l.W {
+		l.pad = make([]float32, l.W)
+		for i := range l.pad {
+			l.pad[i] = lut[PadValue]
 		}
 	}
+	return l.pad
 }

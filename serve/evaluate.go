@@ -11,6 +11,7 @@ import (
 	"github.com/yedge/yedge/eval"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 )
 
 // evalStatus is one precision's last evaluation, for /status.
@@ -91,6 +92,7 @@ func (e *evaluator) run(ctx context.Context, p Plan, mods []*model) {
 	for _, m := range mods {
 		c := detectorConfig(p, m.file.Path, slog.New(slog.DiscardHandler))
 		c.Post = postprocess.EvalOptions()
+		c.Interp = preprocess.InterpReference // the protocol of the reference figures
 		// One thread: evaluation shares the device with live streams.
 		c.Runtime.Threads = 1
 		st := evalStatus{At: time.Now()}

@@ -38,7 +38,8 @@ func (m *models) close() {
 // detectorConfig is the pipeline configuration of one model of p.
 func detectorConfig(p Plan, path string, log *slog.Logger) pipeline.Config {
 	return pipeline.Config{Model: path, Runtime: p.Runtime, Height: p.Models.Height, Width: p.Models.Width,
-		Post: p.Post, NamesFile: p.Models.Names, Logger: log, FullGraph: p.Models.FullGraph}
+		Post: p.Post, NamesFile: p.Models.Names, Logger: log, Interp: p.Models.Interp,
+		FullGraph: p.Models.FullGraph}
 }
 
 // stableFor is how long a model file must stay unchanged while it is

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
@@ -104,6 +105,9 @@ type ModelsPlan struct {
 	// FullGraph runs the models' full graphs instead of the raw-head
 	// decode (pipeline.Config.FullGraph).
 	FullGraph bool
+	// Interp is the letterbox interpolation of the int8 model and the
+	// shadow; evaluation keeps the reference protocol.
+	Interp preprocess.Interp
 }
 
 // StreamPlan is one stream.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
@@ -49,6 +50,7 @@ func TestPlanDiff(t *testing.T) {
 		{"provider", func(p *Plan) { p.Runtime.Provider = "cuda" }, Change{Models: true}},
 		{"conf", func(p *Plan) { p.Post.Conf = 0.5 }, Change{Models: true}},
 		{"imgsz", func(p *Plan) { p.Models.Height, p.Models.Width = 320, 320 }, Change{Models: true}},
+		{"interp", func(p *Plan) { p.Models.Interp = preprocess.InterpLinear }, Change{Models: true}},
 		{"sink", func(p *Plan) { p.Sinks[0].MaxFiles = 2 }, Change{Sinks: true}},
 		{"sink removed", func(p *Plan) { p.Sinks = nil }, Change{Sinks: true}},
 		{"listen", func(p *Plan) { p.Listen = "127.0.0.1:9000" }, Change{HTTP: true}},
@@ -72,6 +74,18 @@ func TestPlanDiff(t *testing.T) {
 		}
 		if onlyStreams := !tc.want.Models && !tc.want.Int8 && !tc.want.Sinks && !tc.want.HTTP && !tc.want.Settings; got.StreamsOnly() != onlyStreams {
 			t.Errorf("%s: StreamsOnly() = %v", tc.name, got.StreamsOnly())
+		}
+	}
+}
+
+// TestDetectorConfigInterp: the serving models and the shadow letterbox
+// with the plan's interpolation.
+func TestDetectorConfigInterp(t *testing.T) {
+	for _, want := range []preprocess.Interp{preprocess.InterpReference, preprocess.InterpLinear} {
+		p := basePlan()
+		p.Models.Interp = want
+		if got := detectorConfig(p, "m.onnx", nil).Interp; got != want {
+			t.Errorf("detectorConfig Interp = %v, want %v", got, want)
 		}
 	}
 }

@@ -41,6 +41,7 @@ type benchFlags struct {
 	warmup   int
 	runs     int
 	imgsz    string
+	interp   interpFlag
 	jsonOut  bool
 	progress bool
 	pipeline bool
@@ -101,6 +102,7 @@ every model's.`,
 	fl.StringVar(&f.imgsz, "imgsz", "", imgszUsage)
 	fl.BoolVar(&f.fullGraph, "full-graph", false, fullGraphUsage)
 	fl.BoolVar(&f.bothDecodes, "both-decodes", false, "time every model twice in the same run: raw-head decode, then --full-graph")
+	f.interp.register(c)
 	fl.BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
 	fl.BoolVar(&f.pipeline, "pipeline", false, fmt.Sprintf("time the pipelined stages on --source for --frames frames (in [1, %d]); --model null gives the CPU stages' ceiling", maxBenchRuns))
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
@@ -150,6 +152,10 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 	if err != nil {
 		return err
 	}
+	interp, err := f.interp.value()
+	if err != nil {
+		return err
+	}
 	var spec source.Spec
 	if f.source != "" {
 		spec, err = source.Parse(f.source)
@@ -172,7 +178,7 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 	for _, m := range models {
 		for _, full := range benchDecodes(f) {
 			d, err := pipeline.New(pipeline.Config{Model: m, Runtime: g.runtimeOptions(), Height: h, Width: w,
-				Post: postprocess.DeployOptions(), Logger: log, FullGraph: full})
+				Post: postprocess.DeployOptions(), Logger: log, FullGraph: full, Interp: interp})
 			if err != nil {
 				return modelCode(err)
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
+	"github.com/yedge/yedge/preprocess"
 )
 
 // intInRange returns a usage error naming flag when v is outside [lo, hi];
@@ -56,6 +57,9 @@ func noteText(note string) string {
 	return " (" + note + ")"
 }
 
+// second returns the error of a (value, error) pair.
+func second[T any](_ T, err error) error { return err }
+
 // firstErr returns the first non-nil error.
 func firstErr(errs ...error) error {
 	for _, e := range errs {
@@ -91,6 +95,25 @@ func refuseOverwrite(flag, out string, inputs ...string) error {
 
 // fullGraphUsage documents --full-graph (detect, eval, bench).
 const fullGraphUsage = "run the model's full graph, Detect decode included, instead of cutting it before the decode and decoding the raw head in Go"
+
+// interpFlag is --interp, the letterbox interpolation of the commands that
+// run a model for its detections or its speed (detect, bench); eval and
+// quantize keep the reference protocol.
+type interpFlag struct{ name string }
+
+func (f *interpFlag) register(c *cobra.Command) {
+	c.Flags().StringVar(&f.name, "interp", preprocess.DeployInterp.String(),
+		"letterbox interpolation: area (the eval protocol: INTER_AREA when shrinking) or linear (INTER_LINEAR always, as Ultralytics detect.py: cheaper, as accurate for frames shrunk at most 2x)")
+}
+
+// value returns the parsed flag, or a usage error naming it.
+func (f *interpFlag) value() (preprocess.Interp, error) {
+	i, err := preprocess.ParseInterp(f.name)
+	if err != nil {
+		return 0, withCode(exitUsage, fmt.Errorf("--interp: %w", err))
+	}
+	return i, nil
+}
 
 // modelFlags are the flags of commands that run a model.
 type modelFlags struct {

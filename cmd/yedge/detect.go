@@ -25,6 +25,7 @@ import (
 
 type detectFlags struct {
 	modelFlags
+	interp    interpFlag
 	source    string
 	camera    int
 	out       string
@@ -53,6 +54,7 @@ of images. Credentials in URLs are never printed.`,
 		},
 	}
 	f.register(c, postprocess.DeployOptions())
+	f.interp.register(c)
 	fl := c.Flags()
 	fl.StringVarP(&f.source, "source", "s", "", "source: device path, video file, URL, GStreamer pipeline, image or folder")
 	fl.IntVar(&f.camera, "camera", -1, fmt.Sprintf("V4L2 camera index, in [0, %d] (-1: none, use --source)", maxCamera))
@@ -74,6 +76,7 @@ const maxCamera = 255
 func (f *detectFlags) validate() error {
 	if err := firstErr(
 		f.modelFlags.validate(),
+		second(f.interp.value()),
 		intInRange("max-frames", f.maxFrames, 0, math.MaxInt64, "0: all frames"),
 	); err != nil {
 		return err
@@ -115,6 +118,9 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	spec.Reconnect, spec.Loop = f.reconnect, f.loop
 	cfg, err := f.detectorConfig(g, postprocess.DeployOptions())
 	if err != nil {
+		return err
+	}
+	if cfg.Interp, err = f.interp.value(); err != nil {
 		return err
 	}
 	cfg.Logger = log

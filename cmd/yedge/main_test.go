@@ -203,7 +203,7 @@ func TestDetectVideo(t *testing.T) {
 }
 
 // Static models at another size run with only --model; the dynamic model
-// runs at --imgsz.
+// runs at --imgsz; either interpolation runs.
 func TestDetectOtherSizes(t *testing.T) {
 	video := fixtures.Path(t, "media", "vtest.avi")
 	dyn := fixtures.Model(t, "yolov5n-dynamic.onnx")
@@ -215,6 +215,8 @@ func TestDetectOtherSizes(t *testing.T) {
 		{"static 320x640 opset 12", []string{"--model", testmodels.Static(t, dyn, 320, 640, 12)}},
 		{"dynamic --imgsz 416", []string{"--model", dyn, "--imgsz", "416"}},
 		{"dynamic --imgsz 320x640", []string{"--model", dyn, "--imgsz", "320x640"}},
+		{"--interp linear", []string{"--model", dyn, "--interp", "linear"}},
+		{"--interp area", []string{"--model", dyn, "--interp", "area"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := yedge(t, nil, append([]string{"detect", "--source", video, "--max-frames", "2"}, tc.args...)...)
@@ -281,6 +283,8 @@ func TestBadInput(t *testing.T) {
 		{"cuda absent", nil, []string{"detect", "--model", model, "--source", video, "--provider", "cuda"}, exitRuntime, "cuda"},
 		{"unknown provider", nil, []string{"detect", "--model", model, "--source", video, "--provider", "npu"}, exitUsage, "npu"},
 		{"bad imgsz", nil, []string{"detect", "--model", model, "--source", video, "--imgsz", "big"}, exitUsage, "--imgsz"},
+		{"bad interp", nil, []string{"detect", "--model", model, "--source", video, "--interp", "cubic"}, exitUsage, "--interp"},
+		{"bench bad interp", nil, []string{"bench", "--model", model, "--interp", "nearest"}, exitUsage, "--interp"},
 		{"unknown flag", nil, []string{"detect", "--model", model, "--frobnicate"}, exitUsage, "frobnicate"},
 		{"no source", nil, []string{"detect", "--model", model}, exitUsage, "--source"},
 		{"missing dataset", nil, []string{"eval", "--model", model, "--data", filepath.Join(dir, "nodata")}, exitUsage, "nodata"},
