@@ -123,9 +123,11 @@ type ModelConfig struct {
 	// in Go (default false).
 	FullGraph bool `yaml:"full_graph" json:"full_graph"`
 	// Interp is the letterbox interpolation of the serving models and the
-	// shadow: "area" (default, the reference protocol: INTER_AREA when
-	// shrinking) or "linear" (INTER_LINEAR always: cheaper, as accurate for
-	// frames shrunk at most 2x). Evaluation keeps area whatever this says.
+	// shadow: "auto" (default: INTER_LINEAR for frames shrunk at most 2x,
+	// where it is as accurate and a fifth of the cost, INTER_AREA beyond),
+	// "area" (the reference protocol: INTER_AREA when shrinking) or
+	// "linear" (INTER_LINEAR always). Evaluation keeps area whatever this
+	// says.
 	Interp string `yaml:"interp" json:"interp"`
 }
 

@@ -115,13 +115,13 @@ func TestLoadProblems(t *testing.T) {
 		{
 			name:   "bad interpolation",
 			edit:   func(s string) string { return strings.Replace(s, "model:\n", "model:\n  interp: cubic\n", 1) },
-			want:   []string{`model.interp: interpolation "cubic": must be one of area, linear`},
+			want:   []string{`model.interp: interpolation "cubic": must be one of area, linear, auto`},
 			marker: "interp: cubic",
 		},
 		{
 			name:   "empty interpolation",
 			edit:   func(s string) string { return strings.Replace(s, "model:\n", "model:\n  interp: \"\"\n", 1) },
-			want:   []string{`model.interp: interpolation "": must be one of area, linear`},
+			want:   []string{`model.interp: interpolation "": must be one of area, linear, auto`},
 			marker: "interp:",
 		},
 		{

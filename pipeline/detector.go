@@ -45,7 +45,7 @@ type Config struct {
 	FullGraph bool
 	// Interp is the letterbox interpolation. The zero value is the
 	// reference protocol (INTER_AREA when shrinking), which evaluation and
-	// calibration keep; detect and serve may choose preprocess.InterpLinear.
+	// calibration keep; detect and serve use preprocess.DeployInterp unless told.
 	Interp preprocess.Interp
 }
 

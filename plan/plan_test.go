@@ -124,13 +124,13 @@ streams:
 }
 
 // TestInterpReachesServe: model.interp becomes serve's ModelsPlan.Interp,
-// area (the reference) when left out.
+// auto (preprocess.DeployInterp) when left out.
 func TestInterpReachesServe(t *testing.T) {
 	for _, tc := range []struct {
 		line string
 		want preprocess.Interp
 	}{
-		{"", preprocess.InterpReference},
+		{"", preprocess.InterpAuto},
 		{"  interp: linear\n", preprocess.InterpLinear},
 		{"  interp: area\n", preprocess.InterpReference},
 	} {

@@ -96,7 +96,7 @@ func (l *Letterboxer) Apply(src gocv.Mat, dst []float32) (Transform, error) {
 	default:
 		return Transform{}, fmt.Errorf("letterbox: unsupported image type %v (want 8-bit BGR)", src.Type())
 	}
-	if l.Interp != InterpReference && l.Interp != InterpLinear {
+	if l.Interp < InterpReference || l.Interp > InterpAuto {
 		return Transform{}, fmt.Errorf("letterbox: unknown interpolation %v", l.Interp)
 	}
 	srcW, srcH := img.Cols(), img.Rows()

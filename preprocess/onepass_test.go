@@ -114,6 +114,7 @@ func TestInterpParse(t *testing.T) {
 		{"area", InterpReference, false},
 		{"linear", InterpLinear, false},
 		{"LINEAR", InterpLinear, false},
+		{"auto", InterpAuto, false},
 		{"", 0, true},
 		{"cubic", 0, true},
 	}
@@ -128,5 +129,32 @@ func TestInterpParse(t *testing.T) {
 	}
 	if s := Interp(7).String(); s != "Interp(7)" {
 		t.Errorf("Interp(7).String() = %q", s)
+	}
+}
+
+// TestInterpFlag: which OpenCV interpolation each choice uses for a
+// resize: auto is linear up to a 2x shrink and area beyond.
+func TestInterpFlag(t *testing.T) {
+	area, linear := gocv.InterpolationArea, gocv.InterpolationLinear
+	tests := []struct {
+		srcW, srcH, w, h   int
+		ref, lin, autoWant gocv.InterpolationFlags
+	}{
+		{768, 576, 640, 480, area, linear, linear},   // vtest into 640: 1.2x
+		{1280, 720, 640, 360, area, linear, linear},  // exactly 2x
+		{1920, 1080, 640, 360, area, linear, area},   // 1080p: 3x
+		{1282, 400, 640, 200, area, linear, area},    // just over 2x on one side
+		{320, 240, 640, 480, linear, linear, linear}, // enlarging
+		{640, 480, 640, 480, area, linear, linear},   // same size
+	}
+	for _, tc := range tests {
+		for _, c := range []struct {
+			i    Interp
+			want gocv.InterpolationFlags
+		}{{InterpReference, tc.ref}, {InterpLinear, tc.lin}, {InterpAuto, tc.autoWant}} {
+			if got := c.i.flag(tc.srcW, tc.srcH, tc.w, tc.h); got != c.want {
+				t.Errorf("%v from %dx%d to %dx%d: %v, want %v", c.i, tc.srcW, tc.srcH, tc.w, tc.h, got, c.want)
+			}
+		}
 	}
 }

@@ -4,8 +4,9 @@
 // 114 split evenly, BGR to RGB, scaled to 0..1, NCHW float32), written
 // straight into a caller's buffer, plus the Transform that maps boxes back
 // to source pixels. The same code serves detect, eval, calibration and serve;
-// detect and serve may choose InterpLinear instead (INTER_LINEAR always, as
-// Ultralytics detect.py does), eval and calibration keep the reference.
+// detect and serve default to InterpAuto (INTER_LINEAR up to a 2x shrink)
+// and may choose InterpLinear (INTER_LINEAR always, as Ultralytics
+// detect.py does); eval and calibration keep the reference.
 package preprocess
 
 // PadValue is the grey used for letterbox padding, as in YOLOv5.

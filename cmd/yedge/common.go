@@ -103,7 +103,7 @@ type interpFlag struct{ name string }
 
 func (f *interpFlag) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.name, "interp", preprocess.DeployInterp.String(),
-		"letterbox interpolation: area (the eval protocol: INTER_AREA when shrinking) or linear (INTER_LINEAR always, as Ultralytics detect.py: cheaper, as accurate for frames shrunk at most 2x)")
+		"letterbox interpolation: auto (INTER_LINEAR for frames shrunk at most 2x, INTER_AREA beyond), area (the eval protocol: INTER_AREA when shrinking) or linear (INTER_LINEAR always, as Ultralytics detect.py)")
 }
 
 // value returns the parsed flag, or a usage error naming it.

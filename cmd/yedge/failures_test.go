@@ -491,7 +491,7 @@ streams:
 		{"shadow:\n  budget: 1\n", "shadow.budget: 1 is out of range: want [0, 1)"},
 		{"model:\n  batch: 65\n", "model.batch: 65 is out of range"},
 		{"model:\n  imgsz: 99968\n", `model.imgsz: imgsz "99968"`},
-		{"model:\n  interp: cubic\n", `model.interp: interpolation "cubic": must be one of area, linear`},
+		{"model:\n  interp: cubic\n", `model.interp: interpolation "cubic": must be one of area, linear, auto`},
 		{"http:\n  max_body_bytes: 0\n", "http.max_body_bytes: 0 is out of range"},
 		{"shutdown_timeout: -1s\n", "shutdown_timeout: must not be negative"},
 		{"shutdown_timeout: 2h\n", "shutdown_timeout: 2h0m0s is out of range: want (0s, 1h0m0s]"},
