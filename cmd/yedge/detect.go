@@ -175,8 +175,12 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	}
 	defer src.Close()
 	if outFile != nil {
-		if err := outFile.Truncate(0); err != nil {
-			return fmt.Errorf("--out %q: %w", f.out, unwrapPathError(err))
+		// Only a regular file is emptied: /dev/null or a FIFO cannot be
+		// truncated and need not be.
+		if st, err := outFile.Stat(); err == nil && st.Mode().IsRegular() {
+			if err := outFile.Truncate(0); err != nil {
+				return fmt.Errorf("--out %q: %w", f.out, unwrapPathError(err))
+			}
 		}
 		removeOut = false
 	}

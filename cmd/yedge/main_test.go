@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,13 +155,16 @@ func TestDetectVideo(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "det.jsonl")
 	frames := filepath.Join(dir, "frames")
-	r := yedge(t, nil, "detect", "--model", model, "--source", video, "--max-frames", "6", "--out", out, "--save", frames)
+	// The stages run concurrently: every frame of a file comes out, in
+	// order, with its own detections and saved image.
+	const n = 24
+	r := yedge(t, nil, "detect", "--model", model, "--source", video, "--max-frames", strconv.Itoa(n), "--out", out, "--save", frames)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	lines := readLines(t, out)
-	if len(lines) != 6 {
-		t.Fatalf("%d lines, want 6", len(lines))
+	if len(lines) != n {
+		t.Fatalf("%d lines, want %d", len(lines), n)
 	}
 	for i, l := range lines {
 		var rec sinks.Record
@@ -180,14 +184,14 @@ func TestDetectVideo(t *testing.T) {
 			t.Errorf("frame %d: no person", i)
 		}
 	}
-	for _, want := range []string{"6 frames", "preprocess", "infer", "p95"} {
+	for _, want := range []string{fmt.Sprintf("%d frames", n), "preprocess", "infer", "p95", "queue wait", "busy"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("summary lacks %q:\n%s", want, r.stderr)
 		}
 	}
 	jpgs, _ := filepath.Glob(filepath.Join(frames, "*.jpg"))
-	if len(jpgs) != 6 {
-		t.Errorf("%d annotated frames saved, want 6", len(jpgs))
+	if len(jpgs) != n {
+		t.Errorf("%d annotated frames saved, want %d", len(jpgs), n)
 	}
 	img := gocv.IMRead(jpgs[0], gocv.IMReadColor)
 	defer img.Close()
@@ -199,6 +203,10 @@ func TestDetectVideo(t *testing.T) {
 	r = yedge(t, nil, "detect", "--model", model, "--source", video, "--max-frames", "3", "--save", mp4)
 	if st, err := os.Stat(mp4); r.code != 0 || err != nil || st.Size() == 0 {
 		t.Errorf("--save out.mp4: exit %d, %v: %s", r.code, err, r.stderr)
+	}
+	// An output that is not a regular file is written, not truncated.
+	if r = yedge(t, nil, "detect", "--model", model, "--source", video, "--max-frames", "2", "--out", os.DevNull); r.code != 0 {
+		t.Errorf("--out %s: exit %d: %s", os.DevNull, r.code, r.stderr)
 	}
 }
 
