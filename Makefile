@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test fleet-test
+.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test fleet-test bench bench-pipeline
 
 setup:
 	./scripts/setup.sh
@@ -97,6 +97,10 @@ eval: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 50x ./preprocess ./postprocess ./pipeline
+
+# The pipeline's figures side by side in one run (README "Performance").
+bench-pipeline: build
+	scripts/bench-pipeline.sh
 
 clean:
 	rm -rf bin out
