@@ -70,7 +70,7 @@ func runPipeline(ctx context.Context, d *Detector, open func(context.Context) (F
 	if err != nil {
 		return nil, 0, err
 	}
-	defer closeSrc()
+	defer func() { _ = closeSrc() }() // a read-only source: nothing to lose
 	stats := NewStageStats()
 	feed := NewFeed(ctx, src, live, stats)
 	defer feed.Close()
