@@ -1,7 +1,9 @@
 // Package pipeline wires the stages of yedge together for one model: a
 // Detector runs preprocess -> runtime -> postprocess on frames and returns
-// detections in source pixels with per-stage timings. Commands (detect,
-// eval, bench) and the daemon build on it; it owns no sources or sinks.
+// detections in source pixels with per-stage timings, and Stages runs
+// those steps concurrently on a stream of jobs (with a Feed reading the
+// source on its own goroutine) for detect, serve and bench --pipeline.
+// Commands and the daemon build on it; it owns no sinks.
 package pipeline
 
 import (
