@@ -74,26 +74,20 @@ func runPipeline(ctx context.Context, d *Detector, open func(context.Context) (F
 	stats := NewStageStats()
 	feed := NewFeed(ctx, src, live, stats)
 	defer feed.Close()
-	taken := 0
 	var mu sync.Mutex
 	var failed error
+	jobs := feed.Jobs(d, int64(n))
+	taken := 0
 	start := time.Now()
 	err = Stages{
 		Stats: stats,
 		Next: func(ctx context.Context) (*Job, error) {
-			if taken >= n {
-				return nil, io.EOF
-			}
-			fr, err := feed.Next(ctx)
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil, fmt.Errorf("bench pipeline: the source ended after %d of %d frames", taken, n)
-				}
-				return nil, err
+			j, err := jobs(ctx)
+			if errors.Is(err, io.EOF) && taken < n {
+				return nil, fmt.Errorf("bench pipeline: the source ended after %d of %d frames", taken, n)
 			}
 			taken++
-			fr.Job.Det = d
-			return &fr.Job, nil
+			return j, err
 		},
 		Deliver: func(*Job, int, []postprocess.Detection) error { return nil },
 		Fail: func(_ *Job, _ int, stage string, err error) {
@@ -103,7 +97,7 @@ func runPipeline(ctx context.Context, d *Detector, open func(context.Context) (F
 				failed = fmt.Errorf("bench pipeline: %s: %w", stage, err)
 			}
 		},
-		Done: func(j *Job) { feed.Release(j.Tag.(*FeedFrame)) },
+		Done: feed.Done,
 	}.Run(ctx)
 	el := time.Since(start)
 	if err == nil {

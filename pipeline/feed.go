@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -212,6 +213,27 @@ func (f *Feed) readErr() error {
 
 // Release gives a frame from Next back to the Feed.
 func (f *Feed) Release(fr *FeedFrame) { f.free <- fr }
+
+// Jobs returns a Stages.Next that hands d the feed's frames, at most limit
+// of them (0: until the source ends). Errors are Next's.
+func (f *Feed) Jobs(d *Detector, limit int64) func(context.Context) (*Job, error) {
+	var taken int64
+	return func(ctx context.Context) (*Job, error) {
+		if limit > 0 && taken >= limit {
+			return nil, io.EOF
+		}
+		fr, err := f.Next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		taken++
+		fr.Job.Det = d
+		return &fr.Job, nil
+	}
+}
+
+// Done gives back the frame of a job from Jobs: a Stages.Done.
+func (f *Feed) Done(j *Job) { f.Release(j.Tag.(*FeedFrame)) }
 
 // Close stops the reader, waits for it and frees the images. Every frame
 // taken with Next must have been released.

@@ -215,21 +215,14 @@ func TestStagesStopOnDeliverError(t *testing.T) {
 	boom := errors.New("disk full")
 	n := 0
 	err := Stages{
-		Next: func(ctx context.Context) (*Job, error) {
-			fr, err := feed.Next(ctx)
-			if err != nil {
-				return nil, err
-			}
-			fr.Job.Det = d
-			return &fr.Job, nil
-		},
+		Next: feed.Jobs(d, 0),
 		Deliver: func(*Job, int, []postprocess.Detection) error {
 			if n++; n == 5 {
 				return boom
 			}
 			return nil
 		},
-		Done: func(j *Job) { feed.Release(j.Tag.(*FeedFrame)) },
+		Done: feed.Done,
 	}.Run(context.Background())
 	if !errors.Is(err, boom) {
 		t.Fatalf("Run = %v, want the Deliver error", err)
@@ -292,26 +285,14 @@ func TestStagesMatchDetect(t *testing.T) {
 	defer src.Close()
 	feed := NewFeed(context.Background(), src, false, nil)
 	defer feed.Close()
-	taken := 0
 	var got [][]postprocess.Detection
 	err = Stages{
-		Next: func(ctx context.Context) (*Job, error) {
-			if taken == n {
-				return nil, io.EOF
-			}
-			fr, err := feed.Next(ctx)
-			if err != nil {
-				return nil, err
-			}
-			taken++
-			fr.Job.Det = d
-			return &fr.Job, nil
-		},
+		Next: feed.Jobs(d, n),
 		Deliver: func(_ *Job, _ int, dets []postprocess.Detection) error {
 			got = append(got, slices.Clone(dets))
 			return nil
 		},
-		Done: func(j *Job) { feed.Release(j.Tag.(*FeedFrame)) },
+		Done: feed.Done,
 	}.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -368,24 +349,12 @@ func BenchmarkStagesNull(b *testing.B) {
 	})
 	feed := NewFeed(context.Background(), src, false, nil)
 	defer feed.Close()
-	n := 0
 	b.ReportAllocs()
 	b.ResetTimer()
 	err = Stages{
-		Next: func(ctx context.Context) (*Job, error) {
-			if n == b.N {
-				return nil, io.EOF
-			}
-			n++
-			fr, err := feed.Next(ctx)
-			if err != nil {
-				return nil, err
-			}
-			fr.Job.Det = d
-			return &fr.Job, nil
-		},
+		Next:    feed.Jobs(d, int64(b.N)),
 		Deliver: func(*Job, int, []postprocess.Detection) error { return nil },
-		Done:    func(j *Job) { feed.Release(j.Tag.(*FeedFrame)) },
+		Done:    feed.Done,
 	}.Run(context.Background())
 	if err != nil {
 		b.Fatal(err)

@@ -192,24 +192,19 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	stats := pipeline.NewStageStats()
 	feed := pipeline.NewFeed(ctx, src, src.Live(), stats)
 	defer feed.Close()
-	var taken int64
+	jobs := feed.Jobs(det, f.maxFrames)
 	start := time.Now()
 	stages := pipeline.Stages{
 		Stats: stats,
 		Next: func(ctx context.Context) (*pipeline.Job, error) {
-			if f.maxFrames > 0 && taken >= f.maxFrames {
-				return nil, io.EOF
-			}
-			fr, err := feed.Next(ctx)
+			j, err := jobs(ctx)
 			if err != nil {
 				if errors.Is(err, io.EOF) || ctx.Err() != nil {
 					return nil, io.EOF
 				}
 				return nil, withCode(exitSource, err)
 			}
-			taken++
-			fr.Job.Det = det
-			return &fr.Job, nil
+			return j, nil
 		},
 		Deliver: func(j *pipeline.Job, _ int, dets []postprocess.Detection) error {
 			fr := j.Tag.(*pipeline.FeedFrame)
@@ -240,7 +235,7 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 			st.failed++
 			log.Warn("frame failed", "frame", j.Tag.(*pipeline.FeedFrame).Frame.Index, "stage", stage, "err", err)
 		},
-		Done: func(j *pipeline.Job) { feed.Release(j.Tag.(*pipeline.FeedFrame)) },
+		Done: feed.Done,
 	}
 	var runErr error
 	if err := stages.Run(ctx); err != nil && ctx.Err() == nil { // Ctrl-C is a clean stop
