@@ -404,7 +404,7 @@ sinks: [{type: jsonl, path: d.jsonl}]
 	check("log_format", c.LogFormat, "text")
 	check("shutdown_timeout", c.ShutdownTimeout, "10s")
 	check("batch", c.Model.Batch, 5)
-	check("interp", c.Model.Interp, "area")
+	check("interp", c.Model.Interp, "auto")
 	q := c.Model.Quantize
 	check("quantize", sp(q.Images, q.Target, q.Method, *q.KeepHead), "128 tensorrt mse true")
 	check("provider", c.Provider.Name, "auto")

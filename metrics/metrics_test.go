@@ -68,6 +68,9 @@ func touchAll(m *Metrics) *fakeStats {
 	m.Ready.Set(1)
 	m.CalibImages.WithLabelValues("done").Set(8)
 	m.Canaries.WithLabelValues("promoted").Inc()
+	m.PipelineBusy.WithLabelValues(StageInfer).Add(0.02)
+	m.PipelineWait.WithLabelValues(StageInfer).Observe(0.001)
+	m.PipelineDropped.WithLabelValues("shadow").Inc()
 	return fs
 }
 
