@@ -476,6 +476,7 @@ func TestDashboard(t *testing.T) {
 		metrics.NameFramesSkipped, metrics.NameFramesFailed,
 		metrics.NameAgreementPrecision, metrics.NameAgreementRecall, metrics.NameAgreementIoU,
 		metrics.NameLatencyRatio, metrics.NameEvalMAP50, metrics.NameDetections,
+		metrics.NamePipelineBusy, metrics.NamePipelineWait + "_bucket", metrics.NamePipelineDropped,
 	} {
 		if !used[n] {
 			t.Errorf("no dashboard panel shows %s", n)
