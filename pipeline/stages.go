@@ -50,9 +50,13 @@ func (j *Job) reset(n int) {
 }
 
 // Stages runs preprocess, inference and postprocess as three concurrent
-// stages joined by queues of one job: while frame n is inferred, frame
-// n+1 is preprocessed into another slot of the detector and frame n-1
-// decoded and delivered. Jobs leave in the order Next gave them.
+// stages: while frame n is inferred, frame n+1 is preprocessed into
+// another slot of the detector and frame n-1 decoded and delivered. Jobs
+// leave in the order Next gave them. The hand-over to inference is
+// unbuffered: the next job is taken from Next only once inference has
+// started the previous one, so a live source's latest frame waits for at
+// most one inference before its own (just in time, never queued behind
+// others); decoding has a queue of one job.
 type Stages struct {
 	// Next returns the next job, waiting until there is one. io.EOF ends
 	// the run cleanly once the jobs in flight are delivered; another
@@ -77,7 +81,7 @@ type Stages struct {
 func (st Stages) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	toInfer := make(chan *Job, 1)
+	toInfer := make(chan *Job) // unbuffered: see the type's doc
 	toPost := make(chan *Job, 1)
 	var wg sync.WaitGroup
 	wg.Add(2)
