@@ -24,15 +24,22 @@ func initORT(t testing.TB) {
 	}
 }
 
-func TestDetectorVideoFrame(t *testing.T) {
+// cpuDetector loads a fixture model on the CPU provider with 2 threads,
+// closed at the end of the test.
+func cpuDetector(t *testing.T, name string) *Detector {
+	t.Helper()
 	initORT(t)
-	model := fixtures.Model(t, "yolov5n.onnx")
-	video := fixtures.Path(t, "media", "vtest.avi")
-	d, err := New(Config{Model: model, Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
+	d, err := New(Config{Model: fixtures.Model(t, name), Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeOK(t, d)
+	t.Cleanup(func() { closeOK(t, d) })
+	return d
+}
+
+func TestDetectorVideoFrame(t *testing.T) {
+	video := fixtures.Path(t, "media", "vtest.avi")
+	d := cpuDetector(t, "yolov5n.onnx")
 	cap, err := gocv.VideoCaptureFile(video)
 	if err != nil {
 		t.Fatal(err)

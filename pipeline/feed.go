@@ -111,11 +111,7 @@ func (f *Feed) buffer(ctx context.Context) (*FeedFrame, error) {
 	default:
 	}
 	if f.live {
-		f.mu.Lock()
-		fr := f.latest
-		f.latest = nil
-		f.mu.Unlock()
-		if fr != nil {
+		if fr := f.takeLatest(); fr != nil {
 			f.drop()
 			return fr, nil
 		}
@@ -181,21 +177,13 @@ func (f *Feed) Next(ctx context.Context) (*FeedFrame, error) {
 		}
 	}
 	for {
-		f.mu.Lock()
-		fr := f.latest
-		f.latest = nil
-		f.mu.Unlock()
-		if fr != nil {
+		if fr := f.takeLatest(); fr != nil {
 			return fr, nil
 		}
 		select {
 		case <-f.ready:
 		case <-f.ended:
-			f.mu.Lock()
-			fr := f.latest
-			f.latest = nil
-			f.mu.Unlock()
-			if fr != nil {
+			if fr := f.takeLatest(); fr != nil {
 				return fr, nil
 			}
 			return nil, f.readErr()
@@ -203,6 +191,16 @@ func (f *Feed) Next(ctx context.Context) (*FeedFrame, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// takeLatest empties the live source's frame slot and returns what it
+// held (nil if nothing).
+func (f *Feed) takeLatest() *FeedFrame {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fr := f.latest
+	f.latest = nil
+	return fr
 }
 
 func (f *Feed) readErr() error {

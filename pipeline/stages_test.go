@@ -14,7 +14,6 @@ import (
 
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
 
@@ -250,14 +249,8 @@ func TestStagesCancel(t *testing.T) {
 // every frame's detections are those of the one-frame-at-a-time Detect:
 // the slots share nothing.
 func TestStagesMatchDetect(t *testing.T) {
-	initORT(t)
-	model := fixtures.Model(t, "yolov5n.onnx")
 	video := fixtures.Path(t, "media", "vtest.avi")
-	d, err := New(Config{Model: model, Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeOK(t, d)
+	d := cpuDetector(t, "yolov5n.onnx")
 	open := func() source.Source {
 		s, err := source.Open(context.Background(), source.Spec{URI: video}, nil)
 		if err != nil {
@@ -286,7 +279,7 @@ func TestStagesMatchDetect(t *testing.T) {
 	feed := NewFeed(context.Background(), src, false, nil)
 	defer feed.Close()
 	var got [][]postprocess.Detection
-	err = Stages{
+	err := Stages{
 		Next: feed.Jobs(d, n),
 		Deliver: func(_ *Job, _ int, dets []postprocess.Detection) error {
 			got = append(got, slices.Clone(dets))
