@@ -224,7 +224,11 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 	tm := j.Timing[i]
 	s.deliver(it.work, it.precision, j.Det.Names, dets, tm)
 	s.workTime.Add(int64(tm.Preprocess + tm.Postprocess + tm.Infer/time.Duration(len(tag.items))))
-	if !s.shouldShadow(tag.p.Shadow, it.st, s.currentCanary() != nil) {
+	canary := s.currentCanary() != nil
+	if tag.fallback && !canary {
+		return nil // FP32 served the frame: only a canary has use for it
+	}
+	if !s.shouldShadow(tag.p.Shadow, it.st, canary) {
 		return nil
 	}
 	it.dets = append(it.dets[:0], dets...)
