@@ -26,6 +26,9 @@ const (
 	maxBenchRuns   = 1000000
 )
 
+// defaultPipelineFrames is --frames of bench --pipeline when not given.
+const defaultPipelineFrames = 300
+
 // Size and seed of the synthetic frames used when bench has no --source.
 const (
 	benchNoiseWidth  = 768
@@ -89,6 +92,9 @@ frames, dropped) and infer_median_ms of the first model, and results with
 every model's.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if f.pipeline && !c.Flags().Changed("frames") {
+				f.frames = defaultPipelineFrames
+			}
 			return runBench(c.Context(), g, f, c.OutOrStdout(), c.ErrOrStderr())
 		},
 	}
@@ -104,7 +110,7 @@ every model's.`,
 	fl.BoolVar(&f.bothDecodes, "both-decodes", false, "time every model twice in the same run: raw-head decode, then --full-graph")
 	f.interp.register(c)
 	fl.BoolVar(&f.jsonOut, "json", false, "print machine-readable JSON")
-	fl.BoolVar(&f.pipeline, "pipeline", false, fmt.Sprintf("time the pipelined stages on --source for --frames frames (in [1, %d]); --model null gives the CPU stages' ceiling", maxBenchRuns))
+	fl.BoolVar(&f.pipeline, "pipeline", false, fmt.Sprintf("time the pipelined stages on --source for --frames frames (in [1, %d], default %d here); --model null gives the CPU stages' ceiling", maxBenchRuns, defaultPipelineFrames))
 	fl.BoolVar(&f.progress, "progress", isTerminal(os.Stderr), "show a progress bar on stderr (default: when stderr is a terminal)")
 	return c
 }
