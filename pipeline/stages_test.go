@@ -3,7 +3,9 @@ package pipeline
 import (
 	"context"
 	"errors"
+	yrt "github.com/yedge/yedge/runtime"
 	"io"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -358,4 +360,71 @@ type readerFunc func(context.Context, *gocv.Mat) (source.Frame, error)
 
 func (f readerFunc) Read(ctx context.Context, dst *gocv.Mat) (source.Frame, error) {
 	return f(ctx, dst)
+}
+
+// TestStagesBatch runs jobs of two frames (and a last one of one) on a
+// batch-2 detector and checks each frame's detections against Detect on
+// a batch-1 detector of the same model: batch positions do not mix.
+func TestStagesBatch(t *testing.T) {
+	initORT(t)
+	model := fixtures.Model(t, "yolov5n-dynamic.onnx")
+	video := fixtures.Path(t, "media", "vtest.avi")
+	one := cpuDetector(t, "yolov5n-dynamic.onnx")
+	two, err := New(Config{Model: model, Batch: 2, Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeOK(t, two)
+	src, err := source.Open(context.Background(), source.Spec{URI: video}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	const n = 7
+	frames := make([]gocv.Mat, n)
+	var want [][]postprocess.Detection
+	for i := range frames {
+		frames[i] = gocv.NewMat()
+		defer frames[i].Close()
+		if _, err := src.Read(context.Background(), &frames[i]); err != nil {
+			t.Fatal(err)
+		}
+		dets, _, err := one.Detect(context.Background(), frames[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, slices.Clone(dets))
+	}
+	next := 0
+	got := make([][]postprocess.Detection, n)
+	err = Stages{
+		Next: func(context.Context) (*Job, error) {
+			if next >= n {
+				return nil, io.EOF
+			}
+			k := min(2, n-next)
+			j := &Job{Det: two, Frames: frames[next : next+k], Tag: next}
+			next += k
+			return j, nil
+		},
+		Deliver: func(j *Job, i int, dets []postprocess.Detection) error {
+			got[j.Tag.(int)+i] = slices.Clone(dets)
+			return nil
+		},
+	}.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if len(got[i]) != len(want[i]) {
+			t.Errorf("frame %d: %d detections in a batch of 2, %d alone", i, len(got[i]), len(want[i]))
+			continue
+		}
+		for k := range want[i] {
+			a, b := got[i][k], want[i][k]
+			if a.Class != b.Class || math.Abs(float64(a.Score-b.Score)) > 1e-4 || math.Abs(float64(a.Box.X1-b.Box.X1)) > 0.01 || math.Abs(float64(a.Box.Y2-b.Box.Y2)) > 0.01 {
+				t.Errorf("frame %d detection %d: %+v in a batch, %+v alone", i, k, a, b)
+			}
+		}
+	}
 }
