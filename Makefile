@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test fleet-test bench bench-pipeline
+.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test fleet-test bench bench-pipeline accuracy-rawhead
 
 setup:
 	./scripts/setup.sh
@@ -101,6 +101,10 @@ bench:
 # The pipeline's figures side by side in one run (README "Performance").
 bench-pipeline: build
 	scripts/bench-pipeline.sh
+
+# mAP of the raw-head decode vs the full graph and of the head placements.
+accuracy-rawhead: build
+	scripts/accuracy-rawhead.sh
 
 clean:
 	rm -rf bin out

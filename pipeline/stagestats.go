@@ -70,6 +70,8 @@ func (s *StageStats) Drop(stage string, n int) {
 
 // StageFigures summarises one stage.
 type StageFigures struct {
+	// MeanMs is the mean busy time per frame (per batch for infer).
+	MeanMs float64 `json:"mean_ms"`
 	// MedianMs is the median busy time per frame (per batch for infer).
 	MedianMs float64 `json:"median_ms"`
 	// P95Ms is the 95th percentile busy time.
@@ -95,6 +97,7 @@ func (s *StageStats) Figures() (map[string]StageFigures, []string) {
 	out := make(map[string]StageFigures, len(s.stages))
 	for name, r := range s.stages {
 		f := StageFigures{
+			MeanMs:       msOf(r.busy.Mean()),
 			MedianMs:     msOf(r.busy.Percentile(50)),
 			P95Ms:        msOf(r.busy.Percentile(95)),
 			WaitMedianMs: msOf(r.wait.Percentile(50)),

@@ -16,8 +16,10 @@ vtest=$shared/media/vtest.avi
 hd=$shared/media/vtest-1080p.mp4
 calib=$shared/datasets/coco-calib128/images
 q=$out/q-cpu.onnx
+qh=$out/q-cpu-int8-head.onnx
 qd=$out/q-dynamic-cpu-480x640.onnx
 [ -f "$q" ] || $y quantize --model "$shared/models/yolov5n.onnx" --calib "$calib" --target cpu --out "$q" 2>/dev/null
+[ -f "$qh" ] || $y quantize --model "$shared/models/yolov5n.onnx" --calib "$calib" --target cpu --keep-head=false --out "$qh" 2>/dev/null
 [ -f "$qd" ] || $y quantize --model "$shared/models/yolov5n-dynamic.onnx" --imgsz 480x640 --calib "$calib" --target cpu --out "$qd" 2>/dev/null
 
 summary() { python3 -c '
@@ -41,8 +43,8 @@ for src in "$vtest" "$hd"; do
   done
 done
 
-echo "== interleaved inference, 1 thread, both decodes"
-$y bench --model "$shared/models/yolov5n.onnx" --model "$q" --both-decodes --threads 1 --runs 50 --source "$vtest" --provider cpu 2>/dev/null | tee "$out/interleaved.txt"
+echo "== interleaved inference, 1 thread, both decodes (int8 with the head convs float, the default, and int8)"
+$y bench --model "$shared/models/yolov5n.onnx" --model "$q" --model "$qh" --both-decodes --threads 1 --runs 50 --source "$vtest" --provider cpu 2>/dev/null | tee "$out/interleaved.txt"
 
 echo "== detect end to end, vtest.avi 300 frames, 480x640, 2 threads"
 for m in "$shared/models/yolov5n-dynamic.onnx" "$qd"; do

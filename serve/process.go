@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/metrics"
@@ -26,27 +27,32 @@ type work struct {
 // keeps the int8 detections of a frame handed to the shadow worker.
 type item struct {
 	work
-	dets      []postprocess.Detection
-	infer     time.Duration
-	precision string
+	dets  []postprocess.Detection
+	infer time.Duration
 }
 
-// jobTag is what the daemon attaches to a pipeline job: the plan and
-// models its frames were taken under, and the frames.
+// jobTag is a recycled pipeline job with what the daemon attaches to it:
+// the plan and models its frames were taken under, the model that runs
+// them, and the frames.
 type jobTag struct {
+	job      pipeline.Job
 	p        Plan
 	mods     *models
-	fallback bool // frames of streams the guard moved to FP32
+	m        *model // mods.int8, or mods.fp32 for a guard fallback
+	fallback bool   // frames of streams the guard moved to FP32
 	items    []*item
 	// shadowed marks the items handed to the shadow worker, which
 	// releases them; only the postprocessing goroutine reads or writes it.
 	shadowed []bool
 }
 
-// shadowWork is one sampled frame for the shadow worker.
+// shadowWork is one sampled frame for the shadow worker, with what it
+// needs of its job (which is recycled meanwhile).
 type shadowWork struct {
-	tag *jobTag
-	it  *item
+	p        Plan
+	mods     *models
+	fallback bool
+	it       *item
 }
 
 // procLoop is the state of the processing loop: the recycled frame
@@ -57,10 +63,15 @@ type procLoop struct {
 	mu       sync.Mutex
 	free     []*item
 	all      []*item
+	jobs     []*jobTag // free jobs; only the preprocessing goroutine takes them
 	pending  []*pipeline.Job
 	lastPing time.Time
 	rr       int
 	shadow   chan shadowWork
+	// busy and wait are the pipeline metrics' series by stage, looked up
+	// once rather than on every frame.
+	busy map[string]prometheus.Counter
+	wait map[string]prometheus.Observer
 }
 
 // get returns a free frame buffer. The buffers in flight are bounded by
@@ -79,14 +90,52 @@ func (l *procLoop) get() *item {
 	return it
 }
 
-// put gives a frame buffer back and ends its part in the frames in
-// flight.
-func (l *procLoop) put(it *item) {
+// unget gives back a frame buffer that took no frame.
+func (l *procLoop) unget(it *item) {
 	it.st = nil
 	l.mu.Lock()
 	l.free = append(l.free, it)
 	l.mu.Unlock()
+}
+
+// put gives a frame buffer back and ends its part in the frames in
+// flight.
+func (l *procLoop) put(it *item) {
+	l.unget(it)
 	l.s.inflight.Done()
+}
+
+// newJob returns a recycled job of items on model m (mods.int8, or
+// mods.fp32 for fallback).
+func (l *procLoop) newJob(p Plan, mods *models, m *model, fallback bool, items []*item) *pipeline.Job {
+	l.mu.Lock()
+	var t *jobTag
+	if n := len(l.jobs); n > 0 {
+		t = l.jobs[n-1]
+		l.jobs = l.jobs[:n-1]
+	} else {
+		t = &jobTag{}
+		t.job.Tag = t
+	}
+	l.mu.Unlock()
+	t.p, t.mods, t.m, t.fallback = p, mods, m, fallback
+	t.items, t.shadowed, t.job.Frames = t.items[:0], t.shadowed[:0], t.job.Frames[:0]
+	t.job.Det = m.det
+	for _, it := range items {
+		t.items = append(t.items, it)
+		t.shadowed = append(t.shadowed, false)
+		t.job.Frames = append(t.job.Frames, it.img)
+	}
+	return &t.job
+}
+
+// stageMetrics looks the pipeline metrics' series up once per stage.
+func (l *procLoop) stageMetrics(m *metrics.Metrics) {
+	l.busy, l.wait = map[string]prometheus.Counter{}, map[string]prometheus.Observer{}
+	for _, st := range []string{pipeline.StagePreprocess, pipeline.StageInfer, pipeline.StagePostprocess, pipeline.StageSink, pipeline.StageShadow} {
+		l.busy[st] = m.PipelineBusy.WithLabelValues(st)
+		l.wait[st] = m.PipelineWait.WithLabelValues(st)
+	}
 }
 
 // loop is the processing loop: the latest frame of every stream goes
@@ -102,10 +151,11 @@ func (s *Server) loop(ctx context.Context) error {
 			it.img.Close()
 		}
 	}()
+	l.stageMetrics(s.m)
 	stats := pipeline.NewStageStats()
 	stats.OnObserve = func(stage string, busy, wait time.Duration) {
-		s.m.PipelineBusy.WithLabelValues(stage).Add(busy.Seconds())
-		s.m.PipelineWait.WithLabelValues(stage).Observe(wait.Seconds())
+		l.busy[stage].Add(busy.Seconds())
+		l.wait[stage].Observe(wait.Seconds())
 	}
 	var shadowDone sync.WaitGroup
 	shadowDone.Add(1)
@@ -113,8 +163,8 @@ func (s *Server) loop(ctx context.Context) error {
 		defer shadowDone.Done()
 		for w := range l.shadow {
 			t0 := time.Now()
-			s.shadowFrame(w.tag, w.it)
-			s.m.PipelineBusy.WithLabelValues(pipeline.StageShadow).Add(time.Since(t0).Seconds())
+			s.shadowFrame(w)
+			l.busy[pipeline.StageShadow].Add(time.Since(t0).Seconds())
 			l.put(w.it)
 		}
 	}()
@@ -159,31 +209,26 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 		p, mods := s.current()
 		batch := max(1, mods.int8.det.Batch)
 		list := s.streamList()
-		main := &jobTag{p: p, mods: mods}
-		fb := &jobTag{p: p, mods: mods, fallback: true}
-		n := 0
-		for k := 0; k < len(list) && n < batch; k++ {
+		var main, fb []*item
+		for k := 0; k < len(list) && len(main)+len(fb) < batch; k++ {
 			st := list[(l.rr+k)%len(list)]
 			it := l.get()
 			meta, ok := st.take(&it.img)
 			if !ok {
-				l.mu.Lock()
-				l.free = append(l.free, it)
-				l.mu.Unlock()
+				l.unget(it)
 				continue
 			}
 			it.st, it.meta = st, meta
 			s.inflight.Add(1)
-			n++
 			if !mods.fp32Serving() && st.guard.fallback.Load() {
-				fb.items = append(fb.items, it)
+				fb = append(fb, it)
 			} else {
-				main.items = append(main.items, it)
+				main = append(main, it)
 			}
 		}
 		l.rr++
 		s.procMu.Unlock()
-		if n == 0 {
+		if len(main)+len(fb) == 0 {
 			select {
 			case <-s.wake:
 			case <-l.ctx.Done():
@@ -191,29 +236,15 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 			}
 			continue
 		}
-		if len(main.items) > 0 {
-			l.pending = append(l.pending, newJob(mods.int8, main, main.items))
+		if len(main) > 0 {
+			l.pending = append(l.pending, l.newJob(p, mods, mods.int8, false, main))
 		}
-		fpBatch := max(1, mods.fp32.det.Batch)
-		for len(fb.items) > 0 {
-			k := min(fpBatch, len(fb.items))
-			part := &jobTag{p: p, mods: mods, fallback: true}
-			l.pending = append(l.pending, newJob(mods.fp32, part, fb.items[:k]))
-			fb.items = fb.items[k:]
+		for fpBatch := max(1, mods.fp32.det.Batch); len(fb) > 0; {
+			k := min(fpBatch, len(fb))
+			l.pending = append(l.pending, l.newJob(p, mods, mods.fp32, true, fb[:k]))
+			fb = fb[k:]
 		}
 	}
-}
-
-// newJob makes the pipeline job of items on model m.
-func newJob(m *model, tag *jobTag, items []*item) *pipeline.Job {
-	tag.items = items
-	tag.shadowed = make([]bool, len(items))
-	j := &pipeline.Job{Det: m.det, Tag: tag}
-	for _, it := range items {
-		it.precision = m.precision
-		j.Frames = append(j.Frames, it.img)
-	}
-	return j
 }
 
 // deliver hands one decoded frame downstream and offers it to the shadow.
@@ -222,7 +253,7 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 	tag := j.Tag.(*jobTag)
 	it := tag.items[i]
 	tm := j.Timing[i]
-	s.deliver(it.work, it.precision, j.Det.Names, dets, tm)
+	s.deliver(it.work, tag.m.precision, j.Det.Names, dets, tm)
 	s.workTime.Add(int64(tm.Preprocess + tm.Postprocess + tm.Infer/time.Duration(len(tag.items))))
 	canary := s.currentCanary() != nil
 	if tag.fallback && !canary {
@@ -234,7 +265,7 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 	it.dets = append(it.dets[:0], dets...)
 	it.infer = tm.Infer
 	select {
-	case l.shadow <- shadowWork{tag: tag, it: it}:
+	case l.shadow <- shadowWork{p: tag.p, mods: tag.mods, fallback: tag.fallback, it: it}:
 		tag.shadowed[i] = true // from here on the shadow worker owns it
 	default:
 		s.m.PipelineDropped.WithLabelValues(pipeline.StageShadow).Inc()
@@ -242,7 +273,8 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 	return nil
 }
 
-// done gives back the job's frames not held by the shadow worker.
+// done gives back the job's frames not held by the shadow worker, and
+// the job.
 func (l *procLoop) done(j *pipeline.Job) {
 	tag := j.Tag.(*jobTag)
 	for i, it := range tag.items {
@@ -250,6 +282,10 @@ func (l *procLoop) done(j *pipeline.Job) {
 			l.put(it)
 		}
 	}
+	tag.mods, tag.m = nil, nil // let a swapped-out model go
+	l.mu.Lock()
+	l.jobs = append(l.jobs, tag)
+	l.mu.Unlock()
 }
 
 // frameFailed counts a frame lost in a stage.
@@ -327,14 +363,14 @@ var shadowHook func()
 // agreement to the stream's rolling window; a running canary runs on the
 // frame too, and the guard judges the window. While FP32 serves the frame
 // (everywhere, or for a stream the guard moved), only the canary runs.
-func (s *Server) shadowFrame(tag *jobTag, it *item) {
+func (s *Server) shadowFrame(w shadowWork) {
 	if shadowHook != nil {
 		shadowHook()
 	}
 	ctx := context.Background() // the frame is finished even at shutdown
-	p, mods := tag.p, tag.mods
+	p, mods, it := w.p, w.mods, w.it
 	c := s.currentCanary()
-	if tag.fallback || mods.fp32Serving() {
+	if w.fallback || mods.fp32Serving() {
 		if c != nil {
 			s.runCanary(ctx, c, it.work, it.dets, nil)
 		}

@@ -210,7 +210,8 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 			fr := j.Tag.(*pipeline.FeedFrame)
 			tm := j.Timing[0]
 			img := fr.Img
-			st.add(fr.Read, tm, len(dets))
+			st.frames++
+			st.dets += int64(len(dets))
 			if fr.Frame.Corrupt {
 				st.corrupt++
 			}
@@ -281,21 +282,12 @@ func modelPrecision(path string) string {
 	return "fp32"
 }
 
-// runSummary accumulates per-stage timings for the end-of-run report.
+// runSummary counts the run's frames for the end-of-run report; the
+// stage times are the stages' own (pipeline.StageStats).
 type runSummary struct {
 	frames, failed, skipped, dets int64
 	corrupt                       int64 // frames flagged corrupt (processed, flagged in their record)
 	elapsed                       time.Duration
-	read, pre, infer, post        pipeline.LatencyStats
-}
-
-func (s *runSummary) add(read time.Duration, t pipeline.Timing, n int) {
-	s.frames++
-	s.dets += int64(n)
-	s.read.Add(read)
-	s.pre.Add(t.Preprocess)
-	s.infer.Add(t.Infer)
-	s.post.Add(t.Postprocess)
 }
 
 func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string, stats *pipeline.StageStats) {
@@ -308,15 +300,12 @@ func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string, stats
 		name, s.frames, s.elapsed.Seconds(), fps, s.dets, s.failed, s.skipped, s.corrupt, fig[pipeline.StageRead].Dropped)
 	fmt.Fprintf(w, "model %s on %s, input %dx%d, stages run concurrently\n", d.Path(), d.Provider(), d.Height, d.Width)
 	fmt.Fprintf(w, "%-12s %10s %10s %14s %6s\n", "stage", "mean ms", "p95 ms", "queue wait ms", "busy")
-	for _, r := range []struct {
-		n string
-		s *pipeline.LatencyStats
-	}{{pipeline.StageRead, &s.read}, {pipeline.StagePreprocess, &s.pre}, {pipeline.StageInfer, &s.infer}, {pipeline.StagePostprocess, &s.post}} {
-		f := fig[r.n]
-		fmt.Fprintf(w, "%-12s %10.2f %10.2f %14.2f %5.0f%%\n", r.n, ms(r.s.Mean()), ms(r.s.Percentile(95)), f.WaitMedianMs, 100*f.Busy)
+	for _, n := range []string{pipeline.StageRead, pipeline.StagePreprocess, pipeline.StageInfer, pipeline.StagePostprocess} {
+		f := fig[n]
+		fmt.Fprintf(w, "%-12s %10.2f %10.2f %14.2f %5.0f%%\n", n, f.MeanMs, f.P95Ms, f.WaitMedianMs, 100*f.Busy)
 	}
 	if f, ok := fig[pipeline.StageSink]; ok {
-		fmt.Fprintf(w, "%-12s %10.2f %10s %14s %5.0f%%\n", "output", f.MedianMs, "", "", 100*f.Busy)
+		fmt.Fprintf(w, "%-12s %10.2f %10s %14s %5.0f%%\n", "output", f.MeanMs, "", "", 100*f.Busy)
 	}
 }
 
