@@ -52,9 +52,9 @@ func testUnit(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := strings.ReplaceAll(string(b), "ExecStart=/usr/local/bin/yedge ", "ExecStart="+truePath+" ")
+	s := strings.ReplaceAll(string(b), "ExecStart=/usr/bin/yedge ", "ExecStart="+truePath+" ")
 	if s == string(b) {
-		t.Fatal("yedge.service: ExecStart=/usr/local/bin/yedge not found")
+		t.Fatal("yedge.service: ExecStart=/usr/bin/yedge not found")
 	}
 	p := filepath.Join(t.TempDir(), "yedge.service")
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
@@ -102,12 +102,13 @@ func TestUnitSettings(t *testing.T) {
 		"Type":                    "notify",
 		"NotifyAccess":            "main",
 		"WatchdogSec":             "30",
-		"ExecStart":               "/usr/local/bin/yedge serve --config /etc/yedge/yedge.yaml",
+		"ExecStart":               "/usr/bin/yedge serve --config /etc/yedge/yedge.yaml",
 		"ExecReload":              "/bin/kill -HUP $MAINPID",
 		"Restart":                 "on-failure",
 		"RestartSec":              "5",
 		"TimeoutStopSec":          "20",
-		"DynamicUser":             "yes",
+		"User":                    "yedge",
+		"Group":                   "yedge",
 		"SupplementaryGroups":     "video render",
 		"StateDirectory":          "yedge",
 		"CacheDirectory":          "yedge",
@@ -147,8 +148,12 @@ func TestUnitSettings(t *testing.T) {
 	if !slices.Contains(m["SystemCallFilter"], "@system-service") {
 		t.Errorf("SystemCallFilter=%q lacks @system-service", m["SystemCallFilter"])
 	}
-	if !slices.Contains(m["Environment"], "YEDGE_ORT_LIB=/usr/local/lib/yedge/libonnxruntime.so.1") {
-		t.Errorf("Environment=%q lacks YEDGE_ORT_LIB", m["Environment"])
+	// The binary finds the packaged onnxruntime beside it; YEDGE_ORT_LIB in
+	// the unit would override the config's onnxruntime.library.
+	for _, e := range m["Environment"] {
+		if strings.HasPrefix(e, "YEDGE_ORT_LIB=") {
+			t.Errorf("Environment=%q: YEDGE_ORT_LIB belongs in a drop-in, not the unit", e)
+		}
 	}
 	for _, dev := range []string{"char-video4linux rw", "char-nvidia* rw", "char-nvhost* rw", "/dev/nvmap rw"} {
 		if !slices.Contains(m["DeviceAllow"], dev) {
@@ -522,13 +527,18 @@ func TestInstallScriptStaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The binary finds PREFIX/lib/yedge beside PREFIX/bin (runtime.BundledDir).
 	for _, want := range []string{
 		"ExecStart=/opt/yedge/bin/yedge serve --config /etc/yedge/yedge.yaml",
-		"Environment=YEDGE_ORT_LIB=/opt/yedge/lib/yedge/libonnxruntime.so.1",
+		"Documentation=file:///opt/yedge/share/doc/yedge/JETSON.md",
+		"User=yedge",
 	} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("installed unit lacks %q", want)
 		}
+	}
+	if strings.Contains(string(unit), "/usr/bin/yedge") {
+		t.Errorf("installed unit still names /usr/bin/yedge:\n%s", unit)
 	}
 
 	// Idempotent: nothing changes, and an edited config is kept.

@@ -124,17 +124,17 @@ if [ -f "$here/JETSON.md" ]; then
 	put "$here/JETSON.md" "$docdir/JETSON.md" 0644
 fi
 
-# The unit names /usr/local paths; point them at PREFIX.
-sed -e "s#/usr/local/bin/yedge#$bindir/yedge#g" \
-	-e "s#/usr/local/lib/yedge/#$libdir/#g" \
-	-e "s#/usr/local/share/doc/yedge/#$docdir/#g" \
+# The unit names the packaged /usr paths; point them at PREFIX. The binary
+# finds libonnxruntime in PREFIX/lib/yedge, beside it.
+sed -e "s#/usr/bin/yedge#$bindir/yedge#g" \
+	-e "s#/usr/share/doc/yedge/#$docdir/#g" \
 	"$here/yedge.service" >"$tmp/yedge.service"
 unit_changed=0
 before=$changed
 put "$tmp/yedge.service" "$unitdir/yedge.service" 0644
 [ "$changed" = "$before" ] || unit_changed=1
 
-# The service runs as a transient user, so the configuration must be
+# The service user owns nothing in /etc, so the configuration must be
 # world-readable (keep camera credentials in a drop-in with LoadCredential=
 # or in a root-only file the daemon does not need).
 if [ -f "$destdir$etcdir/yedge.yaml" ]; then
@@ -150,6 +150,13 @@ fi
 if [ -n "$destdir" ]; then
 	echo "staged under $destdir (no systemctl calls)"
 	exit 0
+fi
+
+# The service user (User=yedge in the unit), as the .deb's postinst makes it.
+if ! getent passwd yedge >/dev/null; then
+	useradd --system --user-group --home-dir /var/lib/yedge --no-create-home \
+		--shell /usr/sbin/nologin --comment "yedge inference daemon" yedge
+	echo "created    system user yedge"
 fi
 
 if [ "$unit_changed" = 1 ]; then

@@ -57,7 +57,7 @@ mapfile -t pkgs < <(apt-cache depends --recurse --no-recommends --no-suggests \
 # The .deb file names (NAME_VERSION_arm64.deb, ':' in versions as %3a).
 # The first line versions the layout of this script's output.
 want=$(
-	echo "layout 2"
+	echo "layout 3"
 	apt-get download --print-uris "${pkgs[@]}" | awk '{print $2}' | sort
 )
 stamp="$SYSROOT/.complete"
@@ -86,10 +86,25 @@ tmp="$SYSROOT.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
 log "unpacking $(grep -c "\.deb$" <<<"$want") packages into $SYSROOT"
+# DEBIAN/shlibs and DEBIAN/symbols: every package's own files, one after
+# the other (both formats allow many libraries in one file). With the
+# sysroot given as a package build tree (dpkg-shlibdeps -S, as
+# deploy/debian/rules does for an arm64 build), dpkg-shlibdeps finds the
+# arm64 libraries here and computes the .deb's Depends from them.
+mkdir -p "$tmp/DEBIAN"
+: >"$tmp/DEBIAN/shlibs"
+: >"$tmp/DEBIAN/symbols"
+ctl=$(mktemp -d)
 while read -r file; do
 	[[ $file == *.deb ]] || continue
 	dpkg -x "$DEBS/$file" "$tmp"
+	rm -rf "$ctl"/*
+	dpkg-deb -e "$DEBS/$file" "$ctl"
+	for f in shlibs symbols; do
+		if [ -f "$ctl/$f" ]; then cat "$ctl/$f" >>"$tmp/DEBIAN/$f"; fi
+	done
 done <<<"$want"
+rm -rf "$ctl"
 
 # Absolute symlinks (e.g. libfoo.so -> /lib/aarch64-linux-gnu/libfoo.so.1)
 # would point into the host; make them relative inside the sysroot.

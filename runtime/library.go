@@ -47,10 +47,17 @@ type LibraryCandidate struct {
 	Origin string
 }
 
+// BundledDir is where an installed yedge keeps the onnxruntime library it
+// ships, relative to the folder of the executable: /usr/bin/yedge loads
+// /usr/lib/yedge/libonnxruntime.so.1 (the .deb, the OCI image), and
+// PREFIX/bin/yedge loads PREFIX/lib/yedge (deploy/install.sh).
+const BundledDir = "../lib/yedge"
+
 // Candidates returns the places searched for the onnxruntime library, in
 // order: the explicit flag, the YEDGE_ORT_LIB environment variable, the
 // config file value, the project's setup folder (next to the executable or a
-// parent of the working directory), then standard system places.
+// parent of the working directory), the library installed beside the
+// executable (BundledDir), then standard system places.
 func Candidates(flagPath, configPath string) []LibraryCandidate {
 	var c []LibraryCandidate
 	if flagPath != "" {
@@ -85,6 +92,12 @@ func Candidates(flagPath, configPath string) []LibraryCandidate {
 	if wd, err := os.Getwd(); err == nil {
 		addSetup(wd)
 	}
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			exe = real
+		}
+		c = append(c, LibraryCandidate{filepath.Join(filepath.Dir(exe), BundledDir, "libonnxruntime.so.1"), "bundled"})
+	}
 	for _, dir := range filepath.SplitList(os.Getenv("LD_LIBRARY_PATH")) {
 		if dir != "" {
 			c = append(c, LibraryCandidate{filepath.Join(dir, "libonnxruntime.so"), "LD_LIBRARY_PATH"})
@@ -97,6 +110,9 @@ func Candidates(flagPath, configPath string) []LibraryCandidate {
 		"/opt/onnxruntime/lib/libonnxruntime.so",
 		"/usr/local/lib/libonnxruntime.so.1",
 		"/usr/lib/" + multiarch() + "/libonnxruntime.so.1",
+		// The .deb's library, for when the executable's own path is unknown
+		// (no /proc, as in a bare chroot).
+		"/usr/lib/yedge/libonnxruntime.so.1",
 	} {
 		c = append(c, LibraryCandidate{p, "system"})
 	}
@@ -129,7 +145,7 @@ func FindLibrary(flagPath, configPath string) (LibraryCandidate, error) {
 		if err == nil && !st.IsDir() {
 			return c, nil
 		}
-		if c.Origin != "setup" && c.Origin != "system" && c.Origin != "LD_LIBRARY_PATH" {
+		if c.Origin != "setup" && c.Origin != "bundled" && c.Origin != "system" && c.Origin != "LD_LIBRARY_PATH" {
 			return c, fmt.Errorf("onnxruntime library %q (from %s): %w", c.Path, c.Origin, errOrNotFile(err))
 		}
 		tried = append(tried, c.Path)
