@@ -188,6 +188,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	root.AddCommand(newBenchCmd(g))
 	root.AddCommand(newConfigCmd(g))
 	root.AddCommand(newServeCmd(g))
+	root.AddCommand(newManCmd())
 	return root
 }
 
