@@ -17,7 +17,11 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # Debian packages: OpenCV 4.6 headers for gocv, pkg-config, and the tools
 # the test suite drives (Prometheus for the daemon integration test,
 # headless Chromium for the web view's browser test, serve/webui_test.go).
-pkgs=(libopencv-dev pkg-config gcc g++ make curl ca-certificates prometheus systemd chromium)
+# Packaging (make dist, and the install tests of make test): Debian's
+# packaging tools and lintian, mmdebstrap for Debian 12 roots, QEMU user
+# emulation for the arm64 root, podman and containerd to load the image.
+pkgs=(libopencv-dev pkg-config gcc g++ make curl ca-certificates prometheus systemd chromium
+  dpkg-dev debhelper lintian mmdebstrap arch-test qemu-user-static podman containerd)
 # npm fetches the onnxruntime tarball; use the machine's Node.js when present.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()
@@ -46,11 +50,33 @@ if [ ! -f "$ORT_DIR/linux-x64/libonnxruntime.so.1" ] || [ ! -f "$ORT_DIR/linux-a
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
 fi
 
+# arm64 programs in an arm64 root (the install tests): the kernel's
+# binfmt_misc runs them through qemu-aarch64, registered with the F flag
+# (Debian's binfmt.d entry) so that it works inside a chroot. Needs root;
+# where it cannot be registered, the tests fall back to qemu-aarch64-static -L.
+binfmt=/proc/sys/fs/binfmt_misc
+if [ "$(id -u)" = 0 ] && [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ]; then
+  mountpoint -q "$binfmt" || mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null || true
+  if [ -w "$binfmt/register" ] && [ ! -e "$binfmt/qemu-aarch64" ]; then
+    grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf >"$binfmt/register" || true
+  fi
+  if [ -e "$binfmt/qemu-aarch64" ]; then
+    echo "setup: arm64 emulation: binfmt_misc ($(grep flags "$binfmt/qemu-aarch64"))"
+  else
+    echo "setup: arm64 emulation: no binfmt_misc here; the tests use qemu-aarch64-static -L"
+  fi
+fi
+
+# The arm64 sysroot behind make cross-arm64 and make dist (about 430 arm64
+# .debs unpacked into build/sysroot-arm64; nothing arm64 is installed).
+make --no-print-directory cross-arm64-deps
+
 echo "setup: downloading Go modules"
 go mod download
 # The Kubernetes manifest tests are a module of their own (k8s.io/api,
 # kustomize, the Prometheus Operator's types stay out of yedge's module).
 (cd deploy/kubernetes/manifesttest && go mod download)
+(cd deploy/image && go mod download)
 
 # golangci-lint for `make lint`: installed into the git-ignored bin/tools with
 # its own module graph (go install pkg@version), so it is never a requirement
