@@ -140,11 +140,12 @@ func TestOverlays(t *testing.T) {
 					t.Errorf("%s in namespace %q, want %q", id, ns, want)
 				}
 			}
-			if !slices.Contains(c.Args, "--watch-config") || !slices.Contains(c.Args, "--config=/etc/yedge/yedge.yaml") || c.Args[0] != "serve" {
-				t.Errorf("args %q: want serve --config=/etc/yedge/yedge.yaml --watch-config", c.Args)
+			// The image's entrypoint is `yedge serve` (deploy/image).
+			if len(c.Command) != 0 || slices.Contains(c.Args, "serve") || !slices.Contains(c.Args, "--watch-config") || !slices.Contains(c.Args, "--config=/etc/yedge/yedge.yaml") {
+				t.Errorf("command %q args %q: want the image's entrypoint with --config=/etc/yedge/yedge.yaml --watch-config", c.Command, c.Args)
 			}
-			if !strings.HasPrefix(c.Image, "registry.example.net/yedge/yedge:") {
-				t.Errorf("image %q not set by the overlay", c.Image)
+			if want := "docker.io/library/yedge:" + packageVersion(t); c.Image != want {
+				t.Errorf("image %q, want %q: the image make dist builds", c.Image, want)
 			}
 
 			// Probes: liveness /healthz, readiness /readyz, on the metrics port.
@@ -315,8 +316,20 @@ func TestJetsonAndCPUVariants(t *testing.T) {
 		t.Errorf("jetson: request %s = %v, want 1", gpu, q.String())
 	}
 	// The base's mounts survive the strategic merge of the patch's one.
-	if len(c.VolumeMounts) != 5 {
-		t.Errorf("jetson: %d volume mounts, want 5 (config, state, cache, tmp, argus socket)", len(c.VolumeMounts))
+	if len(c.VolumeMounts) != 6 {
+		t.Errorf("jetson: %d volume mounts, want 6 (config, state, cache, tmp, argus socket, onnxruntime)", len(c.VolumeMounts))
+	}
+	// The TensorRT-enabled onnxruntime of the node, read-only, and loaded.
+	var ortMount bool
+	for _, m := range c.VolumeMounts {
+		ortMount = ortMount || (m.MountPath == "/opt/yedge/onnxruntime" && m.ReadOnly)
+	}
+	var ortEnv bool
+	for _, e := range c.Env {
+		ortEnv = ortEnv || (e.Name == "YEDGE_ORT_LIB" && e.Value == "/opt/yedge/onnxruntime/libonnxruntime.so.1")
+	}
+	if !ortMount || !ortEnv {
+		t.Errorf("jetson: onnxruntime mount %v, YEDGE_ORT_LIB %v: want the node's TensorRT build", ortMount, ortEnv)
 	}
 
 	cpu := mustRender(t, "cpu")
@@ -413,4 +426,21 @@ func TestMisspelledFieldsRejected(t *testing.T) {
 	if _, err := render(filepath.Join(copyTree(t), "overlays", "cpu")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// packageVersion is the version of deploy/debian/changelog's first entry:
+// make dist tags the image with it.
+func packageVersion(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "..", "debian", "changelog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	_, rest, ok1 := strings.Cut(first, "(")
+	v, _, ok2 := strings.Cut(rest, ")")
+	if !ok1 || !ok2 || v == "" {
+		t.Fatalf("deploy/debian/changelog: no version in %q", first)
+	}
+	return v
 }
