@@ -79,12 +79,20 @@ type Detector struct {
 	outIdx      int
 	post        postprocess.Options
 	interp      preprocess.Interp
-	main        *Slot // the slot of Preprocess, Infer, Postprocess and Detect
-	null        bool  // the built-in null model: no session, no inference
+	null        bool // the built-in null model: no session, no inference
 
 	poolMu sync.Mutex
-	free   chan *Slot // pipelined stages' slots not in use
-	all    []*Slot    // every pipelined slot made, for Close
+	// main is the slot of Preprocess, Infer, Postprocess and Detect, made
+	// on their first use (ownSlot).
+	main *Slot
+	// spare is the binding New made to learn the output shapes, not yet
+	// given to a slot: the first slot made, the detector's own or a
+	// pipelined one, takes it, so that a detector used only through
+	// pipelined slots (the daemon's int8 model) or only through Detect
+	// (its FP32 shadow) holds no binding it does not use.
+	spare tensors
+	free  chan *Slot // pipelined stages' slots not in use
+	all   []*Slot    // every pipelined slot made, for Close
 	// Decode is DecodeRawHead or DecodeGraph; DecodeReason says why the
 	// graph decode is in use.
 	Decode       string
@@ -203,8 +211,33 @@ func (d *Detector) setup(cfg Config) error {
 		bind.Close()
 		return &ModelError{fmt.Errorf("model %q: %w", cfg.Model, err)}
 	}
-	d.main = d.newSlot(bind)
+	d.spare = bind
 	return nil
+}
+
+// ownSlot returns the detector's own slot, making it on first use.
+func (d *Detector) ownSlot() (*Slot, error) {
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
+	if d.main != nil {
+		return d.main, nil
+	}
+	t, err := d.takeTensors()
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", d.Path(), err)
+	}
+	d.main = d.newSlot(t)
+	return d.main, nil
+}
+
+// takeTensors returns the spare binding, or else makes one more; poolMu
+// is held.
+func (d *Detector) takeTensors() (tensors, error) {
+	if t := d.spare; t != nil {
+		d.spare = nil
+		return t, nil
+	}
+	return d.tensors()
 }
 
 // inputShape is the bound input shape: batch, 3, height, width.
@@ -257,12 +290,16 @@ func (d *Detector) Close() error {
 	var errs []error
 	d.poolMu.Lock()
 	slots := append(d.all, d.main)
-	d.all, d.main = nil, nil
+	spare := d.spare
+	d.all, d.main, d.spare = nil, nil, nil
 	d.poolMu.Unlock()
 	for _, sl := range slots {
 		if sl != nil {
 			errs = append(errs, sl.close())
 		}
+	}
+	if spare != nil {
+		spare.Close()
 	}
 	if d.Session != nil {
 		errs = append(errs, d.Session.Close())
@@ -273,18 +310,33 @@ func (d *Detector) Close() error {
 // Preprocess letterboxes img into batch position i of the detector's own
 // slot.
 func (d *Detector) Preprocess(img gocv.Mat, i int) (preprocess.Transform, error) {
-	return d.main.Preprocess(img, i)
+	s, err := d.ownSlot()
+	if err != nil {
+		return preprocess.Transform{}, err
+	}
+	return s.Preprocess(img, i)
 }
 
 // Infer runs the model on the detector's own slot.
-func (d *Detector) Infer(ctx context.Context) error { return d.main.Infer(ctx) }
+func (d *Detector) Infer(ctx context.Context) error {
+	s, err := d.ownSlot()
+	if err != nil {
+		return err
+	}
+	return s.Infer(ctx)
+}
 
 // Postprocess decodes batch position i of the detector's own slot. The
 // transform t is the one Preprocess returned for it. The returned slice
-// is owned by the Detector and valid until the next call.
+// is owned by the Detector and valid until the next call; it is empty
+// when the slot cannot be made.
 func (d *Detector) Postprocess(i int, t preprocess.Transform) []postprocess.Detection {
-	d.main.xfs[i] = t
-	return d.main.Postprocess(i)
+	s, err := d.ownSlot()
+	if err != nil {
+		return nil
+	}
+	s.xfs[i] = t
+	return s.Postprocess(i)
 }
 
 // Detect runs all stages on one image. The returned slice is owned by the
@@ -313,8 +365,12 @@ func (d *Detector) SetPostprocess(o postprocess.Options) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	d.poolMu.Lock()
+	defer d.poolMu.Unlock()
 	d.post = o
-	d.main.dec = postprocess.NewDecoder(o)
+	if d.main != nil {
+		d.main.dec = postprocess.NewDecoder(o)
+	}
 	return nil
 }
 

@@ -49,7 +49,11 @@ func TestDetectorInterp(t *testing.T) {
 			if _, err := l.Apply(small, want); err != nil {
 				t.Fatal(err)
 			}
-			got := d.main.t.Input()
+			sl0, err := d.ownSlot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := sl0.t.Input()
 			if !slices.Equal(got, want) {
 				t.Errorf("detector input is not the %v letterbox", tc.interp)
 			}

@@ -12,8 +12,9 @@ import (
 const PipelineSlots = 3
 
 // AcquireSlot returns a slot for the pipelined stages, making it on first
-// use (at most PipelineSlots; the detector's own slot of Detect is apart),
-// and otherwise waiting until one is released or ctx is done.
+// use (at most PipelineSlots; the detector's own slot of Detect is apart;
+// the first slot made takes the binding New made), and otherwise waiting
+// until one is released or ctx is done.
 func (d *Detector) AcquireSlot(ctx context.Context) (*Slot, error) {
 	d.poolMu.Lock()
 	if d.free == nil {
@@ -26,7 +27,7 @@ func (d *Detector) AcquireSlot(ctx context.Context) (*Slot, error) {
 	default:
 	}
 	if len(d.all) < PipelineSlots {
-		t, err := d.tensors()
+		t, err := d.takeTensors()
 		if err != nil {
 			d.poolMu.Unlock()
 			return nil, fmt.Errorf("model %q: %w", d.Path(), err)

@@ -113,9 +113,10 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	}
 	trt.WorkspaceBytes = int64(pr.TensorRT.WorkspaceMB) << 20
 	// The daemon's readers and HTTP share the cores: onnxruntime's threads
-	// must not spin between runs.
+	// must not spin between runs. It runs for long on devices with little
+	// memory: no memory pattern (runtime.Options.NoMemPattern).
 	p.Runtime = yrt.Options{Provider: pick(o.Provider, pr.Name), DeviceID: pick(o.DeviceID, pr.DeviceID),
-		Threads: pick(o.Threads, pr.Threads), TensorRT: trt, NoSpin: true}
+		Threads: pick(o.Threads, pr.Threads), TensorRT: trt, NoSpin: true, NoMemPattern: true}
 
 	h, w, err := pipeline.ParseSize(cfg.Model.ImgSize)
 	if err != nil {

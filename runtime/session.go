@@ -72,6 +72,16 @@ type Options struct {
 	// runs, for processes that share the cores with other work (the daemon's
 	// readers and HTTP): spinning threads then only steal their CPU.
 	NoSpin bool
+	// NoMemPattern turns off onnxruntime's memory pattern: the block for
+	// all intermediate tensors that the first run at an input shape plans
+	// and later runs allocate at once. Without it each tensor is taken
+	// from the CPU arena when it is produced and given back when it is
+	// consumed, so the arena holds the largest set of tensors alive at
+	// one time rather than a block laid out for the whole graph: the
+	// daemon with its int8 and FP32 sessions takes 40-70 MB less resident
+	// memory (scripts/footprint.sh), at no measurable cost in speed for
+	// YOLOv5 on the CPU provider (interleaved runs: int8 0.99x, FP32 1.01x).
+	NoMemPattern bool
 	// Quiet logs the loaded model at debug level only (for the many
 	// short-lived sessions of calibration and sensitivity analysis).
 	Quiet  bool
@@ -372,6 +382,11 @@ func newSessionOptions(providers []string, threads int, opts Options) (*ort.Sess
 			return fail(err)
 		}
 	}
+	if opts.NoMemPattern {
+		if err := so.SetMemPattern(false); err != nil {
+			return fail(err)
+		}
+	}
 	if opts.DisableOptimizations {
 		if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelDisableAll); err != nil {
 			return fail(err)
@@ -516,6 +531,8 @@ func (s *Session) Close() error {
 
 // Binding is a set of preallocated float32 tensors, one input and one or
 // more outputs, for repeated runs at one input shape without allocation.
+// Their memory is outside the Go heap (see allocFloats) and released by
+// Close.
 type Binding struct {
 	s      *Session
 	in     *ort.Tensor[float32]
@@ -526,6 +543,26 @@ type Binding struct {
 	outs   []ort.Value
 	data   [][]float32
 	shapes [][]int64
+	mem    [][]byte // the tensors' mappings, freed by Close
+}
+
+// tensor allocates a float32 tensor of shape whose memory the Binding
+// owns.
+func (b *Binding) tensor(shape ort.Shape) (*ort.Tensor[float32], error) {
+	if err := shape.Validate(); err != nil {
+		return nil, err
+	}
+	data, mem, err := allocFloats(int(shape.FlattenedSize()))
+	if err != nil {
+		return nil, err
+	}
+	t, err := ort.NewTensor(shape, data)
+	if err != nil {
+		freeFloats(mem)
+		return nil, err
+	}
+	b.mem = append(b.mem, mem)
+	return t, nil
 }
 
 // Bind allocates an input tensor of inputShape for input 0 and an output
@@ -562,11 +599,12 @@ func (s *Session) BindOutputs(inputShape []int64, outputIndexes []int) (*Binding
 		}
 		bound[i] = true
 	}
-	in, err := ort.NewEmptyTensor[float32](ort.NewShape(inputShape...))
+	b := &Binding{s: s, outIdx: slices.Clone(outputIndexes), bound: bound}
+	in, err := b.tensor(ort.NewShape(inputShape...))
 	if err != nil {
 		return nil, fmt.Errorf("allocating input %v: %w", inputShape, err)
 	}
-	b := &Binding{s: s, in: in, outIdx: slices.Clone(outputIndexes), bound: bound}
+	b.in = in
 	b.ins = []ort.Value{in}
 	b.outs = make([]ort.Value, len(s.Outputs))
 	// First run lets onnxruntime allocate outputs so that we learn the shapes.
@@ -585,7 +623,7 @@ func (s *Session) BindOutputs(inputShape []int64, outputIndexes []int) (*Binding
 		b.outs[i] = nil
 	}
 	for k, i := range outputIndexes {
-		out, err := ort.NewEmptyTensor[float32](shapes[k])
+		out, err := b.tensor(shapes[k])
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("allocating output %s %v: %w", s.Outputs[i].Name, shapes[k], err)
@@ -634,7 +672,7 @@ func (b *Binding) Run(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the tensors.
+// Close releases the tensors and their memory.
 func (b *Binding) Close() {
 	if b.in != nil {
 		release(b.in)
@@ -643,5 +681,8 @@ func (b *Binding) Close() {
 	for _, o := range b.out {
 		release(o)
 	}
-	b.out, b.data, b.shapes = nil, nil, nil
+	for _, m := range b.mem {
+		freeFloats(m)
+	}
+	b.out, b.data, b.shapes, b.mem = nil, nil, nil, nil
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
+	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/pipeline"
 )
 
@@ -48,7 +50,11 @@ const stableFor = 200 * time.Millisecond
 
 // loadModel opens one model, validates it as a YOLOv5 detector (one NCHW
 // image input, a [batch, boxes, 5+classes] output) and, with warm, runs it
-// three times (providers build engines and caches on the first runs).
+// three times (providers build engines and caches on the first runs):
+// an int8 model, which serves through the pipelined stages, on one of its
+// pipelined slots, the FP32 shadow, which runs through Detect, on its own
+// slot (each detector's first slot reuses the binding made at loading).
+// A warmed model then gives the memory its loading freed back to the OS.
 func loadModel(ctx context.Context, p Plan, precision string, f ModelFile, batch int, warm bool, log *slog.Logger) (*model, error) {
 	before, err := os.Stat(f.Path)
 	if err != nil {
@@ -74,13 +80,36 @@ func loadModel(ctx context.Context, p Plan, precision string, f ModelFile, batch
 		d.Close()
 		return nil, &pipeline.ModelError{Err: fmt.Errorf("%s model %q is still being written", precision, f.Path)}
 	}
-	for i := 0; warm && i < 3; i++ {
-		if err := d.Infer(ctx); err != nil {
+	if warm {
+		if err := warmUp(ctx, d, precision == metrics.PrecisionInt8); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("%s model warm-up: %w", precision, err)
 		}
+		// Parsing the model and cutting its head left tens of MB of
+		// garbage in the Go heap, which the scavenger would give back
+		// only slowly.
+		debug.FreeOSMemory()
 	}
 	return &model{precision: precision, file: f, det: d}, nil
+}
+
+// warmUp runs d three times, on a pipelined slot or on its own slot.
+func warmUp(ctx context.Context, d *pipeline.Detector, pipelined bool) error {
+	run := d.Infer
+	if pipelined {
+		sl, err := d.AcquireSlot(ctx)
+		if err != nil {
+			return err
+		}
+		defer d.ReleaseSlot(sl)
+		run = sl.Infer
+	}
+	for range 3 {
+		if err := run(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // loadModels opens both models of p (see loadModel). A plan without an
