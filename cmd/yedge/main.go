@@ -22,6 +22,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	// Headless: OpenCV's GUI module (and Qt with it) stays out of the binary.
+	_ "github.com/yedge/yedge/internal/headless"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/plan"
 	yrt "github.com/yedge/yedge/runtime"
