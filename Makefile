@@ -7,7 +7,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)
 PKGS      := ./...
 SHARED    ?= ../shared
 
-.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test fleet-test bench bench-pipeline accuracy-rawhead
+.PHONY: setup build test test-short vet fmt-check tidy-check lint demo eval clean race fuzz-ci k8s-test install-test fleet-test bench bench-pipeline bench-footprint accuracy-rawhead
 
 setup:
 	./scripts/setup.sh
@@ -52,6 +52,7 @@ lint:
 test: tidy-check fmt-check vet lint build
 	$(GO) test -count=1 -timeout 30m $(PKGS)
 	$(MAKE) k8s-test
+	$(MAKE) install-test
 	$(MAKE) race
 	$(MAKE) fuzz-ci
 	$(MAKE) soak
@@ -65,6 +66,17 @@ test-short:
 # kustomize stay out of yedge's module and binary (under 1 s once built).
 k8s-test:
 	cd deploy/kubernetes/manifesttest && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# The release files installed and run (deploy/install_test.go,
+# arm64_test.go, deploy/image): make dist from the working tree, then the
+# .debs' contents and lintian's report, the amd64 .deb installed, upgraded
+# and purged in a clean Debian 12 root with the daemon run from it, the
+# arm64 build under QEMU against amd64, and the image's config, layers and
+# roots (podman load, ctr images import). Needs root.
+install-test:
+	DIST_DIRTY=1 scripts/dist.sh
+	YEDGE_DIST=$(CURDIR)/dist $(GO) test -count=1 -timeout 60m -v -run '^(TestDebPackages|TestLintian|TestInstallAmd64|TestImageRootServes|TestArm64)$$' ./deploy
+	cd deploy/image && $(GO) vet ./... && YEDGE_DIST=$(CURDIR)/dist $(GO) test -count=1 -timeout 20m -v ./...
 
 # The fleet on loopback alone (deploy/fleettest, about 1 minute; part of
 # make test): 3 daemons, 3 Prometheus agents, 1 central Prometheus.
@@ -117,12 +129,17 @@ bench:
 bench-pipeline: build
 	scripts/bench-pipeline.sh
 
+# The daemon's resident memory with and without the FP32 shadow, and its
+# time to the first frame (README "Footprint").
+bench-footprint: build
+	scripts/footprint.sh
+
 # mAP of the raw-head decode vs the full graph and of the head placements.
 accuracy-rawhead: build
 	scripts/accuracy-rawhead.sh
 
 clean:
-	rm -rf bin out
+	rm -rf bin out dist build/dist
 
 # --- Cross-building for arm64 (Jetson); see deploy/JETSON.md ---------------
 # cross-arm64-deps unpacks the arm64 closure of libopencv-dev into a sysroot

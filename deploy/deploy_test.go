@@ -235,11 +235,10 @@ func TestPromtool(t *testing.T) {
 }
 
 func TestShellcheck(t *testing.T) {
-	sc, err := exec.LookPath("shellcheck")
-	if err != nil {
-		t.Skip("shellcheck not found; install it to lint the scripts")
-	}
-	if out, err := run(t, "", sc, "install.sh", "sysroot-arm64.sh"); err != nil {
+	sc := tool(t, "shellcheck")
+	scripts := []string{"install.sh", "sysroot-arm64.sh", "debian/yedge.postinst", "debian/yedge.postrm",
+		"../scripts/dist.sh", "../scripts/image.sh", "../scripts/setup.sh"}
+	if out, err := run(t, "", sc, scripts...); err != nil {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}
 }

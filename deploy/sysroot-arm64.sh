@@ -98,7 +98,7 @@ ctl=$(mktemp -d)
 while read -r file; do
 	[[ $file == *.deb ]] || continue
 	dpkg -x "$DEBS/$file" "$tmp"
-	rm -rf "$ctl"/*
+	rm -rf "${ctl:?}"/*
 	dpkg-deb -e "$DEBS/$file" "$ctl"
 	for f in shlibs symbols; do
 		if [ -f "$ctl/$f" ]; then cat "$ctl/$f" >>"$tmp/DEBIAN/$f"; fi

@@ -107,16 +107,21 @@ for arch in $ARCHES; do
 	cp "$WORK/deb-$arch/yedge_${VERSION}_$arch.deb" "$DIST/"
 done
 
-# 4. lintian, on every .deb: errors fail the build; warnings are fixed or
-# overridden in deploy/debian/yedge.lintian-overrides.
-if command -v lintian >/dev/null; then
+# 4. lintian, on every .deb: an error or a warning fails the build. Fix it,
+# or override it in deploy/debian/yedge.lintian-overrides with a one-line
+# reason above it (none is needed today).
+command -v lintian >/dev/null || die "lintian missing: run make setup"
+{
 	report="$DIST/yedge_${VERSION}_lintian.txt"
-	lintian --info --display-info --show-overrides "$DIST"/*.deb >"$report" 2>&1 || true
+	for deb in "$DIST"/*.deb; do
+		echo "== lintian $(lintian --version | cut -d' ' -f2) on $(basename "$deb")"
+		lintian --info --display-info --show-overrides "$deb" 2>&1 || true
+	done >"$report"
 	cat "$report" >&2
 	if grep -q '^[EW]: ' "$report"; then
 		die "lintian reports errors or warnings (above)"
 	fi
-fi
+}
 
 # 5. The OCI image.
 if [ "$IMAGE" = 1 ]; then
@@ -124,7 +129,11 @@ if [ "$IMAGE" = 1 ]; then
 	scripts/image.sh "$VERSION" "$REVISION" "$IMAGE_REPO:$base" "$DIST" "$WORK" $ARCHES
 fi
 
-(cd "$DIST" && sha256sum -- *.deb *.tar *.txt >SHA256SUMS 2>/dev/null || sha256sum -- *.deb *.txt >SHA256SUMS)
+(
+	cd "$DIST"
+	shopt -s nullglob
+	sha256sum -- *.deb *.tar *.txt >SHA256SUMS
+)
 log "done: yedge $VERSION in $DIST"
 (cd "$DIST" && ls -l && cat SHA256SUMS) >&2
 if [ -f "$WORK/image-ref" ]; then log "image: $(cat "$WORK/image-ref")"; fi

@@ -5,12 +5,6 @@
 # no docs but copyrights), then deploy/image (go-containerregistry) writes
 # the roots as one OCI index with a manifest per architecture.
 #
-# Left out of the root: Mesa's DRI drivers, which OpenCV's Qt highgui pulls
-# in (libgl1 -> libgl1-mesa-dri) and which only a GL context on a display
-# loads (yedge opens none), with LLVM and Z3, which only those drivers link:
-# about 160 MB. deploy/image's test checks that every library in the root
-# still finds all it links.
-#
 # Usage: scripts/image.sh VERSION REVISION NAME DIST WORK ARCH...
 # Writes DIST/yedge_VERSION_oci.tar (an OCI layout in a tar: podman load,
 # ctr images import, k3s ctr images import), named NAME, and prints the
@@ -33,12 +27,15 @@ MIRRORS=(
 	"deb http://deb.debian.org/debian-security bookworm-security main"
 )
 
-roots=()
-for arch in "$@"; do
+# One root per architecture, made at the same time: the arm64 one runs its
+# maintainer scripts under QEMU on one core, the amd64 one is mostly
+# downloads and unpacking.
+root() {
+	local arch=$1
+	local deb
 	deb=$(realpath "$dist/yedge_${version}_$arch.deb")
-	root="$work/rootfs-$arch.tar"
-	echo "image: $arch root (mmdebstrap)" >&2
-	mmdebstrap --quiet --arch="$arch" --variant=essential --format=tar \
+	# shellcheck disable=SC2016 # the hooks' "$1" is the root, for mmdebstrap
+	mmdebstrap --arch="$arch" --variant=essential --format=tar \
 		--aptopt='APT::Install-Recommends "false"' \
 		--dpkgopt='path-exclude=/usr/share/doc/*' \
 		--dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -46,17 +43,31 @@ for arch in "$@"; do
 		--dpkgopt='path-exclude=/usr/share/info/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/lintian/*' \
-		--dpkgopt='path-exclude=/usr/lib/*/dri/*' \
-		--dpkgopt='path-exclude=/usr/lib/*/libLLVM-15.so*' \
-		--dpkgopt='path-exclude=/usr/lib/*/libz3.so*' \
 		--essential-hook="groupadd --prefix \"\$1\" --system --gid $UID_GID yedge" \
 		--essential-hook="useradd --prefix \"\$1\" --system --uid $UID_GID --gid $UID_GID --home-dir /var/lib/yedge --no-create-home --shell /usr/sbin/nologin --comment 'yedge inference daemon' yedge" \
 		--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount \
 		--include=ca-certificates \
 		--include="$deb" \
 		--customize-hook='rm -rf "$1"/var/log/apt "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/var/cache/ldconfig/aux-cache' \
-		bookworm "$root" "${MIRRORS[@]}" </dev/null
-	roots+=("--rootfs=$arch=$root")
+		bookworm "$work/rootfs-$arch.tar" "${MIRRORS[@]}" </dev/null >"$work/mmdebstrap-$arch.log" 2>&1
+}
+
+roots=()
+pids=()
+for arch in "$@"; do
+	echo "image: $arch root (mmdebstrap; log $work/mmdebstrap-$arch.log)" >&2
+	root "$arch" &
+	pids+=("$!")
+	roots+=("--rootfs=$arch=$work/rootfs-$arch.tar")
+done
+i=0
+for arch in "$@"; do
+	if ! wait "${pids[$i]}"; then
+		tail -40 "$work/mmdebstrap-$arch.log" >&2
+		echo "image: mmdebstrap for $arch failed" >&2
+		exit 1
+	fi
+	i=$((i + 1))
 done
 
 (cd deploy/image && go build -trimpath -o "../../$work/mkimage" .)

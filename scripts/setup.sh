@@ -21,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 # packaging tools and lintian, mmdebstrap for Debian 12 roots, QEMU user
 # emulation for the arm64 root, podman and containerd to load the image.
 pkgs=(libopencv-dev pkg-config gcc g++ make curl ca-certificates prometheus systemd chromium
-  dpkg-dev debhelper lintian mmdebstrap arch-test qemu-user-static podman containerd)
+  dpkg-dev debhelper lintian mmdebstrap arch-test qemu-user-static podman containerd shellcheck)
 # npm fetches the onnxruntime tarball; use the machine's Node.js when present.
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 missing=()
