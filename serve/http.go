@@ -111,8 +111,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			o.Models[0].Serving = true
 			break
 		}
-		o.Models = append(o.Models, modelStatus{Precision: m.precision, Path: m.file.Path, SHA256: m.file.SHA256, Provider: m.det.Session.Provider,
-			Input: [2]int{m.det.Height, m.det.Width}, Batch: m.det.Batch, Serving: i == 0})
+		o.Models = append(o.Models, modelStatus{Precision: m.precision, Path: m.file.Path, SHA256: m.file.SHA256, Provider: m.info.provider,
+			Input: [2]int{m.info.height, m.info.width}, Batch: m.info.batch, Serving: i == 0})
 	}
 	for _, st := range s.streamList() {
 		o.Streams = append(o.Streams, st.status())

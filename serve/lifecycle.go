@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/postprocess"
+	yrt "github.com/yedge/yedge/runtime"
 )
 
 // The model lifecycle. The daemon serves at once with what it has: the
@@ -132,7 +134,7 @@ func (s *Server) setPhase(phase string) {
 }
 
 // fp32Serving reports whether the FP32 model fills the int8 slot.
-func (m *models) fp32Serving() bool { return m.int8.det == m.fp32.det }
+func (m *models) fp32Serving() bool { return m.int8 == m.fp32 }
 
 // servingOf says what serves a stream: precision and short hash.
 func servingOf(st *stream, mods *models) (string, string) {
@@ -373,6 +375,7 @@ func (s *Server) decideCanary(p Plan) {
 	d.Result, d.Reason = "rejected", strings.Join(why, "; ")
 	s.m.Canaries.WithLabelValues("rejected").Inc()
 	c.m.det.Close()
+	s.releaseFP32(p)
 	s.storeReject(c.m.file.SHA256, d.Reason)
 	s.log.Warn("canary rejected; the serving model stays", "model", c.m.file.Path, "sha256", d.Model, "reason", d.Reason,
 		"recall", r, "precision", pr, "frames", d.Frames)
@@ -411,6 +414,8 @@ func (s *Server) promote(m *model, source string, d *decision) {
 			s.log.Warn("model store: promotion not recorded", "err", err)
 		}
 	}
+	p, _ := s.current()
+	s.releaseFP32(p)
 	s.log.Info("int8 model promoted", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "result", d.Result,
 		"recall", d.Recall, "precision", d.Precision, "frames", d.Frames)
 	s.life.mu.Lock()
@@ -418,6 +423,28 @@ func (s *Server) promote(m *model, source string, d *decision) {
 	s.life.mu.Unlock()
 	s.life.busy.Store(false)
 	s.setPhase(metrics.PhaseServing)
+}
+
+// releaseFP32 closes the on-demand FP32 model while nothing needs it under
+// plan p: the shadow off, no canary, no stream the guard moved to FP32 and
+// FP32 not serving. The caller holds procMu and has drained the frames in
+// flight (between two frames). The next user loads it again: the shadow
+// worker on a canary's first frame, or a reload that turns the shadow on.
+func (s *Server) releaseFP32(p Plan) {
+	_, mods := s.current()
+	if p.Shadow.Enabled || mods.fp32Serving() || s.currentCanary() != nil {
+		return
+	}
+	for _, st := range s.streamList() {
+		if st.guard.fallback.Load() {
+			return
+		}
+	}
+	if mods.fp32.release() {
+		debug.FreeOSMemory()
+		yrt.TrimNative()
+		s.log.Info("FP32 model closed: the shadow is off and no canary or guard fallback needs it", "model", mods.fp32.file.Path)
+	}
 }
 
 // guardTransitions returns the stream's transition counters (under cmu

@@ -7,17 +7,82 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/pipeline"
+	yrt "github.com/yedge/yedge/runtime"
 )
 
-// model is one loaded precision.
+// model is one precision: a loaded detector, or the FP32 model loaded on
+// demand (see onDemand).
 type model struct {
 	precision string
 	file      ModelFile
-	det       *pipeline.Detector
+	// det is the loaded detector; read it directly only on a model that
+	// is not on demand (the int8 slot), else through detector.
+	det *pipeline.Detector
+	// info describes the detector (kept while an on-demand model is
+	// closed).
+	info detInfo
+	// load, when set, makes the model on demand: detector loads it when
+	// nothing holds it, release closes it.
+	load func(context.Context) (*pipeline.Detector, error)
+	mu   sync.Mutex // det of an on-demand model
+}
+
+// detInfo is what /status and the metrics show of a model's detector.
+type detInfo struct {
+	provider      string
+	batch         int
+	height, width int
+}
+
+func infoOf(d *pipeline.Detector) detInfo {
+	return detInfo{provider: d.Session.Provider, batch: d.Batch, height: d.Height, width: d.Width}
+}
+
+// detector returns m's detector, loading an on-demand model that is closed.
+func (m *model) detector(ctx context.Context) (*pipeline.Detector, error) {
+	if m.load == nil {
+		return m.det, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.det == nil {
+		d, err := m.load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m.det = d
+	}
+	return m.det, nil
+}
+
+// release closes an on-demand model's detector (the caller makes sure
+// that nothing runs on it); reports whether it was loaded.
+func (m *model) release() bool {
+	if m.load == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.det == nil {
+		return false
+	}
+	m.det.Close()
+	m.det = nil
+	return true
+}
+
+// closeDet closes m's detector, if loaded.
+func (m *model) closeDet() {
+	if m.load != nil {
+		m.release()
+		return
+	}
+	m.det.Close()
 }
 
 // models are the serving int8 model and the FP32 shadow.
@@ -29,11 +94,11 @@ func (m *models) close() {
 	if m == nil {
 		return
 	}
-	if m.int8 != nil && (m.fp32 == nil || m.int8.det != m.fp32.det) {
-		m.int8.det.Close()
+	if m.int8 != nil && m.int8 != m.fp32 {
+		m.int8.closeDet()
 	}
 	if m.fp32 != nil {
-		m.fp32.det.Close()
+		m.fp32.closeDet()
 	}
 }
 
@@ -89,8 +154,9 @@ func loadModel(ctx context.Context, p Plan, precision string, f ModelFile, batch
 		// garbage in the Go heap, which the scavenger would give back
 		// only slowly.
 		debug.FreeOSMemory()
+		yrt.TrimNative()
 	}
-	return &model{precision: precision, file: f, det: d}, nil
+	return &model{precision: precision, file: f, det: d, info: infoOf(d)}, nil
 }
 
 // warmUp runs d three times, on a pipelined slot or on its own slot.
@@ -114,25 +180,55 @@ func warmUp(ctx context.Context, d *pipeline.Detector, pipelined bool) error {
 
 // loadModels opens both models of p (see loadModel). A plan without an
 // int8 model (prepared in the background) serves FP32: the FP32 model
-// fills the int8 slot.
+// fills the int8 slot. The FP32 model is on demand (fp32OnDemand): with
+// the shadow off it is opened, validated and closed again before the int8
+// model loads, and loaded again only while something needs it.
 func loadModels(ctx context.Context, p Plan, warm bool, log *slog.Logger) (*models, error) {
 	if p.Models.Int8.Path == "" {
 		f32, err := loadModel(ctx, p, "fp32", p.Models.FP32, 1, warm, log)
 		if err != nil {
 			return nil, err
 		}
+		fp32OnDemand(f32, p, log)
 		return &models{int8: f32, fp32: f32}, nil
+	}
+	var f32 *model
+	if warm && !p.Shadow.Enabled {
+		var err error
+		if f32, err = loadModel(ctx, p, "fp32", p.Models.FP32, 1, false, log); err != nil {
+			return nil, err
+		}
+		fp32OnDemand(f32, p, log)
+		f32.release()
+		yrt.TrimNative()
 	}
 	i8, err := loadModel(ctx, p, "int8", p.Models.Int8, p.Models.Batch, warm, log)
 	if err != nil {
 		return nil, err
 	}
-	f32, err := loadModel(ctx, p, "fp32", p.Models.FP32, 1, warm, log)
-	if err != nil {
-		i8.det.Close()
-		return nil, err
+	if f32 == nil {
+		if f32, err = loadModel(ctx, p, "fp32", p.Models.FP32, 1, warm, log); err != nil {
+			i8.det.Close()
+			return nil, err
+		}
+		fp32OnDemand(f32, p, log)
 	}
 	return &models{int8: i8, fp32: f32}, nil
+}
+
+// fp32OnDemand makes the FP32 model m (loaded) on demand: released while
+// nothing needs it (Server.releaseFP32), loaded again by the first user
+// (the shadow worker for a canary, a stream the guard moved to FP32).
+func fp32OnDemand(m *model, p Plan, log *slog.Logger) {
+	f := m.file
+	m.load = func(ctx context.Context) (*pipeline.Detector, error) {
+		log.Info("loading the FP32 model", "model", f.Path)
+		x, err := loadModel(ctx, p, "fp32", f, 1, true, log)
+		if err != nil {
+			return nil, err
+		}
+		return x.det, nil
+	}
 }
 
 // CheckModels opens the models of p in onnxruntime sessions and validates

@@ -106,8 +106,8 @@ func (l *procLoop) put(it *item) {
 }
 
 // newJob returns a recycled job of items on model m (mods.int8, or
-// mods.fp32 for fallback).
-func (l *procLoop) newJob(p Plan, mods *models, m *model, fallback bool, items []*item) *pipeline.Job {
+// mods.fp32 for fallback) and its detector d.
+func (l *procLoop) newJob(p Plan, mods *models, m *model, d *pipeline.Detector, fallback bool, items []*item) *pipeline.Job {
 	l.mu.Lock()
 	var t *jobTag
 	if n := len(l.jobs); n > 0 {
@@ -120,7 +120,7 @@ func (l *procLoop) newJob(p Plan, mods *models, m *model, fallback bool, items [
 	l.mu.Unlock()
 	t.p, t.mods, t.m, t.fallback = p, mods, m, fallback
 	t.items, t.shadowed, t.job.Frames = t.items[:0], t.shadowed[:0], t.job.Frames[:0]
-	t.job.Det = m.det
+	t.job.Det = d
 	for _, it := range items {
 		t.items = append(t.items, it)
 		t.shadowed = append(t.shadowed, false)
@@ -237,11 +237,24 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 			continue
 		}
 		if len(main) > 0 {
-			l.pending = append(l.pending, l.newJob(p, mods, mods.int8, false, main))
+			l.pending = append(l.pending, l.newJob(p, mods, mods.int8, mods.int8.det, false, main))
 		}
-		for fpBatch := max(1, mods.fp32.det.Batch); len(fb) > 0; {
+		if len(fb) == 0 {
+			continue
+		}
+		// The FP32 model is loaded while a stream falls back to it; it
+		// loads here only after a reload that changed the models.
+		fd, err := mods.fp32.detector(l.ctx)
+		if err != nil {
+			for _, it := range fb {
+				s.frameFailed(it.st, pipeline.StageInfer, err)
+				l.put(it)
+			}
+			continue
+		}
+		for fpBatch := max(1, fd.Batch); len(fb) > 0; {
 			k := min(fpBatch, len(fb))
-			l.pending = append(l.pending, l.newJob(p, mods, mods.fp32, true, fb[:k]))
+			l.pending = append(l.pending, l.newJob(p, mods, mods.fp32, fd, true, fb[:k]))
 			fb = fb[k:]
 		}
 	}
@@ -376,8 +389,13 @@ func (s *Server) shadowFrame(w shadowWork) {
 		}
 		return
 	}
+	fd, err := mods.fp32.detector(ctx) // loads a closed on-demand FP32 model
+	if err != nil {
+		s.frameFailed(it.st, "shadow", err)
+		return
+	}
 	t0 := time.Now()
-	fp32Dets, tm, err := mods.fp32.det.Detect(ctx, it.img)
+	fp32Dets, tm, err := fd.Detect(ctx, it.img)
 	if err != nil {
 		s.frameFailed(it.st, "shadow", err)
 		return
@@ -391,7 +409,7 @@ func (s *Server) shadowFrame(w shadowWork) {
 	now := time.Now()
 	it.st.view.recordFP32(now, tm.Infer)
 	if it.st.view.watching(now) {
-		s.drawCompare(it.work, mods.fp32.det.Names, int8Dets, fp32Dets, fa, pairs)
+		s.drawCompare(it.work, fd.Names, int8Dets, fp32Dets, fa, pairs)
 	}
 	if c != nil {
 		// The serving model's agreement on the canary's frames, at the

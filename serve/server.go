@@ -157,9 +157,9 @@ func (s *Server) setModels(m *models) {
 			s.log.Info("FP32 serves until the int8 model is ready")
 			continue
 		}
-		s.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.det.Session.Provider)
-		s.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.det.Session.Provider,
-			"threads", s.plan.Runtime.Threads, "batch", x.det.Batch)
+		s.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.info.provider)
+		s.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.info.provider,
+			"threads", s.plan.Runtime.Threads, "batch", x.info.batch)
 	}
 }
 
@@ -380,6 +380,7 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	for _, name := range ch.Removed {
 		s.m.ForgetStream(name)
 	}
+	s.releaseFP32(next)
 	s.procMu.Unlock()
 
 	if canary != nil {
