@@ -360,7 +360,7 @@ func serveInRoot(t *testing.T, r *sysRoot, port int, user string, argv ...string
 	}
 	if !ready {
 		_ = cmd.Process.Kill()
-		<-done
+		t.Logf("yedge serve killed: %v", <-done)
 		t.Fatalf("no 200 from %s in 3 minutes:\n%s", url, tail(log.String(), 40))
 	}
 	// Let a few frames through, then stop it as systemd does.
