@@ -19,7 +19,7 @@ shared=$(cd "${SHARED:-../shared}" && pwd)
 secs=${1:-40}
 runs=${*:2}
 runs=${runs:-int8-shadow int8-no-shadow quantize-shadow}
-y=bin/yedge
+y=${YEDGE_BIN:-bin/yedge}
 [ -x "$y" ] || make build
 fp32=$shared/models/yolov5n.onnx
 calib=$shared/datasets/coco-calib128/images
