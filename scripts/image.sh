@@ -5,6 +5,13 @@
 # no docs but copyrights), then deploy/image (go-containerregistry) writes
 # the roots as one OCI index with a manifest per architecture.
 #
+# Left out of the root: Mesa's DRI drivers (OpenCV's closure still pulls in
+# libgl1-mesa-dri; only a GL context on a display loads them, and yedge
+# opens none), with LLVM and Z3, which only those drivers link; and every
+# doc but the copyrights, which dpkg's path-exclude misses for the packages
+# mmdebstrap unpacks before it applies them. deploy/image's test checks
+# that every library in the root still finds all it links.
+#
 # Usage: scripts/image.sh VERSION REVISION NAME DIST WORK ARCH...
 # Writes DIST/yedge_VERSION_oci.tar (an OCI layout in a tar: podman load,
 # ctr images import, k3s ctr images import), named NAME, and prints the
@@ -43,12 +50,16 @@ root() {
 		--dpkgopt='path-exclude=/usr/share/info/*' \
 		--dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/lintian/*' \
+		--dpkgopt='path-exclude=/usr/lib/*/dri/*' \
+		--dpkgopt='path-exclude=/usr/lib/*/libLLVM-15.so*' \
+		--dpkgopt='path-exclude=/usr/lib/*/libz3.so*' \
 		--essential-hook="groupadd --prefix \"\$1\" --system --gid $UID_GID yedge" \
 		--essential-hook="useradd --prefix \"\$1\" --system --uid $UID_GID --gid $UID_GID --home-dir /var/lib/yedge --no-create-home --shell /usr/sbin/nologin --comment 'yedge inference daemon' yedge" \
 		--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount \
 		--include=ca-certificates \
 		--include="$deb" \
 		--customize-hook='rm -rf "$1"/var/log/apt "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old "$1"/var/cache/ldconfig/aux-cache' \
+		--customize-hook='find "$1"/usr/share/doc -mindepth 2 ! -type d ! -regex "$1/usr/share/doc/[^/]*/copyright" -delete; find "$1"/usr/share/doc -mindepth 2 -depth -type d -empty -delete; rm -rf "$1"/usr/share/man "$1"/usr/share/info "$1"/usr/lib/*/dri "$1"/usr/lib/*/libLLVM-15.so* "$1"/usr/lib/*/libz3.so*' \
 		bookworm "$work/rootfs-$arch.tar" "${MIRRORS[@]}" </dev/null >"$work/mmdebstrap-$arch.log" 2>&1
 }
 

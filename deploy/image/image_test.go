@@ -181,10 +181,10 @@ func checkLayer(t *testing.T, l v1.Layer, p *v1.Platform) {
 		files[name] = h
 		total += h.Size
 		dir := path.Dir(name)
-		if strings.HasPrefix(path.Base(name), "lib") || strings.HasPrefix(path.Base(name), "ld-linux") {
-			if strings.HasSuffix(dir, "-linux-gnu") || dir == "usr/lib/yedge" {
-				libNames[path.Base(name)] = true
-			}
+		// A library may live outside the multiarch folder, found by its
+		// user's RUNPATH (GDAL's /usr/lib/ogdi, glibc's gconv modules).
+		if strings.HasPrefix(dir, "usr/lib") && strings.Contains(path.Base(name), ".so") {
+			libNames[path.Base(name)] = true
 		}
 		if h.Typeflag == tar.TypeReg && h.Size > 64 && (strings.HasPrefix(name, "usr/bin/") || strings.Contains(name, ".so")) {
 			b, err := io.ReadAll(tr)
