@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +12,6 @@ import (
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // The model lifecycle. The daemon serves at once with what it has: the
@@ -441,8 +439,6 @@ func (s *Server) releaseFP32(p Plan) {
 		}
 	}
 	if mods.fp32.release() {
-		debug.FreeOSMemory()
-		yrt.TrimNative()
 		s.log.Info("FP32 model closed: the shadow is off and no canary or guard fallback needs it", "model", mods.fp32.file.Path)
 	}
 }

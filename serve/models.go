@@ -16,7 +16,7 @@ import (
 )
 
 // model is one precision: a loaded detector, or the FP32 model loaded on
-// demand (see onDemand).
+// demand (see fp32OnDemand).
 type model struct {
 	precision string
 	file      ModelFile
@@ -61,7 +61,8 @@ func (m *model) detector(ctx context.Context) (*pipeline.Detector, error) {
 }
 
 // release closes an on-demand model's detector (the caller makes sure
-// that nothing runs on it); reports whether it was loaded.
+// that nothing runs on it) and gives its memory back to the OS; reports
+// whether it was loaded.
 func (m *model) release() bool {
 	if m.load == nil {
 		return false
@@ -73,7 +74,17 @@ func (m *model) release() bool {
 	}
 	m.det.Close()
 	m.det = nil
+	returnMemory()
 	return true
+}
+
+// returnMemory gives the OS the memory that loading or closing a model
+// left free: the Go heap's garbage (parsing the model and cutting its
+// head leave tens of MB, which the scavenger would give back only slowly)
+// and glibc's free arena pages, where onnxruntime allocates.
+func returnMemory() {
+	debug.FreeOSMemory()
+	yrt.TrimNative()
 }
 
 // closeDet closes m's detector, if loaded.
@@ -150,11 +161,7 @@ func loadModel(ctx context.Context, p Plan, precision string, f ModelFile, batch
 			d.Close()
 			return nil, fmt.Errorf("%s model warm-up: %w", precision, err)
 		}
-		// Parsing the model and cutting its head left tens of MB of
-		// garbage in the Go heap, which the scavenger would give back
-		// only slowly.
-		debug.FreeOSMemory()
-		yrt.TrimNative()
+		returnMemory()
 	}
 	return &model{precision: precision, file: f, det: d, info: infoOf(d)}, nil
 }
@@ -200,7 +207,6 @@ func loadModels(ctx context.Context, p Plan, warm bool, log *slog.Logger) (*mode
 		}
 		fp32OnDemand(f32, p, log)
 		f32.release()
-		yrt.TrimNative()
 	}
 	i8, err := loadModel(ctx, p, "int8", p.Models.Int8, p.Models.Batch, warm, log)
 	if err != nil {
