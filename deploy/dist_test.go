@@ -268,13 +268,15 @@ type ociIndex struct {
 // binary) and returns the folder.
 func ociLayout(t *testing.T) string {
 	t.Helper()
+	// Found (or skipped) outside the Once: a skip inside it would leave
+	// the Once done with no layout for the next test.
+	archive := distFile(t, "yedge_*_oci.tar")
 	layoutOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "yedge-oci-")
 		if err != nil {
 			layoutErr = err
 			return
 		}
-		archive := distFile(t, "yedge_*_oci.tar")
 		if out, err := exec.Command("tar", "-xf", archive, "-C", dir).CombinedOutput(); err != nil {
 			layoutErr = fmt.Errorf("tar -xf %s: %v\n%s", archive, err, out)
 			return
