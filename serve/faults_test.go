@@ -11,13 +11,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,7 +213,10 @@ shutdown_timeout: 5s
 	testdaemon.Wait(t, "reconnect attempts while the camera stalls during the open", 25*time.Second, func() bool {
 		return d.metric("yedge_stream_reconnects_total", "stream", "web") >= rec+2
 	})
-	if st, _ := d.status(); len(st.Streams) != 1 || st.Streams[0].Up || !strings.Contains(st.Streams[0].LastError, "opening took longer") {
+	// FFmpeg's own socket timeout (the read timeout) usually ends the open
+	// first ("sent no video within 1s"); else the open's bound does.
+	stallErr := func(e string) bool { return strings.Contains(e, "opening took longer") || strings.Contains(e, "sent no video") }
+	if st, _ := d.status(); len(st.Streams) != 1 || st.Streams[0].Up || !stallErr(st.Streams[0].LastError) {
 		t.Errorf("stream status during an open stall: %+v", st.Streams)
 	}
 
@@ -560,4 +566,115 @@ func TestFaultMetricsScrapeLoad(t *testing.T) {
 		t.Errorf("detection stalled under the scrape load: %.0f frames inferred in %v", after-before, res.elapsed)
 	}
 	d.waitRising("detection after the load", 2, 20*time.Second, "cam")
+}
+
+// ftHungCamera is an HTTP "camera" that answers 200 with a multipart
+// MJPEG header and then sends nothing, keeping every connection open
+// until the test ends.
+func ftHungCamera(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	release := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "--frame\r\nContent-Type: image/jpeg\r\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() {
+		close(release)
+		_ = srv.Close()
+	})
+	return "http://" + ln.Addr().String() + "/video.mjpg"
+}
+
+// TestFaultHungSourceHoldsNothing: a camera that hangs after its headers
+// and a FIFO given as a video stream, beside a video file. The file's
+// stream runs; a file stream added by a reload opens and runs too; the
+// hung camera and the FIFO are counted in yedge_errors_total{class=
+// "stream"} and named in last_errors (the FIFO refused up front, the
+// camera as timed out); and the daemon stops within shutdown_timeout + 1s.
+func TestFaultHungSourceHoldsNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection with the daemon (about 20s)")
+	}
+	dir := t.TempDir()
+	video := filepath.Join(dir, "vtest.avi")
+	ftCopy(t, fixtures.Path(t, "media", "vtest.avi"), video)
+	fifo := filepath.Join(dir, "cam.fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hung := ftHungCamera(t)
+	streams := fmt.Sprintf(`streams:
+  - name: hung
+    uri: %s
+    read_timeout: 3s
+    reconnect:
+      max_backoff: 2s
+  - name: fifo
+    uri: %s
+  - name: file
+    uri: %s
+    loop: true
+`, hung, fifo, video)
+	base := fmt.Sprintf("listen: 127.0.0.1:0\n%sshutdown_timeout: 3s\n", testdaemon.Models(t, 1))
+	d := ftStart(t, testdaemon.Plan(t, base+streams))
+	d.waitRising("inference on the file stream beside the hung camera", 3, 60*time.Second, "file")
+
+	// A reload adds a second file stream: it opens and runs although the
+	// hung camera keeps reconnecting.
+	next := testdaemon.Plan(t, base+streams+fmt.Sprintf("  - name: added\n    uri: %s\n    loop: true\n", video))
+	if _, err := d.srv.Reload(context.Background(), next); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	d.waitRising("inference on the stream added by the reload", 3, 60*time.Second, "added")
+
+	testdaemon.Wait(t, "the hung camera and the FIFO counted as stream errors", 30*time.Second, func() bool {
+		return d.metric("yedge_errors_total", "class", "stream") >= 2
+	})
+	st, body := d.status()
+	byName := map[string]string{}
+	for _, s := range st.Streams {
+		byName[s.Name] = s.LastError
+	}
+	if e := byName["fifo"]; !strings.Contains(e, "not a regular file (a FIFO)") {
+		t.Errorf("fifo stream's error %q does not name the FIFO", e)
+	}
+	if e := byName["hung"]; !strings.Contains(e, "timed out") && !strings.Contains(e, "stalled") {
+		t.Errorf("hung stream's error %q does not say it timed out", e)
+	}
+	var named int
+	for _, e := range st.Errors {
+		if strings.Contains(e.Error, "video.mjpg") || strings.Contains(e.Error, "cam.fifo") {
+			named++
+		}
+	}
+	if named == 0 {
+		t.Errorf("last_errors names neither the hung camera nor the FIFO: %s", body)
+	}
+
+	// Shutdown is not held by the hung camera's open.
+	t0 := time.Now()
+	d.cancel()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if took := time.Since(t0); took > 4*time.Second {
+			t.Errorf("stopping took %v with a hung source, want within shutdown_timeout + 1s (4s)", took)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return within 60s of cancellation")
+	}
+	d.once.Do(func() {})
 }

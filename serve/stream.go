@@ -99,6 +99,14 @@ func (s *stream) fail(err error) {
 	s.mu.Lock()
 	s.lastErr = errEntry{At: time.Now(), Error: err.Error()}
 	s.mu.Unlock()
+	s.sourceFailed(err)
+}
+
+// sourceFailed counts a failure the source recorded itself (an open or
+// reconnect attempt, a read), also while it is still opening: a stream
+// that never opens is in yedge_errors_total and last_errors too. Its
+// /status entry comes from the source's Monitor.
+func (s *stream) sourceFailed(err error) {
 	s.view.addError(errEntry{At: time.Now(), Class: errStream, Error: err.Error()})
 	s.errs.add("stream", s.plan.Name, err)
 }
@@ -114,6 +122,7 @@ func (s *stream) run(ctx context.Context) {
 		minGap = time.Duration(float64(time.Second) / s.plan.FPS)
 	}
 	spec := s.plan.Source
+	s.mon.OnFail = s.sourceFailed
 	spec.Monitor = &s.mon
 	src, err := source.Open(ctx, spec, s.log)
 	if err != nil {

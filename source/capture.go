@@ -39,6 +39,12 @@ type captureSource struct {
 	pos   int64 // frames read from the current video file
 	eof   bool  // a video file without Loop reached its end
 	err   error // sticky terminal error
+	// bg is closed once the goroutine of an abandoned open or read has
+	// returned and closed its capture; nil when none is pending. The next
+	// open waits for it, so that a source never has more than one backend
+	// call in flight: retries of a stalled source do not pile up
+	// goroutines and threads.
+	bg <-chan struct{}
 }
 
 var _ Source = (*captureSource)(nil)
@@ -51,7 +57,7 @@ func openCapture(ctx context.Context, spec Spec, name string, log *slog.Logger) 
 		async: spec.Kind.Live() || spec.ReadTimeout > 0,
 	}
 	if s.spec.Kind == Video {
-		if err := checkPath(s.name, s.spec.URI); err != nil {
+		if err := checkVideoFile(s.name, s.spec.URI); err != nil {
 			return nil, err
 		}
 	}
@@ -83,32 +89,39 @@ func openCapture(ctx context.Context, spec Spec, name string, log *slog.Logger) 
 // healthy camera may take a few seconds to deliver.
 const minOpenTimeout = 5 * time.Second
 
-// open opens a new capture. Live sources open in a goroutine so that ctx
-// (and, with ReadTimeout, a stall of the open itself: a server that sends
-// its headers and then nothing) can interrupt the wait; a capture that
-// opens after that is closed.
+// open opens a new capture, in a goroutine so that ctx (shutdown, a
+// reload) interrupts the wait whatever the backend does; for a live source
+// with ReadTimeout, a stall of the open itself (a server that sends its
+// headers and then nothing) ends it too. A capture that opens after that
+// is closed by the goroutine, and the next open waits for that goroutine
+// first. A network stream that fails is diagnosed: refused, timed out,
+// host not found, or reached but not a video.
 func (s *captureSource) open(ctx context.Context) (*capture, error) {
-	if !s.spec.Kind.Live() {
-		return s.openNow()
+	if err := s.waitBG(ctx); err != nil {
+		return nil, err
 	}
 	type result struct {
 		c   *capture
 		err error
 	}
 	ch := make(chan result, 1)
+	t0 := time.Now()
 	go func() {
 		c, err := s.openNow()
 		ch <- result{c, err}
 	}()
 	var timeout <-chan time.Time
 	limit := max(s.spec.ReadTimeout, minOpenTimeout)
-	if s.spec.ReadTimeout > 0 {
+	if s.spec.Kind.Live() && s.spec.ReadTimeout > 0 {
 		t := time.NewTimer(limit)
 		defer t.Stop()
 		timeout = t.C
 	}
-	drain := func() {
+	abandon := func() {
+		bg := make(chan struct{})
+		s.bg = bg
 		go func() {
+			defer close(bg)
 			if r := <-ch; r.c != nil {
 				r.c.close()
 			}
@@ -116,14 +129,63 @@ func (s *captureSource) open(ctx context.Context) (*capture, error) {
 	}
 	select {
 	case r := <-ch:
+		if r.err != nil && s.spec.Kind == Stream {
+			return nil, s.streamError(ctx, r.err, time.Since(t0))
+		}
 		return r.c, r.err
 	case <-timeout:
-		drain()
+		abandon()
+		if s.spec.Kind == Stream {
+			if cause := diagnose(ctx, s.spec.URI); cause != nil {
+				return nil, s.errorf("opening took longer than %v: %w: %w", limit, cause, ErrStalled)
+			}
+			return nil, s.errorf("opening took longer than %v: the server accepted the connection and sent no video: %w: %w", limit, ErrTimedOut, ErrStalled)
+		}
 		return nil, s.errorf("opening took longer than %v: %w", limit, ErrStalled)
 	case <-ctx.Done():
-		drain()
+		abandon()
 		return nil, ctx.Err()
 	}
+}
+
+// streamError names the cause of a network stream that did not open.
+// took is how long the failed open took: FFmpeg gives up on a server that
+// sends nothing after its socket timeout (ioTimeout).
+func (s *captureSource) streamError(ctx context.Context, openErr error, took time.Duration) error {
+	if ctx.Err() != nil {
+		return openErr
+	}
+	if cause := diagnose(ctx, s.spec.URI); cause != nil {
+		return s.errorf("cannot open stream: %w", cause)
+	}
+	if t := s.ioTimeout(); took >= t*9/10 {
+		return s.errorf("cannot open stream: the server accepted the connection and sent no video within %v: %w", t, ErrTimedOut)
+	}
+	return s.errorf("cannot open stream: the server accepted the connection, but FFmpeg found no video in what it sent (a wrong path, missing credentials, or %w)", ErrNotVideo)
+}
+
+// waitBG waits until the goroutine of an abandoned open or read has
+// returned, or ctx is done.
+func (s *captureSource) waitBG(ctx context.Context) error {
+	if s.bg == nil {
+		return nil
+	}
+	select {
+	case <-s.bg:
+		s.bg = nil
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ioTimeout is the bound FFmpeg's own socket reads get for a network
+// stream: ReadTimeout, or DefaultLiveReadTimeout without one.
+func (s *captureSource) ioTimeout() time.Duration {
+	if s.spec.ReadTimeout > 0 {
+		return s.spec.ReadTimeout
+	}
+	return DefaultLiveReadTimeout
 }
 
 // openNow opens the capture with the backend for the kind. It reads only
@@ -151,11 +213,19 @@ func (s *captureSource) openNow() (*capture, error) {
 		vc, err = gocv.VideoCaptureFileWithAPI(uri, gocv.VideoCaptureV4L2)
 		hint = " (is it a V4L2 capture device, not in use, and readable?)"
 	case Video:
+		if err := checkVideoFile(s.name, uri); err != nil {
+			return nil, err
+		}
 		vc, err = gocv.VideoCaptureFile(uri)
-		hint = " (unsupported or corrupt video file?)"
+		if err != nil || vc == nil || !vc.IsOpened() {
+			closeVC(vc)
+			return nil, fmt.Errorf("source %q: cannot open video: %w (an unsupported or corrupt video file?)", s.name, ErrNotVideo)
+		}
 	case Stream:
-		vc, err = gocv.VideoCaptureFileWithAPI(uri, gocv.VideoCaptureFFmpeg)
-		hint = " with FFmpeg (unreachable, refused, unauthorized, or not a video stream?)"
+		withFFmpegOptions(s.ioTimeout(), func() {
+			vc, err = gocv.VideoCaptureFileWithAPI(uri, gocv.VideoCaptureFFmpeg)
+		})
+		hint = " with FFmpeg"
 	case GStreamer:
 		vc, err = gocv.VideoCaptureFileWithAPI(gstPipeline(uri), gocv.VideoCaptureGstreamer)
 		hint = " with GStreamer (check it with gst-launch-1.0 and the plugins it needs)"
@@ -297,7 +367,10 @@ func (s *captureSource) readOnce(ctx context.Context, dst *gocv.Mat) (bool, erro
 func (s *captureSource) abandon(done <-chan bool) {
 	c := s.cur
 	s.cur = nil
+	bg := make(chan struct{})
+	s.bg = bg
 	go func() {
+		defer close(bg)
 		<-done
 		c.close()
 	}()

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"gocv.io/x/gocv"
@@ -162,7 +161,7 @@ func checkPath(name, path string) error {
 	_, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("source %q: %w", name, syscall.ENOENT)
+		return fmt.Errorf("source %q: %w", name, noSuchFile{})
 	case err != nil:
 		return fmt.Errorf("source %q: %w", name, redactPathError(err))
 	}
@@ -197,6 +196,12 @@ type base struct {
 // read them while Open is still connecting (a live source with Reconnect
 // retries inside Open); its methods are safe for concurrent use.
 type Monitor struct {
+	// OnFail, if set before Open, is called with each failure as it is
+	// recorded: every failed open and reconnect attempt and every failed
+	// read, also while Open is still retrying. It runs on the source's
+	// goroutine and must not block.
+	OnFail func(error)
+
 	up         atomic.Bool
 	reconnects atomic.Int64
 	lastErr    atomic.Pointer[failure]
@@ -234,6 +239,9 @@ func (b *base) fail(err error) {
 	b.mon.up.Store(false)
 	if err != nil {
 		b.mon.lastErr.Store(&failure{err: err, at: time.Now()})
+		if b.mon.OnFail != nil {
+			b.mon.OnFail(err)
+		}
 	}
 }
 

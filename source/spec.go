@@ -21,7 +21,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -226,7 +225,7 @@ func Parse(arg string) (Spec, error) {
 	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return Spec{}, fmt.Errorf("source %q: %w", Redact(uri), syscall.ENOENT)
+		return Spec{}, fmt.Errorf("source %q: %w", Redact(uri), noSuchFile{})
 	case err != nil:
 		return Spec{}, fmt.Errorf("source %q: %w", Redact(uri), redactPathError(err))
 	case fi.IsDir():
