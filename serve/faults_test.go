@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,6 +124,7 @@ type ftStatus struct {
 	Errors []struct {
 		Error string `json:"error"`
 	} `json:"last_errors"`
+	Pending []string `json:"pending_restart"`
 }
 
 func (d *ftDaemon) status() (ftStatus, string) {
@@ -677,4 +679,54 @@ func TestFaultHungSourceHoldsNothing(t *testing.T) {
 		t.Fatal("Run did not return within 60s of cancellation")
 	}
 	d.once.Do(func() {})
+}
+
+// TestFaultReloadPendingAndEmptied: pending_restart lists exactly the
+// restart-only keys that differ from the values the daemon started with
+// (and is empty again once they are reverted), and a reload that removes
+// every sink (a config cut short) warns, naming them.
+func TestFaultReloadPendingAndEmptied(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reloads of the daemon (about 10s)")
+	}
+	dir := t.TempDir()
+	video := filepath.Join(dir, "vtest.avi")
+	ftCopy(t, fixtures.Path(t, "media", "vtest.avi"), video)
+	sink := filepath.Join(dir, "detections.jsonl")
+	models := testdaemon.Models(t, 1)
+	plan := func(listen, extra string) serve.Plan {
+		return testdaemon.Plan(t, fmt.Sprintf("listen: %s\n%s%s", listen, models, extra))
+	}
+	full := fmt.Sprintf("streams:\n  - name: cam\n    uri: %s\n    loop: true\nsinks:\n  - type: jsonl\n    path: %s\n", video, sink)
+	d := ftStart(t, plan("127.0.0.1:0", full))
+	d.waitRising("inference", 2, 60*time.Second, "cam")
+
+	reload := func(p serve.Plan) {
+		t.Helper()
+		if _, err := d.srv.Reload(context.Background(), p); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	pending := func() []string {
+		st, _ := d.status()
+		return st.Pending
+	}
+	reload(plan("127.0.0.1:1", full))
+	if got := pending(); !slices.Equal(got, []string{"listen"}) {
+		t.Errorf("pending_restart after changing listen = %v, want [listen]", got)
+	}
+	reload(plan("127.0.0.1:0", full))
+	if got := pending(); len(got) != 0 {
+		t.Errorf("pending_restart after reverting listen = %v, want none", got)
+	}
+
+	// The config cut short before its sinks (a config without streams
+	// is refused: at least one is required).
+	reload(plan("127.0.0.1:0", fmt.Sprintf("streams:\n  - name: cam\n    uri: %s\n    loop: true\n", video)))
+	logs := d.logs.String()
+	for _, want := range []string{"reload removed every sink", sink} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %q", want)
+		}
+	}
 }

@@ -193,8 +193,8 @@ type Change struct {
 	Int8 bool
 	// Sinks: the sinks changed; they are reopened.
 	Sinks bool
-	// HTTP: the listen address or the server's timeouts changed; the
-	// HTTP server is rebound.
+	// HTTP: a setting that only a restart applies changed (RestartKeys:
+	// the listen address, the HTTP server's timeouts, state_dir).
 	HTTP bool
 	// Settings: shadow, eval, canary, guard, store, request limits, token,
 	// web view or shutdown timeout changed; they apply to the next frame or
@@ -239,10 +239,37 @@ func (p Plan) Diff(next Plan) Change {
 	c.Int8 = p.Models.Int8 != next.Models.Int8
 	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
 	h, nh := p.HTTP, next.HTTP
-	c.HTTP = p.Listen != next.Listen || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.ReadTimeout != nh.ReadTimeout ||
-		h.WriteTimeout != nh.WriteTimeout || h.IdleTimeout != nh.IdleTimeout
+	c.HTTP = len(RestartKeys(p, next)) > 0
+	lifecycle := func(l LifecyclePlan) LifecyclePlan { l.StateDir = ""; return l }
 	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
 		h.EnablePost != nh.EnablePost || h.Token != nh.Token || h.UI != nh.UI || p.ShutdownTimeout != next.ShutdownTimeout ||
-		!reflect.DeepEqual(p.Device, next.Device) || p.Lifecycle != next.Lifecycle || h.MaxModelBytes != nh.MaxModelBytes
+		!reflect.DeepEqual(p.Device, next.Device) || lifecycle(p.Lifecycle) != lifecycle(next.Lifecycle) || h.MaxModelBytes != nh.MaxModelBytes
 	return c
+}
+
+// RestartKeys lists, by their configuration keys, the settings that differ
+// between p and next and that only a restart applies: the listen address,
+// the HTTP server's timeouts (its listener and server are made once) and
+// state_dir (the model store is opened once). A reload keeps the running
+// values of these; /status lists them under pending_restart, compared
+// with the values the daemon started with, so that reverting a change
+// empties the list.
+func RestartKeys(p, next Plan) []string {
+	h, nh := p.HTTP, next.HTTP
+	var keys []string
+	for _, k := range []struct {
+		key  string
+		diff bool
+	}{
+		{"listen", p.Listen != next.Listen},
+		// ReadHeaderTimeout and IdleTimeout follow from read_timeout.
+		{"http.read_timeout", h.ReadTimeout != nh.ReadTimeout || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.IdleTimeout != nh.IdleTimeout},
+		{"http.write_timeout", h.WriteTimeout != nh.WriteTimeout},
+		{"state_dir", p.Lifecycle.StateDir != next.Lifecycle.StateDir},
+	} {
+		if k.diff {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
 }

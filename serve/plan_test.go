@@ -98,3 +98,36 @@ func TestPlanDiffIgnoresLogger(t *testing.T) {
 		t.Errorf("Diff = %+v, want none", c)
 	}
 }
+
+// TestRestartKeys: exactly the restart-only keys that differ are listed,
+// and state_dir is one of them (not a setting a reload applies).
+func TestRestartKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(p *Plan)
+		want []string
+	}{
+		{"nothing", func(p *Plan) {}, nil},
+		{"listen only", func(p *Plan) { p.Listen = "127.0.0.1:9465" }, []string{"listen"}},
+		{"read timeout", func(p *Plan) { p.HTTP.ReadTimeout = time.Minute }, []string{"http.read_timeout"}},
+		{"write timeout", func(p *Plan) { p.HTTP.WriteTimeout = time.Minute }, []string{"http.write_timeout"}},
+		{"state_dir", func(p *Plan) { p.Lifecycle.StateDir = "/var/lib/other" }, []string{"state_dir"}},
+		{"listen and state_dir", func(p *Plan) { p.Listen = ":1"; p.Lifecycle.StateDir = "/x" }, []string{"listen", "state_dir"}},
+		{"a setting", func(p *Plan) { p.Shadow.EveryN = 3 }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			next := basePlan()
+			tc.edit(&next)
+			if got := RestartKeys(basePlan(), next); !slices.Equal(got, tc.want) {
+				t.Errorf("RestartKeys = %v, want %v", got, tc.want)
+			}
+			ch := basePlan().Diff(next)
+			if ch.HTTP != (len(tc.want) > 0) {
+				t.Errorf("Diff.HTTP = %v", ch.HTTP)
+			}
+			if tc.name == "state_dir" && ch.Settings {
+				t.Error("a changed state_dir counted as a setting the reload applies")
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,9 @@ type Server struct {
 	runCtx  context.Context
 	reload  *reloadStatus
 	pending []string // settings that take effect at the next restart
+	// startPlan is the plan the daemon started with: the settings that
+	// only a restart applies (RestartKeys) keep its values.
+	startPlan Plan
 
 	wake       chan struct{}
 	ready      atomic.Bool
@@ -111,7 +115,7 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	}
 	m := metrics.New(o.Version, o.Revision)
 	s := &Server{opts: o, log: log, m: m, errs: &errorLog{m: m}, plan: p, streams: map[string]*stream{},
-		wake: make(chan struct{}, 1), started: time.Now()}
+		wake: make(chan struct{}, 1), started: time.Now(), startPlan: p}
 	s.evals.s = s
 	s.viewCtx, s.stopViews = context.WithCancel(context.Background())
 	m.Watch(s)
@@ -368,9 +372,8 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 			s.log.Warn("device labels not applied", "err", err)
 		}
 	}
-	if ch.HTTP {
-		s.pending = []string{"listen", "http timeouts"}
-	}
+	s.pending = RestartKeys(s.startPlan, next)
+	pending := s.pending
 	s.mu.Unlock()
 	if mods != nil {
 		s.mu.Lock()
@@ -402,11 +405,32 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	if sinks != nil {
 		oldSinks.close(s.log)
 	}
-	if ch.HTTP {
-		s.log.Warn("listen and http timeouts take effect at the next restart", "listening", s.Addr())
+	if ch.HTTP && len(pending) > 0 {
+		s.log.Warn("these settings take effect at the next restart", "keys", pending, "listening", s.Addr())
 	}
+	s.warnEmptied(cur, next)
 	s.recordReload("applied", nil, ch.describe())
 	return ch, nil
+}
+
+// warnEmptied warns, naming what goes, when a reload removes every sink
+// or every stream: a config cut short (an editor saving in place, a
+// half-copied file) is valid YAML that does exactly that.
+func (s *Server) warnEmptied(cur, next Plan) {
+	if len(cur.Sinks) > 0 && len(next.Sinks) == 0 {
+		var gone []string
+		for _, k := range cur.Sinks {
+			gone = append(gone, strings.TrimSpace(k.Type+" "+k.Path))
+		}
+		s.log.Warn("reload removed every sink: detections are no longer written anywhere", "removed", gone)
+	}
+	if len(cur.Streams) > 0 && len(next.Streams) == 0 {
+		var gone []string
+		for _, st := range cur.Streams {
+			gone = append(gone, st.Name)
+		}
+		s.log.Warn("reload removed every stream: nothing is detected until a stream is added", "removed", gone)
+	}
 }
 
 // describe lists what a change touches, for /status and the log.
