@@ -5,8 +5,10 @@
 // by renaming a new one over it, and a Kubernetes ConfigMap volume swaps
 // the "..data" symlink to a new timestamped directory
 // (yedge.yaml -> ..data/yedge.yaml), so the file's own inode never changes.
-// Events are debounced, and the function runs only when the content
-// (SHA-256 of the file, symlinks followed) differs from the last one seen:
+// A symlink's target folder is watched too. Events are debounced, and the
+// function runs only when the content (SHA-256 of the file, symlinks
+// followed) differs from the last one seen and has stayed the same for one
+// more quiet period (a file saved in place is not taken half-written):
 // a burst of events for one update is one call, and an event that leaves
 // the content alone (a touch, the ConfigMap's cleanup of the old directory)
 // is none.
@@ -65,7 +67,33 @@ func WatchWith(ctx context.Context, path string, o Options, onChange func()) err
 	if err := w.Add(filepath.Dir(abs)); err != nil {
 		return err
 	}
+	// A symlink to a file in another folder (a config kept in a
+	// repository, linked from /etc) changes there: watch the target's
+	// folder too, and follow the link when it moves.
+	target := ""
+	follow := func() {
+		t, err := filepath.EvalSymlinks(abs)
+		if err != nil {
+			return
+		}
+		if d := filepath.Dir(t); d != filepath.Dir(abs) && d != target {
+			if target != "" {
+				_ = w.Remove(target)
+			}
+			if err := w.Add(d); err != nil {
+				report(err)
+				return
+			}
+			target = d
+		}
+	}
+	follow()
 	last, _ := digest(abs) // missing now: the first content seen is a change
+	// candidate is new content seen once: it is taken only when a second
+	// look, a quiet Debounce later, finds it unchanged, so that a file
+	// being written in place (truncated, then written in parts) is read
+	// once it has stopped changing, not half-written.
+	var candidate [sha256.Size]byte
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -93,10 +121,17 @@ func WatchWith(ctx context.Context, path string, o Options, onChange func()) err
 				}
 				continue // gone mid-update: the next event brings it back
 			}
-			if d != last {
-				last = d
-				onChange()
+			follow()
+			if d == last {
+				continue
 			}
+			if d != candidate {
+				candidate = d
+				timer.Reset(o.Debounce)
+				continue
+			}
+			last = d
+			onChange()
 		}
 	}
 }

@@ -161,3 +161,47 @@ func TestWatchMissingDir(t *testing.T) {
 		t.Fatal("Watch on a missing directory: no error")
 	}
 }
+
+// TestWatchSymlinkToOtherFolder: the watched path is a symlink to a file
+// in another folder (a config kept elsewhere, linked from /etc); editing
+// the target in place is seen.
+func TestWatchSymlinkToOtherFolder(t *testing.T) {
+	real, etc := t.TempDir(), t.TempDir()
+	target := filepath.Join(real, "config.yaml")
+	write(t, target, "a: 1\n")
+	link := filepath.Join(etc, "yedge.yaml")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	calls, _ := start(t, link)
+	write(t, target, "a: 2\n")
+	wantCall(t, calls, "editing the symlink's target in its own folder")
+}
+
+// TestWatchWaitsForWriteToSettle: a file saved in place in two parts,
+// with a pause longer than the debounce between them (an editor writing
+// a large file, a slow copy), is one change, seen once complete, not a
+// change to the half-written file and then another.
+func TestWatchWaitsForWriteToSettle(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "yedge.yaml")
+	write(t, path, "a: 1\nb: 1\n")
+	calls, n := start(t, path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("a: 2\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(debounce * 3 / 2)
+	if _, err := f.WriteString("b: 2\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	wantCall(t, calls, "the file written in two parts")
+	wantNoCall(t, calls, "the complete file, seen once")
+	if got := n.Load(); got != 1 {
+		t.Errorf("%d calls, want 1", got)
+	}
+}
