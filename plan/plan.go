@@ -12,6 +12,7 @@ package plan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
@@ -298,6 +300,25 @@ func (d *Daemon) Background(log *slog.Logger) func(ctx context.Context, progress
 		f, _, err := modelFile(path)
 		return f, err
 	}
+}
+
+// CheckFolders checks the folders the daemon will use as it will use
+// them, without writing: state_dir can hold the model store (a writable
+// folder, or one that can be made), and the calibration folder of
+// model.quantize has images. It is what `yedge config check` adds to the
+// config's own validation; the daemon meets the same conditions later,
+// when it opens the store or calibrates.
+func (d *Daemon) CheckFolders() error {
+	var errs []error
+	if dir := d.Serve.Lifecycle.StateDir; dir != "" {
+		errs = append(errs, modelstore.CheckDir(dir))
+	}
+	if q := d.Quantize; q != nil {
+		if _, err := calib.ImagePaths(q.Calib, q.Images); err != nil {
+			errs = append(errs, fmt.Errorf("model.quantize.calib: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Summary describes the plan in one line for `yedge config check`.

@@ -69,6 +69,9 @@ func checkConfig(c *cobra.Command, g *globalFlags, path string) error {
 		}
 		return withCode(exitUsage, fmt.Errorf("%s: %d %s", path, len(problems), noun))
 	}
+	if err := d.CheckFolders(); err != nil {
+		return withCode(exitUsage, fmt.Errorf("%s: %w", path, err))
+	}
 	if _, err := initLibrary(d.Library, d.LibraryConfig); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,4 +83,95 @@ func TestConfigCheck(t *testing.T) {
 	if r.code != exitUsage || !strings.Contains(r.stderr, "nope.yaml") {
 		t.Errorf("missing file: exit %d\n%s", r.code, r.stderr)
 	}
+}
+
+// TestConfigCheckFolders: config check meets the folders as the daemon
+// will: a state_dir that is a file or read-only, and a quantize.calib
+// folder without images, are refused (exit 2) with the key named; good
+// folders pass.
+func TestConfigCheckFolders(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "yolov5n.onnx")
+	video := filepath.Join(dir, "vtest.avi")
+	for from, to := range map[string]string{fixtures.Model(t, "yolov5n.onnx"): model, fixtures.Path(t, "media", "vtest.avi"): video} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	calib := mkdir("calib")
+	img, err := os.ReadFile(filepath.Join(fixtures.SharedDir(), "datasets", "coco-calib128", "images", firstImage(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(calib, "a.jpg"), img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noImages := mkdir("no-images")
+	if err := os.WriteFile(filepath.Join(noImages, "README.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "state-file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	readOnly := mkdir("read-only")
+	if os.Geteuid() == 0 {
+		// Root writes through mode bits: a read-only mount refuses it.
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", readOnly).CombinedOutput(); err != nil {
+			t.Fatalf("mount a read-only tmpfs: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("umount", readOnly).Run() })
+	} else if err := os.Chmod(readOnly, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, state, calib string
+		want               string // in stderr; "" : ok
+	}{
+		{"good folders", filepath.Join(dir, "state", "new"), calib, ""},
+		{"state_dir is a file", file, calib, "is a file, not a folder"},
+		{"state_dir read-only", readOnly, calib, "read-only"},
+		{"state_dir under a read-only folder", filepath.Join(readOnly, "yedge"), calib, "cannot be made"},
+		{"calib folder without images", filepath.Join(dir, "state", "x"), noImages, "model.quantize.calib: calibration folder"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "yedge.yaml")
+			yaml := fmt.Sprintf("model:\n  fp32: %s\n  quantize:\n    calib: %s\n    cache_dir: %s\nstreams:\n  - name: a\n    uri: %s\nstate_dir: %s\n",
+				model, tc.calib, filepath.Join(dir, "cache"), video, tc.state)
+			if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := yedge(t, nil, "config", "check", cfg)
+			if tc.want == "" {
+				if r.code != exitOK {
+					t.Errorf("exit %d, want 0\n%s", r.code, r.stderr)
+				}
+				return
+			}
+			if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, want %d and %q in\n%s", r.code, exitUsage, tc.want, r.stderr)
+			}
+		})
+	}
+}
+
+// firstImage is the name of the first calibration image of the fixtures.
+func firstImage(t *testing.T) string {
+	t.Helper()
+	es, err := os.ReadDir(filepath.Join(fixtures.SharedDir(), "datasets", "coco-calib128", "images"))
+	if err != nil || len(es) == 0 {
+		t.Fatalf("calibration images: %v", err)
+	}
+	return es[0].Name()
 }

@@ -40,6 +40,17 @@ func NewImageInputs(dir string, limit, h, w int) (*ImageInputs, error) {
 	if err := pipeline.CheckInputSize(1, h, w); err != nil {
 		return nil, err
 	}
+	paths, err := ImagePaths(dir, limit)
+	if err != nil {
+		return nil, err
+	}
+	return &ImageInputs{paths: paths, lb: preprocess.New(w, h), h: h, w: w, corrupt: map[int]bool{}, skipped: map[int]bool{}}, nil
+}
+
+// ImagePaths lists the calibration images of dir, sorted, at most limit
+// of them (0: all): the images NewImageInputs reads. A folder that cannot
+// be read, or has no image, is an error naming it.
+func ImagePaths(dir string, limit int) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("calibration folder %q: %w", dir, err)
@@ -57,7 +68,7 @@ func NewImageInputs(dir string, limit, h, w int) (*ImageInputs, error) {
 	if limit > 0 && len(paths) > limit {
 		paths = paths[:limit]
 	}
-	return &ImageInputs{paths: paths, lb: preprocess.New(w, h), h: h, w: w, corrupt: map[int]bool{}, skipped: map[int]bool{}}, nil
+	return paths, nil
 }
 
 // Len returns the number of images.
