@@ -245,6 +245,11 @@ func execute(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "yedge: "+strings.TrimSpace(err.Error()))
+	// A signal that cut a step short is an interruption, whatever the
+	// step would have called its failure (a source still opening: 5).
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return exitInterrupted
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
