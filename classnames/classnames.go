@@ -10,12 +10,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/yedge/yedge/internal/fsx"
 )
 
 // MaxClasses bounds class ids, so that a malformed file cannot make a
@@ -68,10 +69,15 @@ func ParseMetadata(s string) ([]string, error) {
 	return nil, fmt.Errorf("names: want a dict or list literal, got %.40q", s)
 }
 
+// MaxNames bounds the names of a names file: far more classes than any
+// detector has, far fewer than a wrong file (a log, a word list) holds.
+const MaxNames = 10000
+
 // LoadFile reads class names from a YAML file with a `names` key (see
-// ParseYAML) or from a text file with one name per line.
+// ParseYAML) or from a text file with one name per line, at most
+// fsx.MaxNamesBytes and MaxNames of them.
 func LoadFile(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsx.ReadFile(path, fsx.MaxNamesBytes)
 	if err != nil {
 		return nil, fmt.Errorf("names file: %w", err)
 	}
@@ -80,12 +86,18 @@ func LoadFile(path string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("names file %q: %w", path, err)
 		}
+		if len(names) > MaxNames {
+			return nil, fmt.Errorf("names file %q has %d names, more than %d: is it a names file?", path, len(names), MaxNames)
+		}
 		return names, nil
 	}
 	var out []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		if l := strings.TrimSpace(sc.Text()); l != "" {
+			if len(out) == MaxNames {
+				return nil, fmt.Errorf("names file %q has more than %d names: is it a names file?", path, MaxNames)
+			}
 			out = append(out, l)
 		}
 	}

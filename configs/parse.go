@@ -17,6 +17,7 @@ import (
 
 	"github.com/agnivade/levenshtein"
 
+	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
 	"github.com/yedge/yedge/source"
@@ -36,7 +37,7 @@ const (
 // with defaults), resolves its relative paths against the file's directory,
 // and validates it ([Config.Validate]).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsx.ReadFile(path, fsx.MaxConfigBytes)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {

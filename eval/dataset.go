@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/yedge/yedge/classnames"
+	"github.com/yedge/yedge/internal/fsx"
 )
 
 // Box is an axis-aligned box in pixels, with X1 <= X2 and Y1 <= Y2.
@@ -122,7 +123,7 @@ func LoadDataset(dir string) (*Dataset, error) {
 // readDataYAML returns the class names declared in a data.yaml file, or nil
 // when the file does not exist.
 func readDataYAML(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsx.ReadFile(path, fsx.MaxLabelBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

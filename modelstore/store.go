@@ -19,6 +19,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/yedge/yedge/internal/fsx"
 )
 
 // Entry is one model of the store.
@@ -76,7 +78,7 @@ func Open(dir string, keep int) (*Store, error) {
 // load reads the index (none yet: empty).
 func (s *Store) load() error {
 	s.idx = Index{}
-	b, err := os.ReadFile(s.indexPath())
+	b, err := fsx.ReadFile(s.indexPath(), fsx.MaxIndexBytes)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:

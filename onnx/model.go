@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/onnx/onnxpb"
 )
 
@@ -57,7 +58,7 @@ func (e *msgError) Unwrap() error { return e.err }
 // references; [Inspect] reports them. The SHA-256 of the file bytes is
 // recorded and returned by [Model.SHA256].
 func Load(path string) (*Model, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsx.ReadFile(path, fsx.MaxModelBytes)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, &msgError{msg: fmt.Sprintf("model file %q: no such file", path), err: err}

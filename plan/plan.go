@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/pipeline"
@@ -188,7 +189,7 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost,
 		UI: *hc.UI}
 	if hc.TokenFile != "" {
-		b, err := os.ReadFile(hc.TokenFile)
+		b, err := fsx.ReadFile(hc.TokenFile, fsx.MaxSecretBytes)
 		if err != nil {
 			return nil, fmt.Errorf("http.token_file: %w", err)
 		}

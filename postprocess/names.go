@@ -29,8 +29,8 @@ func ResolveNames(metadata map[string]string, namesFile string, classes int) ([]
 		if err != nil {
 			return nil, "", err
 		}
-		if len(n) < classes {
-			return nil, "", fmt.Errorf("names file %q has %d names, the model has %d classes", namesFile, len(n), classes)
+		if len(n) != classes {
+			return nil, "", fmt.Errorf("names file %q has %d names, the model has %d classes: give one name per class", namesFile, len(n), classes)
 		}
 		return n, namesFile, nil
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/yedge/yedge/internal/fsx"
 )
 
 // CacheVersion is the calibration cache format version written by Save
@@ -39,7 +41,7 @@ type Cache struct {
 // LoadCache reads and validates the calibration cache at path. Errors name
 // the file; a missing file's error wraps fs.ErrNotExist.
 func LoadCache(path string) (*Cache, error) {
-	data, err := os.ReadFile(path)
+	data, err := fsx.ReadFile(path, fsx.MaxCacheBytes)
 	if err != nil {
 		return nil, fmt.Errorf("calibration cache: %w", err)
 	}

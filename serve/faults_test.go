@@ -217,7 +217,9 @@ shutdown_timeout: 5s
 	})
 	// FFmpeg's own socket timeout (the read timeout) usually ends the open
 	// first ("sent no video within 1s"); else the open's bound does.
-	stallErr := func(e string) bool { return strings.Contains(e, "opening took longer") || strings.Contains(e, "sent no video") }
+	stallErr := func(e string) bool {
+		return strings.Contains(e, "opening took longer") || strings.Contains(e, "sent no video")
+	}
 	if st, _ := d.status(); len(st.Streams) != 1 || st.Streams[0].Up || !stallErr(st.Streams[0].LastError) {
 		t.Errorf("stream status during an open stall: %+v", st.Streams)
 	}

@@ -111,3 +111,57 @@ func yedgeDeadline(t *testing.T, d time.Duration, args ...string) result {
 	}
 	return result{code, so.String(), se.String()}
 }
+
+// TestUnboundedReadsRefused: every file the CLI reads whole is bounded:
+// /dev/zero, /dev/urandom and FIFOs given as a model, names file,
+// calibration cache or output end at once with a one-line error naming
+// the file (no "out of memory" crash, no hang), and a names file of 100k
+// lines, or one that does not match the model's classes, is refused.
+func TestUnboundedReadsRefused(t *testing.T) {
+	model := fixtures.Model(t, "yolov5n.onnx")
+	video := fixtures.Path(t, "media", "vtest.avi")
+	calib := fixtures.Path(t, "datasets", "coco-calib128", "images")
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "x.fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge.names")
+	if err := os.WriteFile(huge, []byte(strings.Repeat("x\n", 100000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	three := filepath.Join(dir, "three.names")
+	if err := os.WriteFile(three, []byte("person\ncar\ndog\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	detect := func(extra ...string) []string {
+		return append([]string{"detect", "--model", model, "--source", video, "--max-frames", "1", "--out", filepath.Join(dir, "d.jsonl")}, extra...)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"inspect /dev/urandom", []string{"inspect", "/dev/urandom"}, "/dev/urandom: not a regular file (a character device)"},
+		{"inspect FIFO", []string{"inspect", fifo}, "not a regular file (a FIFO)"},
+		{"model /dev/zero", []string{"detect", "--model", "/dev/zero", "--source", video, "--max-frames", "1"}, "/dev/zero"},
+		{"names /dev/zero", detect("--names", "/dev/zero"), "names file: /dev/zero: not a regular file"},
+		{"names FIFO", detect("--names", fifo), "names file: " + fifo + ": not a regular file (a FIFO)"},
+		{"names 100k lines", detect("--names", huge), "more than 10000 names"},
+		{"names count mismatch", detect("--names", three), "has 3 names, the model has 80 classes"},
+		{"out FIFO", []string{"detect", "--model", model, "--source", video, "--max-frames", "1", "--out", fifo}, "not a regular file (a FIFO)"},
+		{"calib cache /dev/zero", []string{"quantize", "--model", model, "--calib", calib, "--calib-cache", "/dev/zero", "--out", filepath.Join(dir, "q.onnx")},
+			"calibration cache: /dev/zero: not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := yedgeDeadline(t, 120*time.Second, tc.args...)
+			last := strings.TrimSpace(r.stderr)
+			if i := strings.LastIndexByte(last, '\n'); i >= 0 {
+				last = last[i+1:]
+			}
+			if r.code == exitOK || !strings.HasPrefix(last, "yedge: ") || !strings.Contains(last, tc.want) || strings.Contains(r.stderr, "fatal error") {
+				t.Errorf("exit %d, want a failure whose last line says %q\n%s", r.code, tc.want, r.stderr)
+			}
+		})
+	}
+}

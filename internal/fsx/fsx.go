@@ -1,5 +1,7 @@
-// Package fsx holds the one rule every yedge command follows before writing
-// an output file: never overwrite or remove a file the user gave as input.
+// Package fsx holds the rules every yedge command follows around files:
+// before writing an output file, never overwrite or remove a file the user
+// gave as input, nor open a FIFO; and read a file whole only when it is a
+// regular file within its kind's size limit (ReadFile).
 // Files are compared by identity (device and inode, after following
 // symbolic links), not by spelling, so "m.onnx", "./m.onnx",
 // "sub/../m.onnx", an absolute path, a symbolic link and a hard link to the
@@ -9,6 +11,7 @@ package fsx
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -40,6 +43,11 @@ var ErrInputOverwrite = errors.New("would overwrite an input")
 func RefuseOverwrite(out string, inputs ...string) error {
 	if out == "" {
 		return nil
+	}
+	// An existing FIFO or socket would block the open until a reader
+	// came, deaf to signals; a character device (/dev/null) is fine.
+	if fi, err := os.Stat(out); err == nil && (fi.Mode()&(fs.ModeNamedPipe|fs.ModeSocket) != 0) {
+		return fmt.Errorf("output %q: %w (%s)", out, ErrNotRegular, fileType(fi.Mode()))
 	}
 	for _, in := range inputs {
 		if in == "" {

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/yedge/yedge/internal/fsx"
 )
 
 // DefaultDebounce is the quiet time Watch waits after the last event.
@@ -138,7 +140,7 @@ func WatchWith(ctx context.Context, path string, o Options, onChange func()) err
 
 // digest returns the SHA-256 of the file at path, symlinks followed.
 func digest(path string) ([sha256.Size]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsx.ReadFile(path, fsx.MaxConfigBytes)
 	if err != nil {
 		return [sha256.Size]byte{}, err
 	}
