@@ -113,6 +113,18 @@ func TestLoadProblems(t *testing.T) {
 			marker: "zzzzzzzz",
 		},
 		{
+			name:   "key with no value",
+			edit:   func(s string) string { return strings.Replace(s, "  every_n: 10", "  every_n:", 1) },
+			want:   []string{"shadow.every_n: has no value: give one, or leave the key out for its default"},
+			marker: "every_n:",
+		},
+		{
+			name:   "stream key with no value",
+			edit:   func(s string) string { return strings.Replace(s, "    fps: 5", "    fps:", 1) },
+			want:   []string{"streams[1].fps: has no value"},
+			marker: "fps:",
+		},
+		{
 			name:   "bad interpolation",
 			edit:   func(s string) string { return strings.Replace(s, "model:\n", "model:\n  interp: cubic\n", 1) },
 			want:   []string{`model.interp: interpolation "cubic": must be one of area, linear, auto`},

@@ -79,8 +79,19 @@ func parse(data []byte, name, base string) (c *Config, err error) {
 	if err != nil {
 		return nil, err
 	}
-	pos := positions{lines: map[string]int{}, tags: map[string]string{}, values: map[string]string{}}
+	var empty []*Problem
+	pos := positions{lines: map[string]int{}, tags: map[string]string{}, values: map[string]string{}, empty: &empty}
 	pos.record(root, "", 0)
+	// A key with no value is an error, not its default: a value lost in
+	// an edit ("fps:") must not pass silently as the default.
+	if len(empty) > 0 {
+		errs := make([]error, len(empty))
+		for i, p := range empty {
+			p.File = file
+			errs[i] = p
+		}
+		return nil, errors.Join(errs...)
+	}
 	// Strictness is yaml.v3's: unknown keys, duplicate keys and values of
 	// the wrong type are its errors, rewritten to name the key path.
 	if err := pos.fractions(file); err != nil {
@@ -214,6 +225,8 @@ type positions struct {
 	lines  map[string]int
 	tags   map[string]string
 	values map[string]string
+	// empty are the keys written with no value ("every_n:"), in order.
+	empty *[]*Problem
 }
 
 // maxDepth bounds the recursion through aliases.
@@ -240,6 +253,10 @@ func (p positions) record(n *yaml.Node, path string, depth int) {
 			kp := join(path, k.Value)
 			if _, seen := p.lines[kp]; !seen && !isNull(v) {
 				p.lines[kp] = k.Line
+			}
+			if isNull(v) && v.Value == "" && p.empty != nil {
+				*p.empty = append(*p.empty, &Problem{Line: k.Line, Path: kp,
+					Msg: "has no value: give one, or leave the key out for its default"})
 			}
 			p.record(v, kp, depth+1)
 		}
