@@ -113,6 +113,26 @@ func TestLoadProblems(t *testing.T) {
 			marker: "zzzzzzzz",
 		},
 		{
+			name:   "sink on the store's index",
+			edit:   func(s string) string { return s + "state_dir: {{dir}}/out\n" },
+			want:   []string{"sinks[0].path:", "is inside state_dir", "the model store's folder"},
+			marker: "path: {{dir}}/out/det.jsonl",
+		},
+		{
+			name: "sink on a store model, spelled with ..",
+			edit: func(s string) string {
+				return strings.Replace(s, "path: {{dir}}/out/det.jsonl", "path: {{dir}}/out/../out/models/x.onnx", 1) + "state_dir: {{dir}}/out\n"
+			},
+			want: []string{"sinks[0].path:", "is inside state_dir"},
+		},
+		{
+			name: "quantize cache inside state_dir",
+			edit: func(s string) string {
+				return strings.Replace(s, "  int8: {{dir}}/int8.onnx\n", "  quantize:\n    calib: {{dir}}/out\n    cache_dir: {{dir}}/out/cache\n", 1) + "state_dir: {{dir}}/out\n"
+			},
+			want: []string{"model.quantize.cache_dir:", "is inside state_dir"},
+		},
+		{
 			name:   "key with no value",
 			edit:   func(s string) string { return strings.Replace(s, "  every_n: 10", "  every_n:", 1) },
 			want:   []string{"shadow.every_n: has no value: give one, or leave the key out for its default"},

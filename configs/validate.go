@@ -276,6 +276,7 @@ func (v *validator) model() {
 			v.add("model.quantize.cache_dir", "required when model.quantize is set: the folder of the calibration cache and the produced int8 model")
 		} else {
 			v.notFile("model.quantize.cache_dir", q.CacheDir)
+			v.outsideState("model.quantize.cache_dir", q.CacheDir)
 		}
 	}
 	if _, _, err := pipeline.ParseSize(m.ImgSize); err != nil {
@@ -304,6 +305,7 @@ func (v *validator) provider() {
 	v.num("provider.tensorrt.workspace_mb", "provider.tensorrt.workspace_mb", float64(t.WorkspaceMB))
 	if t.CacheDir != "" {
 		v.notFile("provider.tensorrt.cache_dir", t.CacheDir)
+		v.outsideState("provider.tensorrt.cache_dir", t.CacheDir)
 	}
 }
 
@@ -398,6 +400,14 @@ func (v *validator) eval() {
 	v.num("eval.images", "eval.images", float64(e.Images))
 }
 
+// outsideState refuses a folder the daemon writes into (a cache) inside
+// state_dir, the model store's folder, which only the store writes.
+func (v *validator) outsideState(key, dir string) {
+	if sd := v.c.StateDir; sd != "" && fsx.Within(dir, sd) {
+		v.add(key, "%q is inside state_dir %q (the model store's folder): use another folder", dir, sd)
+	}
+}
+
 func (v *validator) sinks() {
 	paths := map[string]int{}
 	stdout := -1
@@ -419,6 +429,11 @@ func (v *validator) sinks() {
 				v.add(p+".path", "sinks[%d] writes %q too", j, s.Path)
 			} else {
 				paths[filepath.Clean(s.Path)] = i
+			}
+			// The model store's folder is the daemon's alone: a sink there
+			// would overwrite its index or a model.
+			if sd := v.c.StateDir; sd != "" && fsx.Within(s.Path, sd) {
+				v.add(p+".path", "%q is inside state_dir %q (the model store's folder): write detections elsewhere", s.Path, sd)
 			}
 			// A sink rotates and truncates its file: never one the daemon reads.
 			for _, in := range v.c.inputs() {

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // SameFile reports whether paths a and b name the same existing file (the
@@ -58,4 +59,36 @@ func RefuseOverwrite(out string, inputs ...string) error {
 		}
 	}
 	return nil
+}
+
+// Within reports whether path is dir itself or lies under it. Both are
+// compared as absolute paths with the symbolic links of their existing
+// parts resolved, so a path that does not exist yet (a sink's file) is
+// placed where it would be made.
+func Within(path, dir string) bool {
+	p, d := resolve(path), resolve(dir)
+	if p == "" || d == "" {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// resolve returns path made absolute, with the symbolic links of its
+// longest existing prefix resolved; "" when it cannot be made absolute.
+func resolve(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	rest := ""
+	for cur := abs; ; cur = filepath.Dir(cur) {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if cur == filepath.Dir(cur) {
+			return abs
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+	}
 }

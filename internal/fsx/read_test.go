@@ -64,3 +64,31 @@ func TestRefuseOverwriteFIFO(t *testing.T) {
 		t.Errorf("RefuseOverwrite(/dev/null) = %v, want nil", err)
 	}
 }
+
+func TestWithin(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(filepath.Join(state, "models"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(state, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		want bool
+	}{
+		{filepath.Join(state, "index.json"), true},
+		{filepath.Join(state, "models", "a.onnx"), true},
+		{state, true},
+		{filepath.Join(link, "index.json"), true},                  // through a symlink
+		{filepath.Join(dir, "x", "..", "state", "new", "a"), true}, // not yet made, spelled with ..
+		{filepath.Join(dir, "state-other", "det.jsonl"), false},    // a sibling with the same prefix
+		{filepath.Join(dir, "det.jsonl"), false},
+	} {
+		if got := Within(tc.path, state); got != tc.want {
+			t.Errorf("Within(%q, state) = %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}
