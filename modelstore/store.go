@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,9 @@ type Store struct {
 	dir  string
 	keep int
 	idx  Index
+	// opened says what Open repaired: leftovers of interrupted writes
+	// removed, an index rebuilt.
+	opened []string
 }
 
 // mu serializes every store operation in the process; each one reads the
@@ -61,7 +65,12 @@ type Store struct {
 // the daemon's) stay consistent.
 var mu sync.Mutex
 
-// Open opens (creating) the store in dir, keeping keep models (>= 1).
+// Open opens (creating) the store in dir, keeping keep models (>= 1). It
+// removes the leftovers of writes a crash interrupted (.incoming-* and
+// .tmp-* files), rebuilds an index that cannot be read from the model
+// files whose content matches their name (the damaged index is kept
+// beside it as index.json.damaged), and applies the keep limit; Repairs
+// says what it did.
 func Open(dir string, keep int) (*Store, error) {
 	s := &Store{dir: dir, keep: max(keep, 1)}
 	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o755); err != nil {
@@ -69,11 +78,37 @@ func Open(dir string, keep int) (*Store, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	for _, pattern := range []string{filepath.Join(dir, "models", ".incoming-*"), filepath.Join(dir, ".tmp-*"), filepath.Join(dir, "models", ".tmp-*")} {
+		left, _ := filepath.Glob(pattern)
+		for _, f := range left {
+			if err := os.Remove(f); err == nil {
+				s.opened = append(s.opened, "removed "+f+", left by an interrupted write")
+			}
+		}
+	}
 	if err := s.load(); err != nil {
-		return nil, err
+		if !errors.Is(err, errDamaged) {
+			return nil, err
+		}
+		if err := s.rebuild(err); err != nil {
+			return nil, err
+		}
+	}
+	before := len(s.idx.Models)
+	s.prune("")
+	if len(s.idx.Models) < before {
+		if err := s.save(); err != nil {
+			return nil, fmt.Errorf("model store: %w", err)
+		}
 	}
 	return s, nil
 }
+
+// Repairs lists what Open repaired, for the caller to log.
+func (s *Store) Repairs() []string { return slices.Clone(s.opened) }
+
+// errDamaged is wrapped by load's error for an index that is not JSON.
+var errDamaged = errors.New("damaged index")
 
 // load reads the index (none yet: empty).
 func (s *Store) load() error {
@@ -85,10 +120,59 @@ func (s *Store) load() error {
 		return fmt.Errorf("model store: %w", err)
 	default:
 		if err := json.Unmarshal(b, &s.idx); err != nil {
-			return fmt.Errorf("model store %s: %w", s.indexPath(), err)
+			s.idx = Index{}
+			return fmt.Errorf("model store %s: %w: %w", s.indexPath(), errDamaged, err)
 		}
 	}
 	return nil
+}
+
+// rebuild replaces a damaged index (kept as index.json.damaged) with one
+// of the model files whose SHA-256 matches their name, oldest first; the
+// promotion history is lost (nothing is promoted until a canary passes).
+func (s *Store) rebuild(cause error) error {
+	if err := os.Rename(s.indexPath(), s.indexPath()+".damaged"); err != nil {
+		return fmt.Errorf("model store: %w (and keeping it aside failed: %w)", cause, err)
+	}
+	files, _ := filepath.Glob(filepath.Join(s.dir, "models", "*.onnx"))
+	type found struct {
+		e  Entry
+		at time.Time
+	}
+	var ok []found
+	for _, f := range files {
+		sha := strings.TrimSuffix(filepath.Base(f), ".onnx")
+		got, err := fileSHA256(f)
+		fi, serr := os.Stat(f)
+		if err != nil || serr != nil || got != sha {
+			continue // not verifiable: left alone, not indexed
+		}
+		ok = append(ok, found{Entry{SHA256: sha, Source: "recovered", Added: fi.ModTime().UTC()}, fi.ModTime()})
+	}
+	slices.SortFunc(ok, func(a, b found) int { return a.at.Compare(b.at) })
+	for _, f := range ok {
+		s.idx.Models = append(s.idx.Models, f.e)
+	}
+	if err := s.save(); err != nil {
+		return fmt.Errorf("model store: rebuilding the index: %w", err)
+	}
+	s.opened = append(s.opened, fmt.Sprintf("rebuilt the index from %d verified models (%v; the damaged one kept as %s)",
+		len(ok), cause, filepath.Base(s.indexPath())+".damaged"))
+	return nil
+}
+
+// fileSHA256 is the hex SHA-256 of a file's content.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // lock takes the store lock and reads the index again.
@@ -125,21 +209,31 @@ func (s *Store) Add(r io.Reader, source, madeFrom string) (sha, path string, err
 	h := sha256.New()
 	if _, err = io.Copy(io.MultiWriter(tmp, h), r); err != nil {
 		tmp.Close()
-		return "", "", err
+		return "", "", err // the reader's error, or the store's (*fs.PathError)
 	}
 	if err = tmp.Sync(); err != nil {
 		tmp.Close()
-		return "", "", err
+		return "", "", fmt.Errorf("model store: %w", err)
 	}
 	if err = tmp.Close(); err != nil {
-		return "", "", err
+		return "", "", fmt.Errorf("model store: %w", err)
 	}
 	sha = hex.EncodeToString(h.Sum(nil))
 	path = s.Path(sha)
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return "", "", fmt.Errorf("model store: %w", err)
 	}
+	// A new model that cannot be indexed is not kept: no file in the
+	// store without its entry.
+	unkeep := func() {
+		if !existed {
+			_ = os.Remove(path)
+		}
+	}
 	if err = s.lock(); err != nil {
+		unkeep()
 		return "", "", err
 	}
 	defer mu.Unlock()
@@ -150,7 +244,29 @@ func (s *Store) Add(r io.Reader, source, madeFrom string) (sha, path string, err
 	} else {
 		s.idx.Models = append(s.idx.Models, Entry{SHA256: sha, Source: source, MadeFrom: madeFrom, Added: time.Now().UTC()})
 	}
-	return sha, path, s.save()
+	// The limit holds at all times, rejected and failed models included,
+	// not only once a model is promoted.
+	s.prune(sha)
+	if err = s.save(); err != nil {
+		unkeep()
+		return "", "", fmt.Errorf("model store: writing the index: %w", err)
+	}
+	return sha, path, nil
+}
+
+// Remove deletes sha from the store (its file, its rejection record and
+// its index entry): a model refused before it was ever offered.
+func (s *Store) Remove(sha string) error {
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer mu.Unlock()
+	if i := s.find(sha); i >= 0 {
+		s.idx.Models = slices.Delete(s.idx.Models, i, i+1)
+	}
+	_ = os.Remove(s.Path(sha))
+	_ = os.Remove(filepath.Join(s.dir, "models", sha+".rejected.json"))
+	return s.save()
 }
 
 // AddFile adds a file (see Add).

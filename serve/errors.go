@@ -16,6 +16,7 @@ const (
 	errSink   = "sink"   // a sink write failed
 	errReload = "reload" // a reload was rejected
 	errEval   = "eval"   // an evaluation failed
+	errStore  = "store"  // the model store failed (a write, its index)
 )
 
 // errEntry is one error in /status: Error reads "CLASS WHERE: cause".

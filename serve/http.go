@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/yedge/yedge/metrics"
+	"github.com/yedge/yedge/onnx"
 )
 
 // maxScrapesInFlight bounds concurrent /metrics scrapes. A scrape costs a
@@ -68,7 +70,12 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	case up == 0:
 		http.Error(w, "not ready: no stream is up", http.StatusServiceUnavailable)
 	default:
-		_, _ = io.WriteString(w, "ready\n")
+		msg := "ready\n"
+		if err := s.storeErr(); err != nil {
+			// Detection runs; model pushes do not: say so, ready still.
+			msg += "model store: " + err.Error() + "\n"
+		}
+		_, _ = io.WriteString(w, msg)
 	}
 }
 
@@ -186,9 +193,15 @@ func bodyError(w http.ResponseWriter, err error) {
 }
 
 // handlePushModel receives an int8 ONNX model (the body, at most
-// http.max_model_bytes), writes it atomically into the model store by its
-// content hash, and runs it as a canary in the background: loaded and
-// warmed up beside the serving model, promoted only if it passes.
+// http.max_model_bytes, arriving at least pushMinBytes every
+// pushRateWindow), writes it once, atomically, into the model store by its
+// content hash, checks that it parses as ONNX, and runs it as a canary in
+// the background: loaded and warmed up beside the serving model, promoted
+// only if it passes. The lifecycle is taken before the body is read, so a
+// push refused because another model is being prepared writes nothing.
+// A body that is not a model is 400 and leaves nothing in the store; a
+// store that cannot write is 507 (no space) or 500, logged and in
+// last_errors.
 func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(w, r) {
 		return
@@ -196,25 +209,102 @@ func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
 	st := s.life.store
 	if st == nil {
 		_, _ = io.Copy(io.Discard, r.Body)
-		http.Error(w, "no model store (state_dir)", http.StatusConflict)
+		msg := "no model store (state_dir)"
+		if err := s.storeErr(); err != nil {
+			msg += ": " + err.Error()
+		}
+		http.Error(w, msg, http.StatusConflict)
 		return
 	}
-	if s.life.busy.Load() {
+	if !s.life.busy.CompareAndSwap(false, true) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		http.Error(w, errBusy.Error(), http.StatusConflict)
 		return
 	}
-	sha, path, err := st.Add(r.Body, "push", "")
+	started := false
+	defer func() {
+		if !started {
+			s.life.busy.Store(false)
+		}
+	}()
+	body := &rateReader{r: r.Body, rc: http.NewResponseController(w)}
+	body.extend()
+	sha, path, err := st.Add(body, "push", "")
 	if err != nil {
-		bodyError(w, err)
+		if body.err != nil && errors.Is(err, body.err) {
+			bodyError(w, err)
+			return
+		}
+		s.storeFailed(w, "writing a pushed model", err)
 		return
 	}
-	if err := s.offer(ModelFile{Path: path, SHA256: sha}, "push"); err != nil {
+	if _, err := onnx.Load(path); err != nil {
+		if rerr := st.Remove(sha); rerr != nil {
+			s.log.Warn("model store: a refused push not removed", "sha256", short(sha), "err", rerr)
+		}
+		s.log.Warn("pushed model refused", "sha256", short(sha), "err", err)
+		http.Error(w, "not an ONNX model: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := s.start(ModelFile{Path: path, SHA256: sha}, "push"); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
+	started = true
 	s.log.Info("model received", "sha256", short(sha), "path", path)
 	writeAccepted(w, sha, "received; it runs as a canary before it serves: see /status lifecycle")
+}
+
+// Push bodies are bounded by a minimum transfer rate rather than by
+// http.read_timeout: at least pushMinBytes every pushRateWindow, so that a
+// large model over a slow link arrives, and a stalled client is dropped.
+const (
+	pushRateWindow = 10 * time.Second
+	pushMinBytes   = 64 << 10
+)
+
+// rateReader reads a request body, pushing the connection's read deadline
+// pushRateWindow ahead each time pushMinBytes more have arrived; it keeps
+// the body's own error, to tell it from the store's.
+type rateReader struct {
+	r   io.Reader
+	rc  *http.ResponseController
+	n   int64 // bytes since the deadline moved
+	err error
+}
+
+// extend moves the read deadline a window ahead, and the write deadline
+// (http.write_timeout runs from the request's start) a window past it,
+// for the answer.
+func (b *rateReader) extend() {
+	now := time.Now()
+	_ = b.rc.SetReadDeadline(now.Add(pushRateWindow))
+	_ = b.rc.SetWriteDeadline(now.Add(2 * pushRateWindow))
+}
+
+func (b *rateReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.n >= pushMinBytes {
+		b.n = 0
+		b.extend()
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// storeFailed answers a store failure with 507 (no space left) or 500,
+// logs it and records it in last_errors.
+func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
+	s.log.Error("model store: "+what+" failed", "err", err)
+	s.errs.add(errStore, "model store", err)
+	code := http.StatusInternalServerError
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		code = http.StatusInsufficientStorage
+	}
+	http.Error(w, "model store: "+what+" failed: "+pathErr(err).Error(), code)
 }
 
 // handleRollback returns to the previously promoted model, through a

@@ -94,6 +94,9 @@ type lifecycle struct {
 	busy  atomic.Bool    // a model is prepared, built or in canary
 	wg    sync.WaitGroup // preparations and builds in the background
 	store *modelstore.Store
+	// storeErr is why the store (state_dir set) could not be opened: shown
+	// in /status, /readyz and pushes' answers.
+	storeErr error
 
 	mu           sync.Mutex
 	phase        string
@@ -177,11 +180,21 @@ func (s *Server) offer(f ModelFile, source string) error {
 	if !s.life.busy.CompareAndSwap(false, true) {
 		return errBusy
 	}
+	if err := s.start(f, source); err != nil {
+		s.life.busy.Store(false)
+		return err
+	}
+	return nil
+}
+
+// start prepares f as the next candidate in the background; the caller
+// holds busy (offer, or a push that took it before reading its body) and
+// keeps it when start fails.
+func (s *Server) start(f ModelFile, source string) error {
 	s.mu.Lock()
 	ctx := s.runCtx
 	if ctx == nil || ctx.Err() != nil {
 		s.mu.Unlock()
-		s.life.busy.Store(false)
 		return errors.New("the server is not running")
 	}
 	s.life.wg.Add(1) // under mu, as evaluator.start: never during Run's Wait
@@ -197,9 +210,9 @@ func (s *Server) offer(f ModelFile, source string) error {
 // as the canary, or directly when it is the store's promoted model at
 // start-up.
 func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
-	if st := s.life.store; st != nil {
+	if st := s.life.store; st != nil && f.Path != st.Path(f.SHA256) {
 		// Every model the daemon receives lives in the store, rejected
-		// ones too (with the reason).
+		// ones too (with the reason); a push is there already.
 		if _, _, err := st.AddFile(f.Path, source, ""); err != nil {
 			s.log.Warn("model store: model not recorded", "err", err)
 		}
@@ -208,7 +221,15 @@ func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
 	m, err := s.build(ctx, p, f)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.storeReject(f.SHA256, "not loaded: "+err.Error())
+			if st := s.life.store; st != nil && source == "push" {
+				// A pushed file that is no model for this daemon is not
+				// kept: anyone with the token could fill the disk.
+				if rerr := st.Remove(f.SHA256); rerr != nil {
+					s.log.Warn("model store: a failed push not removed", "sha256", short(f.SHA256), "err", rerr)
+				}
+			} else {
+				s.storeReject(f.SHA256, "not loaded: "+err.Error())
+			}
 			s.failCandidate(f.SHA256, source, err)
 		}
 		s.life.busy.Store(false)
@@ -252,6 +273,15 @@ func (s *Server) build(ctx context.Context, p Plan, f ModelFile) (*model, error)
 	}()
 	m, err := loadModel(ctx, p, metrics.PrecisionInt8, f, p.Models.Batch, true, s.log)
 	close(stop)
+	if err == nil {
+		// A model for other classes would rename every class of the
+		// records and metrics ("person" to "class0"): never a candidate.
+		_, mods := s.current()
+		if got, want := m.det.Layout.Classes, mods.int8.det.Layout.Classes; got != want {
+			m.det.Close()
+			m, err = nil, fmt.Errorf("model %q has %d classes, the serving model has %d: a model for other classes is not served", f.Path, got, want)
+		}
+	}
 	el := time.Since(t0).Seconds()
 	s.life.mu.Lock()
 	s.life.buildSeconds, s.life.buildStart = el, time.Time{}
@@ -530,6 +560,7 @@ type streamServes struct {
 
 type storeStatus struct {
 	Dir      string             `json:"dir"`
+	Error    string             `json:"error,omitempty"`
 	Promoted string             `json:"promoted,omitempty"`
 	Models   []modelstore.Entry `json:"models"`
 }
@@ -572,6 +603,12 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 			ss.Promoted = idx.History[n-1]
 		}
 		out.Store = ss
+	} else if err := s.storeErr(); err != nil {
+		out.Store = &storeStatus{Dir: s.startPlan.Lifecycle.StateDir, Error: err.Error()}
 	}
 	return out
 }
+
+// storeErr is why state_dir's model store is not open (nil when it is, or
+// when no state_dir is set).
+func (s *Server) storeErr() error { return s.life.storeErr }

@@ -131,7 +131,13 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	s.setPhase(metrics.PhaseServing)
 	if d := p.Lifecycle.StateDir; d != "" {
 		if s.life.store, err = modelstore.Open(d, p.Lifecycle.Keep); err != nil {
-			log.Warn("no model store: pushed models are refused", "err", err)
+			s.life.storeErr = err
+			s.errs.add(errStore, "model store", err)
+			log.Error("no model store: pushed models are refused", "err", err)
+		} else {
+			for _, r := range s.life.store.Repairs() {
+				log.Warn("model store: "+r, "state_dir", d)
+			}
 		}
 	}
 	if s.sinks, err = openSinks(p.Sinks, s.errs, log); err != nil {

@@ -1,0 +1,148 @@
+package modelstore
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// files lists the store's model files (not hidden, not records).
+func files(t *testing.T, dir string) []string {
+	t.Helper()
+	fs, err := filepath.Glob(filepath.Join(dir, "models", "*.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// TestKeepHoldsAtAllTimes: 20 pushed models that are never promoted
+// (rejected, failed) leave at most keep models in the store, files and
+// index alike.
+func TestKeepHoldsAtAllTimes(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		sha, _, err := s.Add(bytes.NewReader([]byte(strings.Repeat("m", i+1))), "push", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := s.Reject(sha, "canary failed"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := len(s.Snapshot().Models); n > 3 {
+			t.Fatalf("after push %d: %d models indexed, keep 3", i+1, n)
+		}
+	}
+	if n := len(files(t, dir)); n != 3 {
+		t.Errorf("%d model files, want 3", n)
+	}
+	recs, _ := filepath.Glob(filepath.Join(dir, "models", "*.rejected.json"))
+	if len(recs) > 3 {
+		t.Errorf("%d rejection records left for 3 models", len(recs))
+	}
+}
+
+// TestOpenRemovesLeftovers: a write a crash interrupted (kill -9 during a
+// push) leaves .incoming-* and .tmp-* files; the next Open removes them
+// and says so.
+func TestOpenRemovesLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Open(dir, 5); err != nil {
+		t.Fatal(err)
+	}
+	left := []string{filepath.Join(dir, "models", ".incoming-123"), filepath.Join(dir, ".tmp-456")}
+	for _, f := range left {
+		if err := os.WriteFile(f, []byte("half a model"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(dir, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range left {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s left in place", f)
+		}
+	}
+	if r := s.Repairs(); len(r) != 2 || !strings.Contains(r[0], "interrupted write") {
+		t.Errorf("Repairs = %q", r)
+	}
+}
+
+// TestOpenRebuildsDamagedIndex: a damaged index.json is kept aside and
+// rebuilt from the model files whose content matches their name; a file
+// that does not match is not indexed.
+func TestOpenRebuildsDamagedIndex(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := s.Add(bytes.NewReader([]byte("model a")), "push", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := s.Add(bytes.NewReader([]byte("model b")), "push", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Promote(b); err != nil {
+		t.Fatal(err)
+	}
+	bogus := filepath.Join(dir, "models", strings.Repeat("0", 64)+".onnx")
+	if err := os.WriteFile(bogus, []byte("not what its name says"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte(`{"models": [`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, 5)
+	if err != nil {
+		t.Fatalf("Open with a damaged index: %v", err)
+	}
+	var got []string
+	for _, e := range s.Snapshot().Models {
+		got = append(got, e.SHA256)
+	}
+	if len(got) != 2 || !strings.Contains(strings.Join(got, " "), a) || !strings.Contains(strings.Join(got, " "), b) {
+		t.Errorf("rebuilt index %v, want %s and %s", got, a, b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index.json.damaged")); err != nil {
+		t.Errorf("the damaged index was not kept: %v", err)
+	}
+	if r := s.Repairs(); len(r) != 1 || !strings.Contains(r[0], "rebuilt the index from 2 verified models") {
+		t.Errorf("Repairs = %q", r)
+	}
+}
+
+// TestAddNoOrphanWhenIndexFails: a model whose index entry cannot be
+// written (here: index.json is a folder) is not left in the store.
+func TestAddNoOrphanWhenIndexFails(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "index.json"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Add(bytes.NewReader([]byte("model")), "push", ""); err == nil {
+		t.Fatal("Add succeeded with an index that cannot be written")
+	}
+	if f := files(t, dir); len(f) != 0 {
+		t.Errorf("model files left without an index entry: %v", f)
+	}
+	inc, _ := filepath.Glob(filepath.Join(dir, "models", ".incoming-*"))
+	if len(inc) != 0 {
+		t.Errorf("temporary files left: %v", inc)
+	}
+}
