@@ -319,6 +319,9 @@ type StoreConfig struct {
 	// Keep is the number of models kept (default 5); the serving and the
 	// promoted ones are never deleted.
 	Keep int `yaml:"keep" json:"keep"`
+	// MaxSizeMB bounds the models' bytes on disk (default 1024 MiB): the
+	// oldest that may go are deleted first, as for Keep.
+	MaxSizeMB int `yaml:"max_size_mb" json:"max_size_mb"`
 }
 
 // Duration is a time.Duration written in YAML as "500ms", "10s", "1m30s",

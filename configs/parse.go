@@ -657,4 +657,5 @@ func (c *Config) applyDefaults() {
 	setF(&c.Guard.MinPrecision, "guard.min_precision", 0.5)
 	setD(&c.Guard.For, "guard.for", 30*time.Second)
 	setI(&c.Store.Keep, "store.keep", 5)
+	setI(&c.Store.MaxSizeMB, "store.max_size_mb", 1024)
 }

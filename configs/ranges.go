@@ -67,6 +67,7 @@ var ranges = []Range{
 	{Key: "guard.min_precision", Min: 0, Max: 1, Note: "0: the guard never falls back on precision"},
 	{Key: "guard.for", Min: 0, MinOpen: true, Max: day, Duration: true},
 	{Key: "store.keep", Min: 1, Max: 1000, Note: "the serving, promoted and rollback models are kept beyond it"},
+	{Key: "store.max_size_mb", Min: 1, Max: 1048576, Note: "the serving, promoted and rollback models are kept beyond it"},
 }
 
 // Ranges returns the documented range of every numeric key, in schema

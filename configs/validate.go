@@ -384,6 +384,7 @@ func (v *validator) lifecycle() {
 	v.num("guard.min_precision", "guard.min_precision", g.MinPrecision)
 	v.dur("guard.for", "guard.for", g.For)
 	v.num("store.keep", "store.keep", float64(v.c.Store.Keep))
+	v.num("store.max_size_mb", "store.max_size_mb", float64(v.c.Store.MaxSizeMB))
 }
 
 func (v *validator) eval() {

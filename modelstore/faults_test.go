@@ -23,7 +23,7 @@ func files(t *testing.T, dir string) []string {
 // index alike.
 func TestKeepHoldsAtAllTimes(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, 3)
+	s, err := Open(dir, Limits{Keep: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestKeepHoldsAtAllTimes(t *testing.T) {
 // and says so.
 func TestOpenRemovesLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Open(dir, 5); err != nil {
+	if _, err := Open(dir, Limits{Keep: 5}); err != nil {
 		t.Fatal(err)
 	}
 	left := []string{filepath.Join(dir, "models", ".incoming-123"), filepath.Join(dir, ".tmp-456")}
@@ -64,7 +64,7 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := Open(dir, 5)
+	s, err := Open(dir, Limits{Keep: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 // that does not match is not indexed.
 func TestOpenRebuildsDamagedIndex(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, 5)
+	s, err := Open(dir, Limits{Keep: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestOpenRebuildsDamagedIndex(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte(`{"models": [`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(dir, 5)
+	s, err = Open(dir, Limits{Keep: 5})
 	if err != nil {
 		t.Fatalf("Open with a damaged index: %v", err)
 	}
@@ -128,7 +128,7 @@ func TestOpenRebuildsDamagedIndex(t *testing.T) {
 // written (here: index.json is a folder) is not left in the store.
 func TestAddNoOrphanWhenIndexFails(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, 5)
+	s, err := Open(dir, Limits{Keep: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,5 +144,35 @@ func TestAddNoOrphanWhenIndexFails(t *testing.T) {
 	inc, _ := filepath.Glob(filepath.Join(dir, "models", ".incoming-*"))
 	if len(inc) != 0 {
 		t.Errorf("temporary files left: %v", inc)
+	}
+}
+
+// TestMaxBytesHolds: the models' total size stays within MaxBytes after
+// each addition (the model just added is kept, whatever its size).
+func TestMaxBytesHolds(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Limits{Keep: 100, MaxBytes: 10 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		body := bytes.Repeat([]byte{byte(i)}, 3<<10)
+		if _, _, err := s.Add(bytes.NewReader(body), "push", ""); err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, f := range files(t, dir) {
+			fi, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += fi.Size()
+		}
+		if total > 10<<10 {
+			t.Fatalf("after push %d: %d bytes of models, max 10 KiB", i+1, total)
+		}
+	}
+	if n := len(s.Snapshot().Models); n != 3 {
+		t.Errorf("%d models of 3 KiB under 10 KiB, want 3", n)
 	}
 }

@@ -50,10 +50,20 @@ type Index struct {
 	History []string `json:"history"`
 }
 
+// Limits bound a store; the promoted model, the one before it and the
+// model being added are kept beyond them.
+type Limits struct {
+	// Keep is the number of models kept (at least 1).
+	Keep int
+	// MaxBytes bounds the models' total size on disk (0: no bound).
+	MaxBytes int64
+}
+
 // Store is a model store in a folder.
 type Store struct {
 	dir  string
 	keep int
+	max  int64
 	idx  Index
 	// opened says what Open repaired: leftovers of interrupted writes
 	// removed, an index rebuilt.
@@ -65,14 +75,14 @@ type Store struct {
 // the daemon's) stay consistent.
 var mu sync.Mutex
 
-// Open opens (creating) the store in dir, keeping keep models (>= 1). It
+// Open opens (creating) the store in dir, within the limits l. It
 // removes the leftovers of writes a crash interrupted (.incoming-* and
 // .tmp-* files), rebuilds an index that cannot be read from the model
 // files whose content matches their name (the damaged index is kept
 // beside it as index.json.damaged), and applies the keep limit; Repairs
 // says what it did.
-func Open(dir string, keep int) (*Store, error) {
-	s := &Store{dir: dir, keep: max(keep, 1)}
+func Open(dir string, l Limits) (*Store, error) {
+	s := &Store{dir: dir, keep: max(l.Keep, 1), max: max(l.MaxBytes, 0)}
 	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o755); err != nil {
 		return nil, fmt.Errorf("model store: %w", err)
 	}
@@ -380,7 +390,7 @@ func (s *Store) Snapshot() Index {
 	return Index{Models: slices.Clone(s.idx.Models), History: slices.Clone(s.idx.History)}
 }
 
-// prune deletes the oldest models beyond keep, never the promoted one,
+// prune deletes the oldest models beyond the limits, never the promoted one,
 // the one before it (the rollback target) or protect.
 func (s *Store) prune(protect string) {
 	keepSet := map[string]bool{protect: true}
@@ -389,7 +399,7 @@ func (s *Store) prune(protect string) {
 			keepSet[e.SHA256] = true
 		}
 	}
-	for len(s.idx.Models) > s.keep {
+	for len(s.idx.Models) > s.keep || (s.max > 0 && s.bytes() > s.max) {
 		i := slices.IndexFunc(s.idx.Models, func(e Entry) bool { return !keepSet[e.SHA256] })
 		if i < 0 {
 			return
@@ -401,7 +411,18 @@ func (s *Store) prune(protect string) {
 	}
 }
 
-// Prune applies the keep limit now, never deleting protect.
+// bytes is the models' total size on disk.
+func (s *Store) bytes() int64 {
+	var n int64
+	for _, e := range s.idx.Models {
+		if fi, err := os.Stat(s.Path(e.SHA256)); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// Prune applies the limits now, never deleting protect.
 func (s *Store) Prune(protect string) error {
 	if err := s.lock(); err != nil {
 		return err

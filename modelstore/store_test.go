@@ -12,7 +12,7 @@ import (
 // and rollback models, and an index that survives reopening.
 func TestStore(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir, 2)
+	s, err := Open(dir, Limits{Keep: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestStore(t *testing.T) {
 			t.Errorf("%s kept %v, want %v", sha[:8], err == nil, want)
 		}
 	}
-	s2, err := Open(dir, 2)
+	s2, err := Open(dir, Limits{Keep: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

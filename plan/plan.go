@@ -182,7 +182,8 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 		Canary: serve.CanaryPlan{Frames: cfg.Canary.Frames, MinRecall: cfg.Canary.MinRecall, MinPrecision: cfg.Canary.MinPrecision,
 			Tolerance: cfg.Canary.Tolerance},
 		Guard:    serve.GuardPlan{MinRecall: cfg.Guard.MinRecall, MinPrecision: cfg.Guard.MinPrecision, For: cfg.Guard.For.Std()},
-		StateDir: StateDir(cfg.StateDir), Keep: cfg.Store.Keep}
+		StateDir: StateDir(cfg.StateDir), Keep: cfg.Store.Keep,
+		MaxBytes: int64(cfg.Store.MaxSizeMB) << 20}
 	hc := cfg.HTTP
 	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, MaxModelBytes: hc.MaxModelBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
 		// Headers get at most 5s, and never more than read_timeout.
@@ -270,7 +271,7 @@ func (d *Daemon) Background(log *slog.Logger) func(ctx context.Context, progress
 		var st *modelstore.Store
 		if lc.StateDir != "" {
 			var err error
-			if st, err = modelstore.Open(lc.StateDir, lc.Keep); err != nil {
+			if st, err = modelstore.Open(lc.StateDir, modelstore.Limits{Keep: lc.Keep, MaxBytes: lc.MaxBytes}); err != nil {
 				log.Warn("no model store", "err", err)
 			}
 		}

@@ -52,8 +52,10 @@ type LifecyclePlan struct {
 	// StateDir holds the model store (models/<sha256>.onnx, index.json);
 	// "" : no store (pushed models are refused).
 	StateDir string
-	// Keep is the number of models the store keeps.
-	Keep int
+	// Keep is the number of models the store keeps, MaxBytes their
+	// largest total size (0: no bound).
+	Keep     int
+	MaxBytes int64
 }
 
 // CanaryPlan configures the canary.
@@ -240,7 +242,7 @@ func (p Plan) Diff(next Plan) Change {
 	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
 	h, nh := p.HTTP, next.HTTP
 	c.HTTP = len(RestartKeys(p, next)) > 0
-	lifecycle := func(l LifecyclePlan) LifecyclePlan { l.StateDir = ""; return l }
+	lifecycle := func(l LifecyclePlan) LifecyclePlan { l.StateDir, l.Keep, l.MaxBytes = "", 0, 0; return l }
 	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
 		h.EnablePost != nh.EnablePost || h.Token != nh.Token || h.UI != nh.UI || p.ShutdownTimeout != next.ShutdownTimeout ||
 		!reflect.DeepEqual(p.Device, next.Device) || lifecycle(p.Lifecycle) != lifecycle(next.Lifecycle) || h.MaxModelBytes != nh.MaxModelBytes
@@ -249,8 +251,8 @@ func (p Plan) Diff(next Plan) Change {
 
 // RestartKeys lists, by their configuration keys, the settings that differ
 // between p and next and that only a restart applies: the listen address,
-// the HTTP server's timeouts (its listener and server are made once) and
-// state_dir (the model store is opened once). A reload keeps the running
+// the HTTP server's timeouts (its listener and server are made once),
+// state_dir and the store's limits (the model store is opened once). A reload keeps the running
 // values of these; /status lists them under pending_restart, compared
 // with the values the daemon started with, so that reverting a change
 // empties the list.
@@ -266,6 +268,8 @@ func RestartKeys(p, next Plan) []string {
 		{"http.read_timeout", h.ReadTimeout != nh.ReadTimeout || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.IdleTimeout != nh.IdleTimeout},
 		{"http.write_timeout", h.WriteTimeout != nh.WriteTimeout},
 		{"state_dir", p.Lifecycle.StateDir != next.Lifecycle.StateDir},
+		{"store.keep", p.Lifecycle.Keep != next.Lifecycle.Keep},
+		{"store.max_size_mb", p.Lifecycle.MaxBytes != next.Lifecycle.MaxBytes},
 	} {
 		if k.diff {
 			keys = append(keys, k.key)

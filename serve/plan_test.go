@@ -113,6 +113,7 @@ func TestRestartKeys(t *testing.T) {
 		{"write timeout", func(p *Plan) { p.HTTP.WriteTimeout = time.Minute }, []string{"http.write_timeout"}},
 		{"state_dir", func(p *Plan) { p.Lifecycle.StateDir = "/var/lib/other" }, []string{"state_dir"}},
 		{"listen and state_dir", func(p *Plan) { p.Listen = ":1"; p.Lifecycle.StateDir = "/x" }, []string{"listen", "state_dir"}},
+		{"store limits", func(p *Plan) { p.Lifecycle.Keep, p.Lifecycle.MaxBytes = 9, 1<<20 }, []string{"store.keep", "store.max_size_mb"}},
 		{"a setting", func(p *Plan) { p.Shadow.EveryN = 3 }, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -130,7 +130,7 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	s.setModels(mods)
 	s.setPhase(metrics.PhaseServing)
 	if d := p.Lifecycle.StateDir; d != "" {
-		if s.life.store, err = modelstore.Open(d, p.Lifecycle.Keep); err != nil {
+		if s.life.store, err = modelstore.Open(d, modelstore.Limits{Keep: p.Lifecycle.Keep, MaxBytes: p.Lifecycle.MaxBytes}); err != nil {
 			s.life.storeErr = err
 			s.errs.add(errStore, "model store", err)
 			log.Error("no model store: pushed models are refused", "err", err)
