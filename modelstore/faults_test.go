@@ -80,7 +80,7 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 
 // TestOpenRebuildsDamagedIndex: a damaged index.json is kept aside and
 // rebuilt from the model files whose content matches their name; a file
-// that does not match is not indexed.
+// that does not match is not indexed (and removed).
 func TestOpenRebuildsDamagedIndex(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Limits{Keep: 5})
@@ -119,8 +119,39 @@ func TestOpenRebuildsDamagedIndex(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "index.json.damaged")); err != nil {
 		t.Errorf("the damaged index was not kept: %v", err)
 	}
-	if r := s.Repairs(); len(r) != 1 || !strings.Contains(r[0], "rebuilt the index from 2 verified models") {
+	if r := s.Repairs(); len(r) != 2 || !strings.Contains(r[0], "rebuilt the index from 2 verified models") ||
+		!strings.Contains(r[1], "a model the index does not list") {
 		t.Errorf("Repairs = %q", r)
+	}
+	if _, err := os.Stat(bogus); err == nil {
+		t.Error("the model file whose content does not match its name is still there")
+	}
+}
+
+// TestOpenRemovesUnlistedModels: a model file that reached the store but
+// not its index (a crash between the two) is removed at the next Open.
+func TestOpenRemovesUnlistedModels(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Limits{Keep: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, _, err := s.Add(bytes.NewReader([]byte("model a")), "push", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(dir, "models", strings.Repeat("1", 64)+".onnx")
+	if err := os.WriteFile(orphan, []byte("model b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Limits{Keep: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(orphan); err == nil {
+		t.Error("the unlisted model file is still there")
+	}
+	if _, err := os.Stat(s.Path(kept)); err != nil {
+		t.Errorf("the listed model is gone: %v", err)
 	}
 }
 

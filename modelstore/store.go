@@ -77,7 +77,7 @@ var mu sync.Mutex
 
 // Open opens (creating) the store in dir, within the limits l. It
 // removes the leftovers of writes a crash interrupted (.incoming-* and
-// .tmp-* files), rebuilds an index that cannot be read from the model
+// .tmp-* files, model files the index does not list), rebuilds an index that cannot be read from the model
 // files whose content matches their name (the damaged index is kept
 // beside it as index.json.damaged), and applies the keep limit; Repairs
 // says what it did.
@@ -102,6 +102,21 @@ func Open(dir string, l Limits) (*Store, error) {
 		}
 		if err := s.rebuild(err); err != nil {
 			return nil, err
+		}
+	}
+	// A model file the index does not list is what a crash left between
+	// the rename and the index write: not kept.
+	listed := map[string]bool{}
+	for _, e := range s.idx.Models {
+		listed[e.SHA256] = true
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "models", "*.onnx"))
+	for _, f := range files {
+		if sha := strings.TrimSuffix(filepath.Base(f), ".onnx"); !listed[sha] {
+			if err := os.Remove(f); err == nil {
+				_ = os.Remove(filepath.Join(dir, "models", sha+".rejected.json"))
+				s.opened = append(s.opened, "removed "+f+", a model the index does not list")
+			}
 		}
 	}
 	before := len(s.idx.Models)
@@ -230,11 +245,15 @@ func (s *Store) Add(r io.Reader, source, madeFrom string) (sha, path string, err
 	}
 	sha = hex.EncodeToString(h.Sum(nil))
 	path = s.Path(sha)
+	// The rename and the index entry happen under the store lock, so that
+	// no Open (which removes model files the index does not list) runs
+	// between them.
+	if err = s.lock(); err != nil {
+		return "", "", err
+	}
+	defer mu.Unlock()
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return "", "", fmt.Errorf("model store: %w", err)
-	}
 	// A new model that cannot be indexed is not kept: no file in the
 	// store without its entry.
 	unkeep := func() {
@@ -242,11 +261,13 @@ func (s *Store) Add(r io.Reader, source, madeFrom string) (sha, path string, err
 			_ = os.Remove(path)
 		}
 	}
-	if err = s.lock(); err != nil {
-		unkeep()
-		return "", "", err
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return "", "", fmt.Errorf("model store: %w", err)
 	}
-	defer mu.Unlock()
+	if err = syncDir(filepath.Dir(path)); err != nil {
+		unkeep()
+		return "", "", fmt.Errorf("model store: %w", err)
+	}
 	if i := s.find(sha); i >= 0 {
 		if madeFrom != "" {
 			s.idx.Models[i].MadeFrom = madeFrom
@@ -440,13 +461,20 @@ func (s *Store) save() error {
 	return writeAtomic(s.indexPath(), b)
 }
 
-// writeAtomic writes a file through a temporary file renamed into place.
+// writeAtomic writes a file through a temporary file, synced, renamed
+// into place, and the folder synced: after a crash the file is the old
+// one or the new one, whole.
 func writeAtomic(path string, b []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
 	}
 	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		_ = os.Remove(tmp.Name())
 		return err
@@ -459,5 +487,15 @@ func writeAtomic(path string, b []byte) error {
 		_ = os.Remove(tmp.Name())
 		return err
 	}
-	return nil
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -232,6 +233,10 @@ func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
 	sha, path, err := st.Add(body, "push", "")
 	if err != nil {
 		if body.err != nil && errors.Is(err, body.err) {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				http.Error(w, fmt.Sprintf("model body too slow: less than %d KiB in %v", pushMinBytes>>10, pushRateWindow), http.StatusRequestTimeout)
+				return
+			}
 			bodyError(w, err)
 			return
 		}

@@ -185,7 +185,8 @@ func (r *slowReader) Read(p []byte) (int, error) {
 // with http.read_timeout 1s) arrives: the body is bounded
 // by a minimum rate, not by the read timeout. On a full disk (a 1 MiB
 // tmpfs as state_dir) the push is 507, logged and in last_errors, and
-// leaves no file behind.
+// leaves no file behind. A body that trickles under the minimum rate is
+// 408 after one window.
 func TestPushSlowAndFullDisk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads two models")
@@ -214,6 +215,8 @@ func TestPushSlowAndFullDisk(t *testing.T) {
 	}{
 		{"slow link", filepath.Join(dir, "state"), &slowReader{data: qdq, rate: len(qdq) / 4}, http.StatusAccepted},
 		{"full disk", full, bytes.NewReader(qdq), http.StatusInsufficientStorage},
+		// 1 KiB a second: under the minimum rate, dropped after a window.
+		{"trickle", filepath.Join(dir, "state2"), &slowReader{data: qdq, rate: 1 << 10}, http.StatusRequestTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			yaml := fmt.Sprintf(`listen: 127.0.0.1:0
