@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -730,5 +731,76 @@ func TestFaultReloadPendingAndEmptied(t *testing.T) {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the log lacks %q", want)
 		}
+	}
+}
+
+// ftThreads is the process's OS thread count.
+func ftThreads(tb testing.TB) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			var n int
+			fmt.Sscan(strings.TrimSpace(v), &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// TestFaultReconnectsDoNotLeak: a stream on a camera that refuses every
+// connection reconnects 50 more times, and one on a camera that accepts
+// and then hangs 10 more times (each open abandoned after its read
+// timeout); the daemon's goroutines and OS threads stay where they were
+// after the first attempts, and every failed attempt is counted.
+func TestFaultReconnectsDoNotLeak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault injection with the daemon (about 20s)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "rtsp://" + ln.Addr().String() + "/cam"
+	ln.Close()
+	for _, tc := range []struct {
+		name, uri string
+		more      float64
+	}{
+		{"refused", closed, 50},
+		{"hung", ftHungCamera(t), 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testdaemon.Plan(t, fmt.Sprintf(`listen: 127.0.0.1:0
+%sstreams:
+  - name: cam
+    uri: %s
+    read_timeout: 1s
+    reconnect:
+      min_backoff: 10ms
+      max_backoff: 20ms
+`, testdaemon.Models(t, 1), tc.uri))
+			d := ftStart(t, cfg)
+			reconnects := func() float64 { return d.metric("yedge_stream_reconnects_total", "stream", "cam") }
+			testdaemon.Wait(t, "the first reconnect attempts", 60*time.Second, func() bool { return reconnects() >= 2 })
+			g0, th0, e0 := runtime.NumGoroutine(), ftThreads(t), d.metric("yedge_errors_total", "class", "stream")
+			base := reconnects()
+			testdaemon.Wait(t, "more reconnect attempts", 120*time.Second, func() bool { return reconnects() >= base+tc.more })
+			g1, th1 := runtime.NumGoroutine(), ftThreads(t)
+			t.Logf("after %v more reconnects: goroutines %d -> %d, threads %d -> %d", reconnects()-base, g0, g1, th0, th1)
+			// A leak adds a goroutine (and a thread blocked in C) per attempt.
+			if g1 > g0+5 {
+				t.Errorf("goroutines %d -> %d", g0, g1)
+			}
+			if th1 > th0+4 {
+				t.Errorf("threads %d -> %d", th0, th1)
+			}
+			if n := d.metric("yedge_errors_total", "class", "stream") - e0; n < tc.more-1 {
+				t.Errorf("yedge_errors_total{class=stream} grew by %v over %v attempts: want each counted", n, tc.more)
+			}
+			d.stop()
+		})
 	}
 }
