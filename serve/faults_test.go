@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -742,8 +743,10 @@ func ftThreads(tb testing.TB) int {
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
-			var n int
-			fmt.Sscan(strings.TrimSpace(v), &n)
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				tb.Fatal(err)
+			}
 			return n
 		}
 	}
