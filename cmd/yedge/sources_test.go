@@ -165,3 +165,59 @@ func TestUnboundedReadsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestSignalsStopLongCommands: SIGINT and SIGTERM stop the long commands
+// in the middle of their work, promptly, with exit 130 (interrupted
+// before a result), and leave no half-written output.
+func TestSignalsStopLongCommands(t *testing.T) {
+	model := fixtures.Model(t, "yolov5n.onnx")
+	calib := fixtures.Path(t, "datasets", "coco-calib128", "images")
+	data := fixtures.Path(t, "datasets", "coco-val128")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		args []string
+		out  string // must not exist afterwards
+	}{
+		{"quantize calibrating", syscall.SIGINT, []string{"quantize", "--model", model, "--calib", calib, "--target", "cpu", "--threads", "1",
+			"--out", filepath.Join(dir, "q.onnx")}, filepath.Join(dir, "q.onnx")},
+		{"eval", syscall.SIGTERM, []string{"eval", "--model", model, "--data", data, "--threads", "1", "--json"}, ""},
+		{"bench", syscall.SIGTERM, []string{"bench", "--model", model, "--runs", "100000", "--threads", "1"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binPath, tc.args...)
+			cmd.Env = append(os.Environ(), "YEDGE_ORT_LIB="+filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"))
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			time.Sleep(4 * time.Second) // the model is loaded; the work has begun
+			t0 := time.Now()
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatalf("the command ended before the signal: %v\n%s", err, stderr.String())
+			}
+			select {
+			case err := <-done:
+				t.Logf("stopped %v after %v (%v)", time.Since(t0).Round(time.Millisecond), tc.sig, err)
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatalf("still running 30s after %v\n%s", tc.sig, stderr.String())
+			}
+			if took := time.Since(t0); took > 10*time.Second {
+				t.Errorf("took %v to stop", took)
+			}
+			if c := cmd.ProcessState.ExitCode(); c != exitInterrupted {
+				t.Errorf("exit %d, want %d (interrupted)\n%s", c, exitInterrupted, stderr.String())
+			}
+			if tc.out != "" {
+				if _, err := os.Stat(tc.out); err == nil {
+					t.Errorf("%s written although interrupted", tc.out)
+				}
+			}
+		})
+	}
+}
