@@ -3,7 +3,7 @@
 // streams, evaluates and inspects models.
 //
 // Exit codes: 0 success (also a clean stop by Ctrl-C/SIGTERM), 1 failure,
-// 2 usage error, 3 model error, 4 onnxruntime library or provider
+// 2 usage error (also an input file refused: a FIFO, a device, too large), 3 model error, 4 onnxruntime library or provider
 // unavailable, 5 source error, 130 interrupted before a result.
 package main
 
@@ -23,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	// Headless: OpenCV's GUI module (and Qt with it) stays out of the binary.
+	"github.com/yedge/yedge/internal/fsx"
 	_ "github.com/yedge/yedge/internal/headless"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/plan"
@@ -249,6 +250,11 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	// step would have called its failure (a source still opening: 5).
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return exitInterrupted
+	}
+	// A file refused before it was read (a FIFO, a device, over its
+	// size limit) is the user's input at fault, whatever read it.
+	if errors.Is(err, fsx.ErrNotRegular) || errors.Is(err, fsx.ErrTooLarge) {
+		return exitUsage
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {

@@ -162,6 +162,9 @@ func TestUnboundedReadsRefused(t *testing.T) {
 			if r.code == exitOK || !strings.HasPrefix(last, "yedge: ") || !strings.Contains(last, tc.want) || strings.Contains(r.stderr, "fatal error") {
 				t.Errorf("exit %d, want a failure whose last line says %q\n%s", r.code, tc.want, r.stderr)
 			}
+			if strings.Contains(tc.want, "not a regular file") && r.code != exitUsage {
+				t.Errorf("exit %d for a refused input file, want %d", r.code, exitUsage)
+			}
 		})
 	}
 }
