@@ -3,8 +3,9 @@
 // streams, evaluates and inspects models.
 //
 // Exit codes: 0 success (also a clean stop by Ctrl-C/SIGTERM), 1 failure,
-// 2 usage error (also an input file refused: a FIFO, a device, too large), 3 model error, 4 onnxruntime library or provider
-// unavailable, 5 source error, 130 interrupted before a result.
+// 2 usage error (also an input file refused: a FIFO, a device, too large),
+// 3 model error, 4 onnxruntime library or provider unavailable, 5 source
+// error, 130 interrupted before a result.
 package main
 
 import (
