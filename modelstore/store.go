@@ -402,6 +402,17 @@ func (s *Store) promoted(k int) (Entry, bool) {
 	return s.idx.Models[i], true
 }
 
+// Check reads the index as every operation does, and returns its error:
+// an index damaged or made unreadable while the store is open (the next
+// Open rebuilds a damaged one).
+func (s *Store) Check() error {
+	if err := s.lock(); err != nil {
+		return err
+	}
+	mu.Unlock()
+	return nil
+}
+
 // Snapshot returns a copy of the index.
 func (s *Store) Snapshot() Index {
 	if s.lock() != nil {

@@ -599,6 +599,9 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 	if st := s.life.store; st != nil {
 		idx := st.Snapshot()
 		ss := &storeStatus{Dir: st.Dir(), Models: idx.Models}
+		if err := st.Check(); err != nil {
+			ss.Error = err.Error()
+		}
 		if n := len(idx.History); n > 0 {
 			ss.Promoted = idx.History[n-1]
 		}
@@ -609,6 +612,12 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 	return out
 }
 
-// storeErr is why state_dir's model store is not open (nil when it is, or
-// when no state_dir is set).
-func (s *Server) storeErr() error { return s.life.storeErr }
+// storeErr is why state_dir's model store cannot be used: it did not open,
+// or its index cannot be read now; nil when it works or no state_dir is
+// set.
+func (s *Server) storeErr() error {
+	if st := s.life.store; st != nil {
+		return st.Check()
+	}
+	return s.life.storeErr
+}

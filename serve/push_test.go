@@ -342,3 +342,69 @@ state_dir: %s
 		t.Errorf("POST /models = %d %q, want 409 naming the read-only state_dir", resp.StatusCode, msg)
 	}
 }
+
+// TestStoreDamagedWhileRunning: an index.json damaged while the daemon
+// runs is a store error in /status and /readyz, and a push answers 500
+// with a log line and a store entry in last_errors (the next start
+// rebuilds the index).
+func TestStoreDamagedWhileRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads two models")
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
+model:
+  fp32: %s
+  int8: %s
+provider:
+  name: cpu
+  threads: 1
+streams:
+  - name: cam
+    uri: %s
+    loop: true
+state_dir: %s
+`, fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), fixtures.Path(t, "datasets", "coco-val128", "images"), state)
+	d := lcStart(t, lcPlan(t, yaml).Serve, nil)
+	lcWait(t, "int8 frames", 60*time.Second, func() bool { return d.inferred("int8") > 0 })
+	if err := os.WriteFile(filepath.Join(state, "index.json"), []byte(`{"models": [`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Lifecycle struct {
+			Store struct {
+				Error string `json:"error"`
+			} `json:"store"`
+		} `json:"lifecycle"`
+		Errors []struct {
+			Class string `json:"class"`
+		} `json:"last_errors"`
+	}
+	if _, err := testdaemon.GetStatus(nil, d.addr, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Lifecycle.Store.Error, "damaged index") {
+		t.Errorf("lifecycle.store.error = %q, want the damaged index", st.Lifecycle.Store.Error)
+	}
+	if code, body, _ := testdaemon.Get(nil, d.addr, "/readyz"); code != http.StatusOK || !strings.Contains(body, "damaged index") {
+		t.Errorf("/readyz = %d %q, want ready and the store error", code, body)
+	}
+	resp, err := http.Post("http://"+d.addr+"/models", "application/octet-stream", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("POST /models = %d, want 500", resp.StatusCode)
+	}
+	if _, err := testdaemon.GetStatus(nil, d.addr, &st); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range st.Errors {
+		found = found || e.Class == "store"
+	}
+	if !found || !strings.Contains(d.logs.String(), "model store: writing a pushed model failed") {
+		t.Errorf("the store failure is not in last_errors (%+v) or the log", st.Errors)
+	}
+}
