@@ -129,7 +129,10 @@ func TestOpenRebuildsDamagedIndex(t *testing.T) {
 }
 
 // TestOpenRemovesUnlistedModels: a model file that reached the store but
-// not its index (a crash between the two) is removed at the next Open.
+// not its index (a crash between the two) is removed at the next Open;
+// the user's own models in the same folder (the packages keep
+// /var/lib/yedge/models/yolov5n.onnx there) are not the store's, with an
+// intact index or a damaged one.
 func TestOpenRemovesUnlistedModels(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Limits{Keep: 5})
@@ -152,6 +155,34 @@ func TestOpenRemovesUnlistedModels(t *testing.T) {
 	}
 	if _, err := os.Stat(s.Path(kept)); err != nil {
 		t.Errorf("the listed model is gone: %v", err)
+	}
+
+	var users []string
+	for _, name := range []string{"yolov5n.onnx", "yolov5n-int8.onnx", strings.Repeat("A", 64) + ".onnx", strings.Repeat("1", 63) + ".onnx"} {
+		p := filepath.Join(dir, "models", name)
+		if err := os.WriteFile(p, []byte("the user's model"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, p)
+	}
+	for _, index := range []string{"intact", "damaged"} {
+		if index == "damaged" {
+			if err := os.WriteFile(filepath.Join(dir, "index.json"), []byte("{"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := Open(dir, Limits{Keep: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range users {
+			if _, err := os.Stat(p); err != nil {
+				t.Errorf("Open with an %s index removed the user's %s: %v", index, filepath.Base(p), err)
+			}
+		}
+		if got := s.Snapshot().Models; len(got) != 1 || got[0].SHA256 != kept {
+			t.Errorf("Open with an %s index: models %+v, want only %s", index, got, kept)
+		}
 	}
 }
 

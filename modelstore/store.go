@@ -105,13 +105,14 @@ func Open(dir string, l Limits) (*Store, error) {
 		}
 	}
 	// A model file the index does not list is what a crash left between
-	// the rename and the index write: not kept.
+	// the rename and the index write: not kept. Only files named by a
+	// content hash are the store's: a user's own model in the same folder
+	// (the packages' /var/lib/yedge/models/yolov5n.onnx) is never touched.
 	listed := map[string]bool{}
 	for _, e := range s.idx.Models {
 		listed[e.SHA256] = true
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "models", "*.onnx"))
-	for _, f := range files {
+	for _, f := range storeFiles(dir) {
 		if sha := strings.TrimSuffix(filepath.Base(f), ".onnx"); !listed[sha] {
 			if err := os.Remove(f); err == nil {
 				_ = os.Remove(filepath.Join(dir, "models", sha+".rejected.json"))
@@ -159,7 +160,7 @@ func (s *Store) rebuild(cause error) error {
 	if err := os.Rename(s.indexPath(), s.indexPath()+".damaged"); err != nil {
 		return fmt.Errorf("model store: %w (and keeping it aside failed: %w)", cause, err)
 	}
-	files, _ := filepath.Glob(filepath.Join(s.dir, "models", "*.onnx"))
+	files := storeFiles(s.dir)
 	type found struct {
 		e  Entry
 		at time.Time
@@ -184,6 +185,29 @@ func (s *Store) rebuild(cause error) error {
 	s.opened = append(s.opened, fmt.Sprintf("rebuilt the index from %d verified models (%v; the damaged one kept as %s)",
 		len(ok), cause, filepath.Base(s.indexPath())+".damaged"))
 	return nil
+}
+
+// storeFiles lists the model files of the store in dir: those named
+// <sha256>.onnx (64 lower-case hex digits). Other files in the folder are
+// not the store's.
+func storeFiles(dir string) []string {
+	files, _ := filepath.Glob(filepath.Join(dir, "models", "*.onnx"))
+	return slices.DeleteFunc(files, func(f string) bool {
+		return !isSHA256(strings.TrimSuffix(filepath.Base(f), ".onnx"))
+	})
+}
+
+// isSHA256 reports whether s is a hex SHA-256 as the store writes it.
+func isSHA256(s string) bool {
+	if len(s) != sha256.Size*2 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // fileSHA256 is the hex SHA-256 of a file's content.
