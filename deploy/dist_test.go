@@ -100,6 +100,67 @@ type sysRoot struct {
 	// qemu is the qemu-aarch64-static to run arm64 programs with -L, when
 	// binfmt_misc cannot run them in the root; empty otherwise.
 	qemu string
+	// env is the environment the daemon gets in this root: the image
+	// config's Env for an image root; nil for a root with the package
+	// installed, where daemonEnv reads it from the unit.
+	env []string
+}
+
+// daemonEnv is the environment yedge runs with in the root, as its
+// service manager gives it: the image config's Env in an image root;
+// under systemd, what the installed unit's StateDirectory=,
+// CacheDirectory=, LogsDirectory=, ConfigurationDirectory= and
+// Environment= set, with the unit's user's HOME. Commands the tests run
+// as that user see what the daemon sees.
+func (r *sysRoot) daemonEnv(t *testing.T) []string {
+	t.Helper()
+	if r.env != nil {
+		return r.env
+	}
+	unit, err := os.ReadFile(r.path("/lib/systemd/system/yedge.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8"}
+	base := map[string]string{"StateDirectory": "/var/lib", "CacheDirectory": "/var/cache", "LogsDirectory": "/var/log", "ConfigurationDirectory": "/etc"}
+	for line := range strings.Lines(string(unit)) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			continue
+		}
+		switch {
+		case base[k] != "":
+			// systemd.exec(5): $STATE_DIRECTORY etc., the absolute paths.
+			name := strings.ToUpper(strings.TrimSuffix(k, "Directory")) + "_DIRECTORY"
+			if k == "ConfigurationDirectory" {
+				name = "CONFIGURATION_DIRECTORY"
+			}
+			env = append(env, name+"="+filepath.Join(base[k], strings.Fields(v)[0]))
+		case k == "Environment":
+			env = append(env, strings.Fields(v)...)
+		case k == "User":
+			if home := r.home(t, v); home != "" {
+				env = append(env, "HOME="+home)
+			}
+		}
+	}
+	return env
+}
+
+// home is user's home folder in the root's /etc/passwd, or "".
+func (r *sysRoot) home(t *testing.T, user string) string {
+	t.Helper()
+	b, err := os.ReadFile(r.path("/etc/passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) == 7 && (f[0] == user || f[2] == user) {
+			return f[5]
+		}
+	}
+	return ""
 }
 
 // emulation reports how arm64 programs run here: "binfmt" when the kernel
@@ -157,19 +218,25 @@ func (r *sysRoot) command(ctx context.Context, user string, argv ...string) *exe
 // fails the test.
 func (r *sysRoot) run(t *testing.T, timeout time.Duration, argv ...string) string {
 	t.Helper()
-	out, err := r.try(timeout, "", argv...)
+	out, err := r.try(timeout, argv...)
 	if err != nil {
 		t.Fatalf("%s (in the %s root): %v\n%s", strings.Join(argv, " "), r.arch, err, out)
 	}
 	return out
 }
 
-// try runs argv in the root as user and returns its output and error.
-func (r *sysRoot) try(timeout time.Duration, user string, argv ...string) (string, error) {
+// try runs argv in the root as root and returns its output and error.
+func (r *sysRoot) try(timeout time.Duration, argv ...string) (string, error) {
+	return r.tryEnv(timeout, "", []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive", "HOME=/root"}, argv...)
+}
+
+// tryEnv runs argv in the root as user with the environment env and
+// returns its output and error.
+func (r *sysRoot) tryEnv(timeout time.Duration, user string, env []string, argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := r.command(ctx, user, argv...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive", "HOME=/root"}
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%w (timeout %v)", ctx.Err(), timeout)
@@ -350,7 +417,15 @@ func imageRoot(t *testing.T, arch string) *sysRoot {
 	if err := untarGz(blobPath(layout, m.Layers[0].Digest), dir); err != nil {
 		t.Fatalf("%s image layer: %v", arch, err)
 	}
-	return newRoot(t, dir, arch)
+	r := newRoot(t, dir, arch)
+	var cfg struct {
+		Config struct {
+			Env []string `json:"Env"`
+		} `json:"config"`
+	}
+	readBlob(t, layout, m.Config.Digest, &cfg)
+	r.env = cfg.Config.Env
+	return r
 }
 
 // untarGz unpacks a gzipped tar (an image layer) with tar, keeping owners

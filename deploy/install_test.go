@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"debug/elf"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -257,7 +258,7 @@ func serveShippedConfig(t *testing.T, r *sysRoot, user string) string {
 	t.Helper()
 	r.copyIn(t, fixtures.Path(t, "models", "yolov5n.onnx"), "/var/lib/yedge/models/yolov5n.onnx")
 	r.copyIn(t, fixtures.Path(t, "models", "yolov5n-qdq-torch.onnx"), "/var/lib/yedge/models/yolov5n-int8.onnx")
-	if out, err := r.try(2*time.Minute, user, "/usr/bin/yedge", "config", "check", "/etc/yedge/yedge.yaml"); err != nil || !strings.Contains(out, "ok (1 stream") {
+	if out, err := r.tryEnv(2*time.Minute, user, r.daemonEnv(t), "/usr/bin/yedge", "config", "check", "/etc/yedge/yedge.yaml"); err != nil || !strings.Contains(out, "ok (1 stream") {
 		t.Fatalf("yedge config check /etc/yedge/yedge.yaml: %v\n%s", err, out)
 	}
 	r.copyIn(t, fixtures.Path(t, "media", "vtest.avi"), "/var/lib/yedge/media/vtest.avi")
@@ -277,9 +278,30 @@ func serveShippedConfig(t *testing.T, r *sysRoot, user string) string {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	serveInRoot(t, r, port, user, "/usr/bin/yedge", "serve", "--config=/etc/yedge/yedge.yaml")
+	status := serveInRoot(t, r, port, user, "/usr/bin/yedge", "serve", "--config=/etc/yedge/yedge.yaml")
 	if b, err := os.ReadFile(r.path("/var/log/yedge/detections.jsonl")); err != nil || !bytes.Contains(b, []byte(`"name":"person"`)) {
 		t.Errorf("the daemon wrote no detections to /var/log/yedge/detections.jsonl: %v", err)
+	}
+	// The model store is where the DaemonSet and systemd keep state, and
+	// the user's models beside it are still there after it opened.
+	var st struct {
+		Lifecycle struct {
+			Store *struct {
+				Dir   string `json:"dir"`
+				Error string `json:"error"`
+			} `json:"store"`
+		} `json:"lifecycle"`
+	}
+	if err := json.Unmarshal(status, &st); err != nil {
+		t.Fatalf("/status: %v\n%s", err, status)
+	}
+	if s := st.Lifecycle.Store; s == nil || s.Dir != "/var/lib/yedge" || s.Error != "" {
+		t.Errorf("/status lifecycle.store = %+v, want the store in /var/lib/yedge, working", s)
+	}
+	for _, m := range []string{"yolov5n.onnx", "yolov5n-int8.onnx"} {
+		if _, err := os.Stat(r.path("/var/lib/yedge/models/" + m)); err != nil {
+			t.Errorf("after serving: %v", err)
+		}
 	}
 	return cfg
 }
@@ -328,13 +350,15 @@ func upgradedDeb(t *testing.T, deb, version string, changeConf bool) string {
 	return out
 }
 
-// serveInRoot runs `yedge serve` in the root as user until it serves
-// /readyz on port, then stops it with SIGTERM and checks that it exits
-// cleanly (status 0) within its shutdown time.
-func serveInRoot(t *testing.T, r *sysRoot, port int, user string, argv ...string) {
+// serveInRoot runs `yedge serve` in the root as user, with the
+// environment its service manager gives it, until it serves /readyz on
+// port; then it reads /status, stops the daemon with SIGTERM, checks that
+// it exits cleanly (status 0) within its shutdown time, and returns what
+// /status said.
+func serveInRoot(t *testing.T, r *sysRoot, port int, user string, argv ...string) []byte {
 	t.Helper()
 	cmd := r.command(t.Context(), user, argv...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8"}
+	cmd.Env = r.daemonEnv(t)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
@@ -365,6 +389,7 @@ func serveInRoot(t *testing.T, r *sysRoot, port int, user string, argv ...string
 	}
 	// Let a few frames through, then stop it as systemd does.
 	time.Sleep(3 * time.Second)
+	status := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/status", port))
 	// unshare --kill-child forwards nothing: signal the daemon itself, the
 	// child of unshare (or QEMU's process).
 	pid := cmd.Process.Pid
@@ -387,6 +412,22 @@ func serveInRoot(t *testing.T, r *sysRoot, port int, user string, argv ...string
 		_ = cmd.Process.Kill()
 		t.Fatalf("yedge serve still running 30s after SIGTERM:\n%s", tail(log.String(), 40))
 	}
+	return status
+}
+
+// httpGet returns the body of a 200 answer to a GET of url.
+func httpGet(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v\n%s", url, resp.Status, err, b)
+	}
+	return b
 }
 
 // childPid returns the pid of the yedge process under pid (unshare, then

@@ -141,11 +141,20 @@ func image(o Options, p v1.Platform, path string) (v1.Image, error) {
 	cf.Created = v1.Time{Time: o.Created}
 	user := strconv.Itoa(o.UID)
 	cf.Config = v1.Config{
-		User:         user + ":" + user,
-		Entrypoint:   []string{"/usr/bin/yedge", "serve"},
-		Cmd:          []string{"--config=/etc/yedge/yedge.yaml"},
-		WorkingDir:   "/var/lib/yedge",
-		Env:          []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		User:       user + ":" + user,
+		Entrypoint: []string{"/usr/bin/yedge", "serve"},
+		Cmd:        []string{"--config=/etc/yedge/yedge.yaml"},
+		WorkingDir: "/var/lib/yedge",
+		// What systemd's StateDirectory= and CacheDirectory= give the
+		// packaged service: the model store in /var/lib/yedge (beside the
+		// user's models) and the caches in /var/cache/yedge, the folders
+		// the DaemonSet mounts, whatever HOME the runtime sets.
+		Env: []string{
+			"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"HOME=/var/lib/yedge",
+			"STATE_DIRECTORY=/var/lib/yedge",
+			"CACHE_DIRECTORY=/var/cache/yedge",
+		},
 		ExposedPorts: map[string]struct{}{Port: {}},
 		// The model store and state (/var/lib/yedge) and the TensorRT and
 		// CUDA caches (/var/cache/yedge): the DaemonSet mounts both.
