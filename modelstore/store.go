@@ -202,12 +202,7 @@ func isSHA256(s string) bool {
 	if len(s) != sha256.Size*2 {
 		return false
 	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // fileSHA256 is the hex SHA-256 of a file's content.
