@@ -11,6 +11,7 @@
 package plan
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -184,6 +185,14 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 		Guard:    serve.GuardPlan{MinRecall: cfg.Guard.MinRecall, MinPrecision: cfg.Guard.MinPrecision, For: cfg.Guard.For.Std()},
 		StateDir: StateDir(cfg.StateDir), Keep: cfg.Store.Keep,
 		MaxBytes: int64(cfg.Store.MaxSizeMB) << 20}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(d.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", d.LogLevel)
+	}
+	p.Process = serve.ProcessPlan{LogLevel: lvl, LogFormat: d.LogFormat, Library: cmp.Or(d.Library, d.LibraryConfig)}
+	if d.Quantize != nil {
+		p.Process.Quantize = fmt.Sprintf("%+v", *d.Quantize)
+	}
 	hc := cfg.HTTP
 	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, MaxModelBytes: hc.MaxModelBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
 		// Headers get at most 5s, and never more than read_timeout.

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"log/slog"
 	"reflect"
 	"slices"
 	"time"
@@ -41,6 +42,26 @@ type Plan struct {
 	Device DevicePlan
 	// Lifecycle configures new int8 models: canary, guard and store.
 	Lifecycle LifecyclePlan
+	// Process holds the settings the command applies to the process
+	// before serve starts: logging, the onnxruntime library and
+	// quantization at start-up.
+	Process ProcessPlan
+}
+
+// ProcessPlan holds the settings of the process around serve. A reload
+// applies LogLevel (through Options.LogLevel); the others only a restart
+// applies, and a reload that changes them lists them in pending_restart.
+type ProcessPlan struct {
+	// LogLevel is the least level logged.
+	LogLevel slog.Level
+	// LogFormat is the log's format: text or json.
+	LogFormat string
+	// Library is the onnxruntime library as configured: the flag's and
+	// the configuration's values ("" for either: searched).
+	Library string
+	// Quantize describes quantization at start-up (model.quantize), ""
+	// without it. The daemon compares it only.
+	Quantize string
 }
 
 // LifecyclePlan configures the model lifecycle: the canary every new int8
@@ -195,23 +216,25 @@ type Change struct {
 	Int8 bool
 	// Sinks: the sinks changed; they are reopened.
 	Sinks bool
-	// HTTP: a setting that only a restart applies changed (RestartKeys:
-	// the listen address, the HTTP server's timeouts, state_dir).
-	HTTP bool
+	// Restart: a setting that only a restart applies changed
+	// (RestartKeys: the listen address, the HTTP server's timeouts,
+	// state_dir, the store's limits, the log format, the onnxruntime
+	// library, model.quantize).
+	Restart bool
 	// Settings: shadow, eval, canary, guard, store, request limits, token,
-	// web view or shutdown timeout changed; they apply to the next frame or
+	// web view, shutdown timeout or log level changed; they apply to the next frame or
 	// request.
 	Settings bool
 }
 
 // None reports whether nothing changed.
 func (c Change) None() bool {
-	return len(c.Added)+len(c.Removed)+len(c.Restarted) == 0 && !c.Models && !c.Int8 && !c.Sinks && !c.HTTP && !c.Settings
+	return len(c.Added)+len(c.Removed)+len(c.Restarted) == 0 && !c.Models && !c.Int8 && !c.Sinks && !c.Restart && !c.Settings
 }
 
 // StreamsOnly reports whether only streams changed.
 func (c Change) StreamsOnly() bool {
-	return !c.Models && !c.Int8 && !c.Sinks && !c.HTTP && !c.Settings
+	return !c.Models && !c.Int8 && !c.Sinks && !c.Restart && !c.Settings
 }
 
 // Diff decides what a reload from p to next changes.
@@ -241,18 +264,21 @@ func (p Plan) Diff(next Plan) Change {
 	c.Int8 = p.Models.Int8 != next.Models.Int8
 	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
 	h, nh := p.HTTP, next.HTTP
-	c.HTTP = len(RestartKeys(p, next)) > 0
+	c.Restart = len(RestartKeys(p, next)) > 0
 	lifecycle := func(l LifecyclePlan) LifecyclePlan { l.StateDir, l.Keep, l.MaxBytes = "", 0, 0; return l }
 	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
 		h.EnablePost != nh.EnablePost || h.Token != nh.Token || h.UI != nh.UI || p.ShutdownTimeout != next.ShutdownTimeout ||
-		!reflect.DeepEqual(p.Device, next.Device) || lifecycle(p.Lifecycle) != lifecycle(next.Lifecycle) || h.MaxModelBytes != nh.MaxModelBytes
+		!reflect.DeepEqual(p.Device, next.Device) || lifecycle(p.Lifecycle) != lifecycle(next.Lifecycle) || h.MaxModelBytes != nh.MaxModelBytes ||
+		p.Process.LogLevel != next.Process.LogLevel
 	return c
 }
 
 // RestartKeys lists, by their configuration keys, the settings that differ
 // between p and next and that only a restart applies: the listen address,
 // the HTTP server's timeouts (its listener and server are made once),
-// state_dir and the store's limits (the model store is opened once). A reload keeps the running
+// state_dir and the store's limits (the model store is opened once), the
+// log format, the onnxruntime library (loaded once per process) and
+// model.quantize (it runs at start-up). A reload keeps the running
 // values of these; /status lists them under pending_restart, compared
 // with the values the daemon started with, so that reverting a change
 // empties the list.
@@ -270,6 +296,9 @@ func RestartKeys(p, next Plan) []string {
 		{"state_dir", p.Lifecycle.StateDir != next.Lifecycle.StateDir},
 		{"store.keep", p.Lifecycle.Keep != next.Lifecycle.Keep},
 		{"store.max_size_mb", p.Lifecycle.MaxBytes != next.Lifecycle.MaxBytes},
+		{"log_format", p.Process.LogFormat != next.Process.LogFormat},
+		{"onnxruntime.library", p.Process.Library != next.Process.Library},
+		{"model.quantize", p.Process.Quantize != next.Process.Quantize},
 	} {
 		if k.diff {
 			keys = append(keys, k.key)

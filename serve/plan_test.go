@@ -1,7 +1,9 @@
 package serve
 
 import (
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,8 +55,8 @@ func TestPlanDiff(t *testing.T) {
 		{"interp", func(p *Plan) { p.Models.Interp = preprocess.InterpLinear }, Change{Models: true}},
 		{"sink", func(p *Plan) { p.Sinks[0].MaxFiles = 2 }, Change{Sinks: true}},
 		{"sink removed", func(p *Plan) { p.Sinks = nil }, Change{Sinks: true}},
-		{"listen", func(p *Plan) { p.Listen = "127.0.0.1:9000" }, Change{HTTP: true}},
-		{"write timeout", func(p *Plan) { p.HTTP.WriteTimeout = time.Minute }, Change{HTTP: true}},
+		{"listen", func(p *Plan) { p.Listen = "127.0.0.1:9000" }, Change{Restart: true}},
+		{"write timeout", func(p *Plan) { p.HTTP.WriteTimeout = time.Minute }, Change{Restart: true}},
 		{"token", func(p *Plan) { p.HTTP.Token = "t" }, Change{Settings: true}},
 		{"web view", func(p *Plan) { p.HTTP.UI = !p.HTTP.UI }, Change{Settings: true}},
 		{"shadow", func(p *Plan) { p.Shadow.EveryN = 5 }, Change{Settings: true}},
@@ -66,13 +68,13 @@ func TestPlanDiff(t *testing.T) {
 		tc.edit(&next)
 		got := old.Diff(next)
 		if !slices.Equal(got.Added, tc.want.Added) || !slices.Equal(got.Removed, tc.want.Removed) || !slices.Equal(got.Restarted, tc.want.Restarted) ||
-			got.Models != tc.want.Models || got.Int8 != tc.want.Int8 || got.Sinks != tc.want.Sinks || got.HTTP != tc.want.HTTP || got.Settings != tc.want.Settings {
+			got.Models != tc.want.Models || got.Int8 != tc.want.Int8 || got.Sinks != tc.want.Sinks || got.Restart != tc.want.Restart || got.Settings != tc.want.Settings {
 			t.Errorf("%s: Diff = %+v, want %+v", tc.name, got, tc.want)
 		}
 		if got.None() != (tc.name == "nothing" || tc.name == "streams reordered") {
 			t.Errorf("%s: None() = %v", tc.name, got.None())
 		}
-		if onlyStreams := !tc.want.Models && !tc.want.Int8 && !tc.want.Sinks && !tc.want.HTTP && !tc.want.Settings; got.StreamsOnly() != onlyStreams {
+		if onlyStreams := !tc.want.Models && !tc.want.Int8 && !tc.want.Sinks && !tc.want.Restart && !tc.want.Settings; got.StreamsOnly() != onlyStreams {
 			t.Errorf("%s: StreamsOnly() = %v", tc.name, got.StreamsOnly())
 		}
 	}
@@ -115,6 +117,10 @@ func TestRestartKeys(t *testing.T) {
 		{"listen and state_dir", func(p *Plan) { p.Listen = ":1"; p.Lifecycle.StateDir = "/x" }, []string{"listen", "state_dir"}},
 		{"store limits", func(p *Plan) { p.Lifecycle.Keep, p.Lifecycle.MaxBytes = 9, 1<<20 }, []string{"store.keep", "store.max_size_mb"}},
 		{"a setting", func(p *Plan) { p.Shadow.EveryN = 3 }, nil},
+		{"log level (applied)", func(p *Plan) { p.Process.LogLevel = slog.LevelDebug }, nil},
+		{"log format", func(p *Plan) { p.Process.LogFormat = "json" }, []string{"log_format"}},
+		{"onnxruntime library", func(p *Plan) { p.Process.Library = "/opt/ort/libonnxruntime.so" }, []string{"onnxruntime.library"}},
+		{"quantize at start-up", func(p *Plan) { p.Process.Quantize = "{Calib:/calib Images:64}" }, []string{"model.quantize"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			next := basePlan()
@@ -123,11 +129,14 @@ func TestRestartKeys(t *testing.T) {
 				t.Errorf("RestartKeys = %v, want %v", got, tc.want)
 			}
 			ch := basePlan().Diff(next)
-			if ch.HTTP != (len(tc.want) > 0) {
-				t.Errorf("Diff.HTTP = %v", ch.HTTP)
+			if ch.Restart != (len(tc.want) > 0) {
+				t.Errorf("Diff.Restart = %v", ch.Restart)
 			}
 			if tc.name == "state_dir" && ch.Settings {
 				t.Error("a changed state_dir counted as a setting the reload applies")
+			}
+			if strings.HasPrefix(tc.name, "log level") && !ch.Settings {
+				t.Error("a changed log level is not a setting the reload applies")
 			}
 		})
 	}

@@ -47,6 +47,9 @@ type Options struct {
 	// then runs as a canary. It should run at a lower priority than
 	// serving.
 	Prepare func(ctx context.Context, progress func(done, total int)) (ModelFile, error)
+	// LogLevel, when set, is the level of Logger's handler: a reload sets
+	// it to the new plan's Process.LogLevel.
+	LogLevel *slog.LevelVar
 }
 
 // Server is a running daemon.
@@ -380,6 +383,9 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	}
 	s.pending = RestartKeys(s.startPlan, next)
 	pending := s.pending
+	if s.opts.LogLevel != nil {
+		s.opts.LogLevel.Set(next.Process.LogLevel)
+	}
 	s.mu.Unlock()
 	if mods != nil {
 		s.mu.Lock()
@@ -411,7 +417,7 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	if sinks != nil {
 		oldSinks.close(s.log)
 	}
-	if ch.HTTP && len(pending) > 0 {
+	if ch.Restart && len(pending) > 0 {
 		s.log.Warn("these settings take effect at the next restart", "keys", pending, "listening", s.Addr())
 	}
 	s.warnEmptied(cur, next)
@@ -453,7 +459,7 @@ func (c Change) describe() []string {
 	for _, x := range []struct {
 		on   bool
 		what string
-	}{{c.Models, "models"}, {c.Int8, "int8 model (canary)"}, {c.Sinks, "sinks"}, {c.Settings, "settings"}, {c.HTTP, "http (at restart)"}} {
+	}{{c.Models, "models"}, {c.Int8, "int8 model (canary)"}, {c.Sinks, "sinks"}, {c.Settings, "settings"}, {c.Restart, "settings at the next restart"}} {
 		if x.on {
 			out = append(out, x.what)
 		}

@@ -88,7 +88,13 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log-level %q: want debug, info, warn or error", level)
 	}
-	o := &slog.HandlerOptions{Level: lvl}
+	return leveledLogger(lvl, format, w)
+}
+
+// leveledLogger makes the logger of format at level, which may be a
+// *slog.LevelVar that changes later (the daemon's, on reload).
+func leveledLogger(level slog.Leveler, format string, w io.Writer) (*slog.Logger, error) {
+	o := &slog.HandlerOptions{Level: level}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, o)), nil

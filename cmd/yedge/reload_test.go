@@ -199,3 +199,59 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		t.Errorf("--provider tensorrt output lacks the reason:\n%s", out.String())
 	}
 }
+
+// TestServeReloadProcessSettings: a SIGHUP that changes log_level applies
+// it (the INFO line of the reload shows, where warn hid every INFO line
+// before); one that changes onnxruntime.library, which the process loads
+// once, is listed in /status pending_restart.
+func TestServeReloadProcessSettings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (about 10s)")
+	}
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libonnxruntime.so.1")
+	if err := os.Symlink(filepath.Join(fixtures.Root(), "third_party", "onnxruntime", "linux-x64", "libonnxruntime.so.1"), lib); err != nil {
+		t.Fatal(err)
+	}
+	listen := testdaemon.FreePort(t)
+	cfgPath := filepath.Join(dir, "yedge.yaml")
+	config := func(extra string) {
+		text := fmt.Sprintf(`listen: %s
+%sstreams:
+  - name: file
+    uri: %s
+    loop: true
+%s`, listen, testdaemon.ModelsYAML(fixtures.Model(t, "yolov5n.onnx"), fixtures.Model(t, "yolov5n-qdq-torch.onnx"), 1),
+			fixtures.Path(t, "media", "vtest.avi"), extra)
+		if err := os.WriteFile(cfgPath, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	config("log_level: warn\n")
+	d := startServe(t, "--config", cfgPath)
+	testdaemon.Poll(t, pollEvery, "/readyz", 60*time.Second, func() bool {
+		code, _, err := testdaemon.Get(nil, listen, "/readyz")
+		return err == nil && code == http.StatusOK
+	})
+	if strings.Contains(d.logs.String(), "level=INFO") {
+		t.Fatalf("INFO lines at log_level warn:\n%s", d.logs.String())
+	}
+
+	config("log_level: info\nonnxruntime:\n  library: " + lib + "\n")
+	_ = d.cmd.Process.Signal(syscall.SIGHUP)
+	var st struct {
+		Pending []string `json:"pending_restart"`
+		Reload  *struct{ Result string }
+	}
+	testdaemon.Poll(t, pollEvery, "the reload applied", 30*time.Second, func() bool {
+		_, _ = testdaemon.GetStatus(nil, listen, &st)
+		return st.Reload != nil && st.Reload.Result == "applied"
+	})
+	if got := strings.Join(st.Pending, ","); got != "onnxruntime.library" {
+		t.Errorf("pending_restart = %q, want onnxruntime.library", got)
+	}
+	testdaemon.Poll(t, pollEvery, "the reload's INFO line (log_level info applied)", 10*time.Second, func() bool {
+		return strings.Contains(d.logs.String(), "level=INFO msg=\"reload applied\"")
+	})
+	d.term(t)
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -70,7 +71,10 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
-	log, err := newLogger(d.LogLevel, d.LogFormat, stderr)
+	// The level is a LevelVar: a reload applies a new log_level.
+	level := new(slog.LevelVar)
+	level.Set(d.Serve.Process.LogLevel)
+	log, err := leveledLogger(level, d.Serve.Process.LogFormat, stderr)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
@@ -96,7 +100,7 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig
 	}
 	version, rev := buildVersion()
 	srv, err := serve.New(ctx, p, serve.Options{Logger: log, Version: version, Revision: rev, Notify: notify, WatchdogEvery: watchdog,
-		Prepare: prepare})
+		Prepare: prepare, LogLevel: level})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
