@@ -345,12 +345,9 @@ func (s *Server) writeSinks(it work, precision string, names []string, dets []po
 	if k.empty() {
 		return
 	}
-	r := sinks.NewRecord(it.st.plan.Name, it.meta.index, it.meta.time, precision, it.img.Cols(), it.img.Rows(), names, dets)
-	r.Ms = map[string]float64{"read": ms(it.meta.read), "preprocess": ms(tm.Preprocess), "infer": ms(tm.Infer), "postprocess": ms(tm.Postprocess)}
-	k.write(r)
+	f := sinks.Frame{Frame: it.meta.src, Stream: it.st.plan.Name, Width: it.img.Cols(), Height: it.img.Rows(), Read: it.meta.read}
+	k.write(sinks.NewRecord(f, precision, names, dets, sinks.Stages(tm)))
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // shouldShadow applies the shadow policy: every EveryN-th inferred frame of
 // each stream, and with a budget, only while the FP32 share of compute time

@@ -18,9 +18,8 @@ import (
 
 // frameMeta travels with a frame through the slot.
 type frameMeta struct {
-	index int64
-	time  time.Time
-	read  time.Duration
+	src  source.Frame  // what the source said of the frame
+	read time.Duration // how long reading it took
 }
 
 // stream is everything the daemon keeps for one source: its reader
@@ -185,7 +184,7 @@ func (s *stream) run(ctx context.Context) {
 			}
 			last = time.Now()
 		}
-		s.publish(&buf, frameMeta{index: fr.Index, time: fr.Time, read: read})
+		s.publish(&buf, frameMeta{src: fr, read: read})
 		if !live && !realtime {
 			s.waitTaken(ctx)
 		}

@@ -365,7 +365,7 @@ func (s *Server) drawLive(it work, dets []postprocess.Detection, names []string)
 		s.log.Warn("web view: encoding a frame", "stream", it.st.plan.Name, "err", err)
 		return
 	}
-	it.st.view.setLive(jpegFrame{data: data, at: time.Now(), frame: it.meta.index})
+	it.st.view.setLive(jpegFrame{data: data, at: time.Now(), frame: it.meta.src.Index})
 }
 
 // Compare colours: matched pairs green, int8-only orange, FP32-only magenta.
@@ -421,7 +421,7 @@ func (s *Server) drawCompare(it work, names []string, i8, f32 []postprocess.Dete
 		}
 	}
 	now := time.Now()
-	c := CompareCounts{Frame: it.meta.index, At: now, Matched: a.Matched, Int8Only: a.Int8 - a.Matched, FP32Only: a.FP32 - a.Matched,
+	c := CompareCounts{Frame: it.meta.src.Index, At: now, Matched: a.Matched, Int8Only: a.Int8 - a.Matched, FP32Only: a.FP32 - a.Matched,
 		Disagreement: a.Disagreement()}
 	legend := fmt.Sprintf("frame %d  matched %d  int8-only %d  fp32-only %d", c.Frame, c.Matched, c.Int8Only, c.FP32Only)
 	gocv.Rectangle(&m, image.Rect(0, 0, m.Cols(), 22), colBlack, -1)
@@ -431,7 +431,7 @@ func (s *Server) drawCompare(it work, names []string, i8, f32 []postprocess.Dete
 		s.log.Warn("web view: encoding a compare frame", "stream", it.st.plan.Name, "err", err)
 		return
 	}
-	it.st.view.setCompare(jpegFrame{data: data, at: now, frame: it.meta.index}, c)
+	it.st.view.setCompare(jpegFrame{data: data, at: now, frame: it.meta.src.Index}, c)
 	if !it.st.view.qualifiesWorst(now, c.Disagreement) || m.Cols() == 0 {
 		return
 	}

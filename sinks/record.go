@@ -22,8 +22,7 @@ type Record struct {
 	// Height is the frame height in pixels.
 	Height int `json:"height"`
 	// PTSms is the frame's position in a video file in milliseconds when
-	// known, else the time since the source was opened (detect only;
-	// omitted when 0).
+	// known, else the time since the source was opened (omitted when 0).
 	PTSms float64 `json:"pts_ms,omitempty"`
 	// Image is the file of an image or folder source (omitted otherwise).
 	Image string `json:"image,omitempty"`

@@ -66,8 +66,6 @@ of images. Credentials in URLs are never printed.`,
 	return c
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
 // maxCamera bounds --camera.
 const maxCamera = 255
 
@@ -215,9 +213,8 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 			if fr.Frame.Corrupt {
 				st.corrupt++
 			}
-			rec := sinks.NewRecord(src.Name(), fr.Frame.Index, fr.Frame.Time.UTC(), precision, img.Cols(), img.Rows(), det.Names, dets)
-			rec.PTSms, rec.Image, rec.Corrupt = ms(fr.Frame.PTS), fr.Frame.Name, fr.Frame.Corrupt
-			rec.Ms = map[string]float64{"read": ms(fr.Read), "preprocess": ms(tm.Preprocess), "infer": ms(tm.Infer), "postprocess": ms(tm.Postprocess)}
+			rec := sinks.NewRecord(sinks.Frame{Frame: fr.Frame, Stream: src.Name(), Width: img.Cols(), Height: img.Rows(), Read: fr.Read},
+				precision, det.Names, dets, sinks.Stages(tm))
 			if err := sink.Write(rec); err != nil {
 				return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
 			}
