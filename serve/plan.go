@@ -2,8 +2,6 @@ package serve
 
 import (
 	"log/slog"
-	"reflect"
-	"slices"
 	"time"
 
 	"github.com/yedge/yedge/postprocess"
@@ -235,74 +233,4 @@ func (c Change) None() bool {
 // StreamsOnly reports whether only streams changed.
 func (c Change) StreamsOnly() bool {
 	return !c.Models && !c.Int8 && !c.Sinks && !c.Restart && !c.Settings
-}
-
-// Diff decides what a reload from p to next changes.
-func (p Plan) Diff(next Plan) Change {
-	var c Change
-	old := map[string]StreamPlan{}
-	for _, s := range p.Streams {
-		old[s.Name] = s
-	}
-	for _, s := range next.Streams {
-		o, ok := old[s.Name]
-		switch {
-		case !ok:
-			c.Added = append(c.Added, s.Name)
-		case !reflect.DeepEqual(o, s):
-			c.Restarted = append(c.Restarted, s.Name)
-		}
-		delete(old, s.Name)
-	}
-	for name := range old {
-		c.Removed = append(c.Removed, name)
-	}
-	slices.Sort(c.Removed)
-	rt := func(o yrt.Options) yrt.Options { o.Logger = nil; return o }
-	noInt8 := func(m ModelsPlan) ModelsPlan { m.Int8 = ModelFile{}; return m }
-	c.Models = !reflect.DeepEqual(noInt8(p.Models), noInt8(next.Models)) || !reflect.DeepEqual(rt(p.Runtime), rt(next.Runtime)) || p.Post != next.Post
-	c.Int8 = p.Models.Int8 != next.Models.Int8
-	c.Sinks = !slices.Equal(p.Sinks, next.Sinks)
-	h, nh := p.HTTP, next.HTTP
-	c.Restart = len(RestartKeys(p, next)) > 0
-	lifecycle := func(l LifecyclePlan) LifecyclePlan { l.StateDir, l.Keep, l.MaxBytes = "", 0, 0; return l }
-	c.Settings = p.Shadow != next.Shadow || p.Eval != next.Eval || h.MaxBodyBytes != nh.MaxBodyBytes ||
-		h.EnablePost != nh.EnablePost || h.Token != nh.Token || h.UI != nh.UI || p.ShutdownTimeout != next.ShutdownTimeout ||
-		!reflect.DeepEqual(p.Device, next.Device) || lifecycle(p.Lifecycle) != lifecycle(next.Lifecycle) || h.MaxModelBytes != nh.MaxModelBytes ||
-		p.Process.LogLevel != next.Process.LogLevel
-	return c
-}
-
-// RestartKeys lists, by their configuration keys, the settings that differ
-// between p and next and that only a restart applies: the listen address,
-// the HTTP server's timeouts (its listener and server are made once),
-// state_dir and the store's limits (the model store is opened once), the
-// log format, the onnxruntime library (loaded once per process) and
-// model.quantize (it runs at start-up). A reload keeps the running
-// values of these; /status lists them under pending_restart, compared
-// with the values the daemon started with, so that reverting a change
-// empties the list.
-func RestartKeys(p, next Plan) []string {
-	h, nh := p.HTTP, next.HTTP
-	var keys []string
-	for _, k := range []struct {
-		key  string
-		diff bool
-	}{
-		{"listen", p.Listen != next.Listen},
-		// ReadHeaderTimeout and IdleTimeout follow from read_timeout.
-		{"http.read_timeout", h.ReadTimeout != nh.ReadTimeout || h.ReadHeaderTimeout != nh.ReadHeaderTimeout || h.IdleTimeout != nh.IdleTimeout},
-		{"http.write_timeout", h.WriteTimeout != nh.WriteTimeout},
-		{"state_dir", p.Lifecycle.StateDir != next.Lifecycle.StateDir},
-		{"store.keep", p.Lifecycle.Keep != next.Lifecycle.Keep},
-		{"store.max_size_mb", p.Lifecycle.MaxBytes != next.Lifecycle.MaxBytes},
-		{"log_format", p.Process.LogFormat != next.Process.LogFormat},
-		{"onnxruntime.library", p.Process.Library != next.Process.Library},
-		{"model.quantize", p.Process.Quantize != next.Process.Quantize},
-	} {
-		if k.diff {
-			keys = append(keys, k.key)
-		}
-	}
-	return keys
 }
