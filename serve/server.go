@@ -307,13 +307,57 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 		s.recordReload("unchanged", nil, nil)
 		return ch, nil
 	}
-	var mods *models
-	var sinks *sinkSet
-	var canary *model
+	prep, err := s.prepareReload(ctx, next, ch)
+	if err != nil {
+		s.recordReload("rejected", err, nil)
+		return ch, err
+	}
+	s.commitReload(runCtx, cur, next, ch, prep)
+	s.warnEmptied(cur, next)
+	s.recordReload("applied", nil, ch.describe())
+	return ch, nil
+}
+
+// prepared is what a reload built beside the running daemon and has not
+// put in use: the models to swap in, the new sinks, and the int8 model
+// that runs as a canary (the lifecycle taken for it).
+type prepared struct {
+	mods   *models
+	sinks  *sinkSet
+	canary *model
+	// life is set when the reload took the lifecycle (Server.life.busy)
+	// for a new int8 model.
+	life bool
+}
+
+// discard closes what a reload prepared and gives the lifecycle back: a
+// later step failed, so nothing of it is used.
+func (s *Server) discard(p *prepared) {
+	p.mods.close()
+	if p.sinks != nil {
+		p.sinks.close(s.log)
+	}
+	if p.canary != nil {
+		p.canary.det.Close()
+	}
+	if p.life {
+		s.life.busy.Store(false)
+		s.setPhase(metrics.PhaseServing)
+	}
+}
+
+// prepareReload builds what ch needs beside the running daemon: the models
+// (the serving int8 model stays until a canary promotes another), a new
+// int8 model loaded and warmed up for its canary, and the new sinks. On
+// failure it has discarded all of it.
+func (s *Server) prepareReload(ctx context.Context, next Plan, ch Change) (*prepared, error) {
+	p := &prepared{}
+	fail := func(err error) (*prepared, error) {
+		s.discard(p)
+		return nil, err
+	}
 	var err error
 	if ch.Models {
-		// The serving int8 model stays until a canary promotes another: a
-		// new int8 model in the same reload runs as a canary (below).
 		load := next
 		if _, cm := s.current(); load.Models.Int8.Path == "" || ch.Int8 {
 			load.Models.Int8 = cm.int8.file
@@ -321,51 +365,44 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 				load.Models.Int8 = ModelFile{} // FP32 serves in the int8 slot
 			}
 		}
-		if mods, err = loadModels(ctx, load, true, s.log); err != nil {
-			s.recordReload("rejected", err, nil)
-			return ch, err
+		if p.mods, err = loadModels(ctx, load, true, s.log); err != nil {
+			return fail(err)
 		}
 	}
 	if ch.Int8 && next.Models.Int8.Path != "" {
-		// The new int8 model is loaded and warmed up here, then runs as a
-		// canary; it serves once the canary passes.
 		if !s.life.busy.CompareAndSwap(false, true) {
-			s.recordReload("rejected", errBusy, nil)
-			return ch, errBusy
+			return fail(errBusy)
 		}
+		p.life = true
 		if st := s.life.store; st != nil {
 			if _, _, err := st.AddFile(next.Models.Int8.Path, "reload", ""); err != nil {
 				s.log.Warn("model store: model not recorded", "err", err)
 			}
 		}
-		if canary, err = s.build(ctx, next, next.Models.Int8); err != nil {
+		if p.canary, err = s.build(ctx, next, next.Models.Int8); err != nil {
 			s.storeReject(next.Models.Int8.SHA256, "not loaded: "+err.Error())
-			s.life.busy.Store(false)
-			s.setPhase(metrics.PhaseServing)
-			mods.close()
-			s.recordReload("rejected", err, nil)
-			return ch, err
+			return fail(err)
 		}
 	}
 	if ch.Sinks {
-		if sinks, err = openSinks(next.Sinks, s.errs, s.log); err != nil {
-			mods.close()
-			if canary != nil {
-				canary.det.Close()
-				s.life.busy.Store(false)
-				s.setPhase(metrics.PhaseServing)
-			}
-			s.recordReload("rejected", err, nil)
-			return ch, err
+		if p.sinks, err = openSinks(next.Sinks, s.errs, s.log); err != nil {
+			return fail(err)
 		}
 	}
-	// Commit, between two frames: the frames in flight finish first.
+	return p, nil
+}
+
+// commitReload puts what prepareReload built in use, between two frames
+// (the frames in flight finish first): the models, sinks and settings
+// swap at once; then the canary starts, removed and changed streams stop,
+// new and changed ones start, and what was replaced is closed.
+func (s *Server) commitReload(runCtx context.Context, cur, next Plan, ch Change, p *prepared) {
 	s.procMu.Lock()
 	s.drain()
 	s.mu.Lock()
 	oldMods, oldSinks := s.models, s.sinks
-	if sinks != nil {
-		s.sinks = sinks
+	if p.sinks != nil {
+		s.sinks = p.sinks
 	}
 	var stopping []*stream
 	for _, name := range slices.Concat(ch.Removed, ch.Restarted) {
@@ -386,43 +423,38 @@ func (s *Server) Reload(ctx context.Context, next Plan) (Change, error) {
 	if s.opts.LogLevel != nil {
 		s.opts.LogLevel.Set(next.Process.LogLevel)
 	}
-	s.mu.Unlock()
-	if mods != nil {
-		s.mu.Lock()
-		s.setModels(mods)
-		s.mu.Unlock()
+	if p.mods != nil {
+		s.setModels(p.mods)
 	}
+	s.mu.Unlock()
 	for _, name := range ch.Removed {
 		s.m.ForgetStream(name)
 	}
 	s.releaseFP32(next)
 	s.procMu.Unlock()
 
-	if canary != nil {
-		s.installCanary(canary, "reload", false)
+	if p.canary != nil {
+		s.installCanary(p.canary, "reload", false)
 	}
 	for _, st := range stopping {
 		st.stop()
 	}
 	byName := map[string]StreamPlan{}
-	for _, p := range next.Streams {
-		byName[p.Name] = p
+	for _, sp := range next.Streams {
+		byName[sp.Name] = sp
 	}
 	for _, name := range slices.Concat(ch.Added, ch.Restarted) {
 		s.startStream(runCtx, byName[name], next.Shadow.Window)
 	}
-	if mods != nil {
+	if p.mods != nil {
 		oldMods.close()
 	}
-	if sinks != nil {
+	if p.sinks != nil {
 		oldSinks.close(s.log)
 	}
 	if ch.Restart && len(pending) > 0 {
 		s.log.Warn("these settings take effect at the next restart", "keys", pending, "listening", s.Addr())
 	}
-	s.warnEmptied(cur, next)
-	s.recordReload("applied", nil, ch.describe())
-	return ch, nil
 }
 
 // warnEmptied warns, naming what goes, when a reload removes every sink
