@@ -104,63 +104,13 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	p.Listen = cfg.Listen
 	p.Device = serve.DevicePlan{ID: cfg.Device.ID, Labels: cfg.Device.Labels}
 	p.ShutdownTimeout = cfg.ShutdownTimeout.Std()
-
-	pr := cfg.Provider
-	trt := yrt.DefaultTensorRTOptions(pick(o.TRTCache, pr.TensorRT.CacheDir))
-	if trt.CacheDir == "" {
-		trt.CacheDir = yrt.DefaultTensorRTCacheDir()
-	}
-	trt.FP16 = pick(o.TRTFP16, *pr.TensorRT.FP16)
-	trt.INT8 = pick(o.TRTINT8, *pr.TensorRT.INT8)
-	if pr.TensorRT.DLACore != nil {
-		trt.DLACore = *pr.TensorRT.DLACore
-	}
-	trt.WorkspaceBytes = int64(pr.TensorRT.WorkspaceMB) << 20
-	// The daemon's readers and HTTP share the cores: onnxruntime's threads
-	// must not spin between runs. It runs for long on devices with little
-	// memory: no memory pattern (runtime.Options.NoMemPattern).
-	p.Runtime = yrt.Options{Provider: pick(o.Provider, pr.Name), DeviceID: pick(o.DeviceID, pr.DeviceID),
-		Threads: pick(o.Threads, pr.Threads), TensorRT: trt, NoSpin: true, NoMemPattern: true}
-
-	h, w, err := pipeline.ParseSize(cfg.Model.ImgSize)
-	if err != nil {
-		return nil, fmt.Errorf("model.%w", err)
-	}
-	fp32, fm, err := modelFile(cfg.Model.FP32)
-	if err != nil {
+	p.Runtime = runtimeOptions(cfg.Provider, o)
+	if err := d.buildModels(cfg); err != nil {
 		return nil, err
 	}
-	interp, err := preprocess.ParseInterp(cfg.Model.Interp)
-	if err != nil {
-		return nil, fmt.Errorf("model.interp: %w", err)
-	}
-	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names,
-		FullGraph: cfg.Model.FullGraph, Interp: interp}
-	batchOf := fm // the int8 model made at start-up has the FP32 model's input
-	if cfg.Model.INT8 != "" {
-		if p.Models.Int8, batchOf, err = modelFile(cfg.Model.INT8); err != nil {
-			return nil, err
-		}
-	}
-	// A model with a fixed batch runs that batch, whatever the default
-	// (one per stream) asks: a reload that adds a stream is then no model
-	// change.
-	if b := pipeline.StaticBatch(batchOf); b > 0 {
-		p.Models.Batch = b
-	}
-	if q := cfg.Model.Quantize; q != nil && cfg.Model.INT8 == "" {
-		qh, qw, err := pipeline.InputSize(fm, h, w)
-		if err != nil {
-			return nil, err
-		}
-		d.Quantize = &Quantize{Calib: q.Calib, Images: q.Images, Target: quant.Target(q.Target), Method: quant.CalibMethod(q.Method),
-			KeepHead: *q.KeepHead, Exclude: q.Exclude, CacheDir: q.CacheDir, Height: qh, Width: qw}
-	}
-
 	t := cfg.Thresholds
 	p.Post = postprocess.DeployOptions()
 	p.Post.Conf, p.Post.IoU, p.Post.MaxDet = float32(t.Conf), float32(t.IoU), t.MaxDet
-
 	for _, s := range cfg.Streams {
 		spec, err := source.Parse(s.URI)
 		if err != nil {
@@ -193,21 +143,89 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 	if d.Quantize != nil {
 		p.Process.Quantize = fmt.Sprintf("%+v", *d.Quantize)
 	}
-	hc := cfg.HTTP
-	p.HTTP = serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, MaxModelBytes: hc.MaxModelBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
+	var err error
+	p.HTTP, err = httpPlan(cfg.HTTP)
+	return d, err
+}
+
+// runtimeOptions are the daemon's onnxruntime options: the provider
+// section with the command's overrides. The daemon's readers and HTTP
+// share the cores, so onnxruntime's threads must not spin between runs;
+// it runs for long on devices with little memory, so without a memory
+// pattern (runtime.Options.NoMemPattern).
+func runtimeOptions(pr configs.ProviderConfig, o Overrides) yrt.Options {
+	trt := yrt.DefaultTensorRTOptions(pick(o.TRTCache, pr.TensorRT.CacheDir))
+	if trt.CacheDir == "" {
+		trt.CacheDir = yrt.DefaultTensorRTCacheDir()
+	}
+	trt.FP16 = pick(o.TRTFP16, *pr.TensorRT.FP16)
+	trt.INT8 = pick(o.TRTINT8, *pr.TensorRT.INT8)
+	if pr.TensorRT.DLACore != nil {
+		trt.DLACore = *pr.TensorRT.DLACore
+	}
+	trt.WorkspaceBytes = int64(pr.TensorRT.WorkspaceMB) << 20
+	return yrt.Options{Provider: pick(o.Provider, pr.Name), DeviceID: pick(o.DeviceID, pr.DeviceID),
+		Threads: pick(o.Threads, pr.Threads), TensorRT: trt, NoSpin: true, NoMemPattern: true}
+}
+
+// buildModels resolves the model section: the model files (read for their
+// hashes and input), the input geometry and batch, and quantization at
+// start-up.
+func (d *Daemon) buildModels(cfg *configs.Config) error {
+	p := &d.Serve
+	h, w, err := pipeline.ParseSize(cfg.Model.ImgSize)
+	if err != nil {
+		return fmt.Errorf("model.%w", err)
+	}
+	fp32, fm, err := modelFile(cfg.Model.FP32)
+	if err != nil {
+		return err
+	}
+	interp, err := preprocess.ParseInterp(cfg.Model.Interp)
+	if err != nil {
+		return fmt.Errorf("model.interp: %w", err)
+	}
+	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names,
+		FullGraph: cfg.Model.FullGraph, Interp: interp}
+	batchOf := fm // the int8 model made at start-up has the FP32 model's input
+	if cfg.Model.INT8 != "" {
+		if p.Models.Int8, batchOf, err = modelFile(cfg.Model.INT8); err != nil {
+			return err
+		}
+	}
+	// A model with a fixed batch runs that batch, whatever the default
+	// (one per stream) asks: a reload that adds a stream is then no model
+	// change.
+	if b := pipeline.StaticBatch(batchOf); b > 0 {
+		p.Models.Batch = b
+	}
+	if q := cfg.Model.Quantize; q != nil && cfg.Model.INT8 == "" {
+		qh, qw, err := pipeline.InputSize(fm, h, w)
+		if err != nil {
+			return err
+		}
+		d.Quantize = &Quantize{Calib: q.Calib, Images: q.Images, Target: quant.Target(q.Target), Method: quant.CalibMethod(q.Method),
+			KeepHead: *q.KeepHead, Exclude: q.Exclude, CacheDir: q.CacheDir, Height: qh, Width: qw}
+	}
+	return nil
+}
+
+// httpPlan resolves the http section; it reads the token file.
+func httpPlan(hc configs.HTTPConfig) (serve.HTTPPlan, error) {
+	p := serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, MaxModelBytes: hc.MaxModelBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
 		// Headers get at most 5s, and never more than read_timeout.
 		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost,
 		UI: *hc.UI}
 	if hc.TokenFile != "" {
 		b, err := fsx.ReadFile(hc.TokenFile, fsx.MaxSecretBytes)
 		if err != nil {
-			return nil, fmt.Errorf("http.token_file: %w", err)
+			return p, fmt.Errorf("http.token_file: %w", err)
 		}
-		if p.HTTP.Token = strings.TrimSpace(string(b)); p.HTTP.Token == "" {
-			return nil, fmt.Errorf("http.token_file %q is empty", hc.TokenFile)
+		if p.Token = strings.TrimSpace(string(b)); p.Token == "" {
+			return p, fmt.Errorf("http.token_file %q is empty", hc.TokenFile)
 		}
 	}
-	return d, nil
+	return p, nil
 }
 
 // pick returns the override when given, else the configured value.
