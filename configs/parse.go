@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -27,8 +26,6 @@ import (
 const (
 	// DefaultListen is the default HTTP address (listen).
 	DefaultListen = "127.0.0.1:9464"
-	// DefaultShutdownTimeout is the default shutdown_timeout.
-	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultMaxBatch caps the default model.batch (the number of streams).
 	DefaultMaxBatch = 8
 )
@@ -564,34 +561,18 @@ func (c *Config) applyDefaults() {
 			*p = v
 		}
 	}
-	setI := func(p *int, path string, v int) {
-		if !c.has(path) {
-			*p = v
-		}
-	}
-	setF := func(p *float64, path string, v float64) {
-		if !c.has(path) {
-			*p = v
-		}
-	}
-	setD := func(p *Duration, path string, v time.Duration) {
-		if !c.has(path) {
-			*p = Duration(v)
-		}
-	}
 	setB := func(p **bool, v bool) {
 		if *p == nil {
 			*p = boolPtr(v)
 		}
 	}
+	c.numericDefaults()
 	setS(&c.Listen, "listen", DefaultListen)
 	setS(&c.LogLevel, "log_level", "info")
 	setS(&c.LogFormat, "log_format", "text")
 	setS(&c.Device.ID, "device.id", DefaultDeviceID())
-	setD(&c.ShutdownTimeout, "shutdown_timeout", DefaultShutdownTimeout)
 
 	if q := c.Model.Quantize; q != nil {
-		setI(&q.Images, "model.quantize.images", 128)
 		setS(&q.Target, "model.quantize.target", string(quant.TargetTensorRT))
 		if t, err := quant.ParseTarget(q.Target); err == nil {
 			setS(&q.Method, "model.quantize.method", string(quant.DefaultMethod(t)))
@@ -606,56 +587,17 @@ func (c *Config) applyDefaults() {
 	setB(&c.Provider.TensorRT.FP16, true)
 	setB(&c.Provider.TensorRT.INT8, true)
 
-	setF(&c.Thresholds.Conf, "thresholds.conf", 0.25)
-	setF(&c.Thresholds.IoU, "thresholds.iou", 0.45)
-	setI(&c.Thresholds.MaxDet, "thresholds.max_det", 300)
-
 	for i := range c.Streams {
 		s := &c.Streams[i]
-		p := fmt.Sprintf("streams[%d].", i)
 		setB(&s.Reconnect.Enabled, true)
-		setD(&s.Reconnect.MinBackoff, p+"reconnect.min_backoff", source.DefaultMinBackoff)
-		setD(&s.Reconnect.MaxBackoff, p+"reconnect.max_backoff", source.DefaultMaxBackoff)
-		if spec, err := source.Parse(s.URI); err == nil && spec.Kind.Live() && !c.has(p+"read_timeout") {
+		if spec, err := source.Parse(s.URI); err == nil && spec.Kind.Live() && !c.has(fmt.Sprintf("streams[%d].read_timeout", i)) {
 			s.ReadTimeout = Duration(source.DefaultLiveReadTimeout)
 		}
 	}
-
 	setB(&c.Shadow.Enabled, true)
-	setI(&c.Shadow.EveryN, "shadow.every_n", 10)
-	setF(&c.Shadow.IoU, "shadow.iou", 0.5)
-	setI(&c.Shadow.Window, "shadow.window", 200)
-
 	if c.Eval.OnStart == nil {
 		c.Eval.OnStart = boolPtr(c.Eval.Data != "")
 	}
-
-	for i := range c.Sinks {
-		s := &c.Sinks[i]
-		p := fmt.Sprintf("sinks[%d].", i)
-		setI(&s.MaxSizeMB, p+"max_size_mb", 100)
-		setI(&s.MaxFiles, p+"max_files", 5)
-		setD(&s.FlushInterval, p+"flush_interval", time.Second)
-	}
-
-	if !c.has("http.max_body_bytes") {
-		c.HTTP.MaxBodyBytes = 4096
-	}
-	setD(&c.HTTP.ReadTimeout, "http.read_timeout", 5*time.Second)
-	setD(&c.HTTP.WriteTimeout, "http.write_timeout", 30*time.Second)
 	setB(&c.HTTP.EnablePost, true)
 	setB(&c.HTTP.UI, true)
-	if !c.has("http.max_model_bytes") {
-		c.HTTP.MaxModelBytes = 256 << 20
-	}
-
-	setI(&c.Canary.Frames, "canary.frames", 30)
-	setF(&c.Canary.MinRecall, "canary.min_recall", 0.8)
-	setF(&c.Canary.MinPrecision, "canary.min_precision", 0.8)
-	setF(&c.Canary.Tolerance, "canary.tolerance", 0.05)
-	setF(&c.Guard.MinRecall, "guard.min_recall", 0.5)
-	setF(&c.Guard.MinPrecision, "guard.min_precision", 0.5)
-	setD(&c.Guard.For, "guard.for", 30*time.Second)
-	setI(&c.Store.Keep, "store.keep", 5)
-	setI(&c.Store.MaxSizeMB, "store.max_size_mb", 1024)
 }

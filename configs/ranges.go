@@ -8,13 +8,24 @@ import (
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
 	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/source"
 )
 
-// Range is the documented range of one numeric key. Key paths write list
-// items as "[]" ("streams[].fps"). Durations are in seconds.
+// Range is the declaration of one numeric key: its default and its
+// documented range, in one place. Key paths write list items as "[]"
+// ("streams[].fps"). Durations are in seconds. The parser fills in
+// Default where the file leaves the key out, and the validator checks
+// every value against the range; README's table is tested against it.
 type Range struct {
 	// Key is the key path.
 	Key string
+	// Default is the value of a key the file leaves out (in seconds for a
+	// duration), unless Computed.
+	Default float64
+	// Computed marks a key whose default the parser derives from other
+	// keys (model.batch from the streams, read_timeout from the source);
+	// Note says how.
+	Computed bool
 	// Min and Max bound the value; MinOpen and MaxOpen exclude the bound.
 	Min, Max         float64
 	MinOpen, MaxOpen bool
@@ -32,42 +43,42 @@ const (
 // ranges is the one table of numeric keys: the validator checks against it
 // and README's table is tested against it.
 var ranges = []Range{
-	{Key: "shutdown_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
-	{Key: "model.batch", Min: 1, Max: pipeline.MaxBatch, Note: "1: no batching; default: the number of streams, at most 8"},
-	{Key: "model.quantize.images", Min: 1, Max: 100000},
+	{Key: "shutdown_timeout", Default: 10, Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "model.batch", Computed: true, Min: 1, Max: pipeline.MaxBatch, Note: "1: no batching; default: the number of streams, at most 8"},
+	{Key: "model.quantize.images", Default: 128, Min: 1, Max: 100000},
 	{Key: "provider.threads", Min: 0, Max: yrt.MaxThreads, Note: "0: all cores"},
 	{Key: "provider.device_id", Min: 0, Max: yrt.MaxDeviceID},
 	{Key: "provider.tensorrt.dla_core", Min: 0, Max: 7, Note: "leave it out for no DLA"},
 	{Key: "provider.tensorrt.workspace_mb", Min: 0, Max: 1 << 20, Note: "0: the TensorRT default"},
-	{Key: "thresholds.conf", Min: 0, Max: 1},
-	{Key: "thresholds.iou", Min: 0, MinOpen: true, Max: 1},
-	{Key: "thresholds.max_det", Min: 1, Max: postprocess.MaxDetections},
+	{Key: "thresholds.conf", Default: 0.25, Min: 0, Max: 1},
+	{Key: "thresholds.iou", Default: 0.45, Min: 0, MinOpen: true, Max: 1},
+	{Key: "thresholds.max_det", Default: 300, Min: 1, Max: postprocess.MaxDetections},
 	{Key: "streams[].fps", Min: 0, Max: 1000, Note: "0: no cap"},
-	{Key: "streams[].read_timeout", Min: 0, Max: hour, Duration: true, Note: "0: no bound"},
-	{Key: "streams[].reconnect.min_backoff", Min: 0, MinOpen: true, Max: hour, Duration: true},
-	{Key: "streams[].reconnect.max_backoff", Min: 0, MinOpen: true, Max: day, Duration: true, Note: "at least min_backoff"},
+	{Key: "streams[].read_timeout", Computed: true, Min: 0, Max: hour, Duration: true, Note: "0: no bound"},
+	{Key: "streams[].reconnect.min_backoff", Default: source.DefaultMinBackoff.Seconds(), Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "streams[].reconnect.max_backoff", Default: source.DefaultMaxBackoff.Seconds(), Min: 0, MinOpen: true, Max: day, Duration: true, Note: "at least min_backoff"},
 	{Key: "streams[].reconnect.max_retries", Min: 0, Max: 1000000, Note: "0: unlimited"},
-	{Key: "shadow.every_n", Min: 1, Max: 1000000},
+	{Key: "shadow.every_n", Default: 10, Min: 1, Max: 1000000},
 	{Key: "shadow.budget", Min: 0, Max: 1, MaxOpen: true, Note: "a fraction of compute time; 0: every_n only"},
-	{Key: "shadow.iou", Min: 0, MinOpen: true, Max: 1},
-	{Key: "shadow.window", Min: 1, Max: 100000},
+	{Key: "shadow.iou", Default: 0.5, Min: 0, MinOpen: true, Max: 1},
+	{Key: "shadow.window", Default: 200, Min: 1, Max: 100000},
 	{Key: "eval.images", Min: 0, Max: 1000000, Note: "0: all"},
-	{Key: "sinks[].max_size_mb", Min: 1, Max: 1 << 20},
-	{Key: "sinks[].max_files", Min: 1, Max: 1000},
-	{Key: "sinks[].flush_interval", Min: 0, MinOpen: true, Max: hour, Duration: true},
-	{Key: "http.max_body_bytes", Min: 1, Max: 1 << 30},
-	{Key: "http.max_model_bytes", Min: 1, Max: 4 << 30},
-	{Key: "http.read_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
-	{Key: "http.write_timeout", Min: 0, MinOpen: true, Max: hour, Duration: true},
-	{Key: "canary.frames", Min: 1, Max: 1000000},
-	{Key: "canary.min_recall", Min: 0, Max: 1},
-	{Key: "canary.min_precision", Min: 0, Max: 1},
-	{Key: "canary.tolerance", Min: 0, Max: 1},
-	{Key: "guard.min_recall", Min: 0, Max: 1, Note: "0: the guard never falls back on recall"},
-	{Key: "guard.min_precision", Min: 0, Max: 1, Note: "0: the guard never falls back on precision"},
-	{Key: "guard.for", Min: 0, MinOpen: true, Max: day, Duration: true},
-	{Key: "store.keep", Min: 1, Max: 1000, Note: "the serving, promoted and rollback models are kept beyond it"},
-	{Key: "store.max_size_mb", Min: 1, Max: 1048576, Note: "the serving, promoted and rollback models are kept beyond it"},
+	{Key: "sinks[].max_size_mb", Default: 100, Min: 1, Max: 1 << 20},
+	{Key: "sinks[].max_files", Default: 5, Min: 1, Max: 1000},
+	{Key: "sinks[].flush_interval", Default: 1, Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "http.max_body_bytes", Default: 4096, Min: 1, Max: 1 << 30},
+	{Key: "http.max_model_bytes", Default: 256 << 20, Min: 1, Max: 4 << 30},
+	{Key: "http.read_timeout", Default: 5, Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "http.write_timeout", Default: 30, Min: 0, MinOpen: true, Max: hour, Duration: true},
+	{Key: "canary.frames", Default: 30, Min: 1, Max: 1000000},
+	{Key: "canary.min_recall", Default: 0.8, Min: 0, Max: 1},
+	{Key: "canary.min_precision", Default: 0.8, Min: 0, Max: 1},
+	{Key: "canary.tolerance", Default: 0.05, Min: 0, Max: 1},
+	{Key: "guard.min_recall", Default: 0.5, Min: 0, Max: 1, Note: "0: the guard never falls back on recall"},
+	{Key: "guard.min_precision", Default: 0.5, Min: 0, Max: 1, Note: "0: the guard never falls back on precision"},
+	{Key: "guard.for", Default: 30, Min: 0, MinOpen: true, Max: day, Duration: true},
+	{Key: "store.keep", Default: 5, Min: 1, Max: 1000, Note: "the serving, promoted and rollback models are kept beyond it"},
+	{Key: "store.max_size_mb", Default: 1024, Min: 1, Max: 1048576, Note: "the serving, promoted and rollback models are kept beyond it"},
 }
 
 // Ranges returns the documented range of every numeric key, in schema
@@ -113,10 +124,9 @@ func rangeOf(key string) Range {
 	panic("configs: no range for " + key)
 }
 
-// num checks a numeric key against its range; path is the key path with
-// indices ("streams[1].fps"), key the table's ("streams[].fps").
-func (v *validator) num(path, key string, x float64) {
-	r := rangeOf(key)
+// check adds a problem when x, the value of the numeric key at path
+// ("streams[1].fps"), is outside its range r.
+func (v *validator) check(path string, r Range, x float64) {
 	if r.contains(x) {
 		return
 	}
@@ -126,6 +136,3 @@ func (v *validator) num(path, key string, x float64) {
 	}
 	v.add(path, "%s is out of range: want %s", got, r)
 }
-
-// dur checks a duration key.
-func (v *validator) dur(path, key string, d Duration) { v.num(path, key, d.Std().Seconds()) }

@@ -157,13 +157,11 @@ func (c *Config) Validate() error {
 	v.device()
 	v.model()
 	v.provider()
-	v.thresholds()
 	v.streams()
-	v.shadow()
 	v.eval()
 	v.sinks()
 	v.http()
-	v.lifecycle()
+	v.numbers()
 	return joinProblems(v.ps)
 }
 
@@ -183,7 +181,6 @@ func (v *validator) top() {
 	if lib := c.ONNXRuntime.Library; strings.Contains(lib, "/") {
 		v.file("onnxruntime.library", lib)
 	}
-	v.dur("shutdown_timeout", "shutdown_timeout", c.ShutdownTimeout)
 }
 
 // file checks that path is an existing regular file.
@@ -260,7 +257,6 @@ func (v *validator) model() {
 		} else {
 			v.dir("model.quantize.calib", q.Calib)
 		}
-		v.num("model.quantize.images", "model.quantize.images", float64(q.Images))
 		if _, err := quant.ParseTarget(q.Target); err != nil {
 			v.add("model.quantize.target", "%v", err)
 		}
@@ -288,7 +284,6 @@ func (v *validator) model() {
 	if m.Names != "" {
 		v.file("model.names", m.Names)
 	}
-	v.num("model.batch", "model.batch", float64(m.Batch))
 }
 
 func (v *validator) provider() {
@@ -296,24 +291,11 @@ func (v *validator) provider() {
 	if !slices.Contains(yrt.Providers, p.Name) {
 		v.add("provider.name", "want one of %s, got %q", strings.Join(yrt.Providers, ", "), p.Name)
 	}
-	v.num("provider.threads", "provider.threads", float64(p.Threads))
-	v.num("provider.device_id", "provider.device_id", float64(p.DeviceID))
 	t := &p.TensorRT
-	if t.DLACore != nil {
-		v.num("provider.tensorrt.dla_core", "provider.tensorrt.dla_core", float64(*t.DLACore))
-	}
-	v.num("provider.tensorrt.workspace_mb", "provider.tensorrt.workspace_mb", float64(t.WorkspaceMB))
 	if t.CacheDir != "" {
 		v.notFile("provider.tensorrt.cache_dir", t.CacheDir)
 		v.outsideState("provider.tensorrt.cache_dir", t.CacheDir)
 	}
-}
-
-func (v *validator) thresholds() {
-	t := &v.c.Thresholds
-	v.num("thresholds.conf", "thresholds.conf", t.Conf)
-	v.num("thresholds.iou", "thresholds.iou", t.IoU)
-	v.num("thresholds.max_det", "thresholds.max_det", float64(t.MaxDet))
 }
 
 func (v *validator) streams() {
@@ -338,16 +320,11 @@ func (v *validator) streams() {
 			}
 		}
 		v.uri(p+".uri", s.URI)
-		v.num(p+".fps", "streams[].fps", s.FPS)
 		r := &s.Reconnect
-		v.dur(p+".reconnect.min_backoff", "streams[].reconnect.min_backoff", r.MinBackoff)
-		if r.MaxBackoff < r.MinBackoff {
+		// The range of max_backoff is checked with the others (numbers).
+		if r.MaxBackoff < r.MinBackoff && rangeOf("streams[].reconnect.max_backoff").contains(r.MaxBackoff.Std().Seconds()) {
 			v.add(p+".reconnect.max_backoff", "must be >= min_backoff (%s), got %s", r.MinBackoff, r.MaxBackoff)
-		} else {
-			v.dur(p+".reconnect.max_backoff", "streams[].reconnect.max_backoff", r.MaxBackoff)
 		}
-		v.num(p+".reconnect.max_retries", "streams[].reconnect.max_retries", float64(r.MaxRetries))
-		v.dur(p+".read_timeout", "streams[].read_timeout", s.ReadTimeout)
 	}
 }
 
@@ -366,27 +343,6 @@ func (v *validator) uri(key, uri string) {
 	}
 }
 
-func (v *validator) shadow() {
-	s := &v.c.Shadow
-	v.num("shadow.every_n", "shadow.every_n", float64(s.EveryN))
-	v.num("shadow.budget", "shadow.budget", s.Budget)
-	v.num("shadow.iou", "shadow.iou", s.IoU)
-	v.num("shadow.window", "shadow.window", float64(s.Window))
-}
-
-func (v *validator) lifecycle() {
-	c, g := &v.c.Canary, &v.c.Guard
-	v.num("canary.frames", "canary.frames", float64(c.Frames))
-	v.num("canary.min_recall", "canary.min_recall", c.MinRecall)
-	v.num("canary.min_precision", "canary.min_precision", c.MinPrecision)
-	v.num("canary.tolerance", "canary.tolerance", c.Tolerance)
-	v.num("guard.min_recall", "guard.min_recall", g.MinRecall)
-	v.num("guard.min_precision", "guard.min_precision", g.MinPrecision)
-	v.dur("guard.for", "guard.for", g.For)
-	v.num("store.keep", "store.keep", float64(v.c.Store.Keep))
-	v.num("store.max_size_mb", "store.max_size_mb", float64(v.c.Store.MaxSizeMB))
-}
-
 func (v *validator) eval() {
 	e := &v.c.Eval
 	if e.Data != "" {
@@ -398,7 +354,6 @@ func (v *validator) eval() {
 	} else if e.OnStart != nil && *e.OnStart && v.c.has("eval.on_start") {
 		v.add("eval.on_start", "needs eval.data (a YOLO dataset folder)")
 	}
-	v.num("eval.images", "eval.images", float64(e.Images))
 }
 
 // outsideState refuses a folder the daemon writes into (a cache) inside
@@ -456,9 +411,6 @@ func (v *validator) sinks() {
 		default:
 			v.add(p+".type", "want jsonl or stdout, got %q", s.Type)
 		}
-		v.num(p+".max_size_mb", "sinks[].max_size_mb", float64(s.MaxSizeMB))
-		v.num(p+".max_files", "sinks[].max_files", float64(s.MaxFiles))
-		v.dur(p+".flush_interval", "sinks[].flush_interval", s.FlushInterval)
 	}
 }
 
@@ -477,10 +429,6 @@ func (c *Config) inputs() []input {
 
 func (v *validator) http() {
 	h := &v.c.HTTP
-	v.num("http.max_body_bytes", "http.max_body_bytes", float64(h.MaxBodyBytes))
-	v.num("http.max_model_bytes", "http.max_model_bytes", float64(h.MaxModelBytes))
-	v.dur("http.read_timeout", "http.read_timeout", h.ReadTimeout)
-	v.dur("http.write_timeout", "http.write_timeout", h.WriteTimeout)
 	if h.TokenFile != "" && v.file("http.token_file", h.TokenFile) {
 		v.token(h.TokenFile)
 	}
