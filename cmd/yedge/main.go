@@ -179,6 +179,14 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text|json")
 	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		// Cobra checks required flags and flag groups after this hook,
+		// with untyped errors: checked here first, they are usage errors.
+		if err := c.ValidateRequiredFlags(); err != nil {
+			return withCode(exitUsage, err)
+		}
+		if err := c.ValidateFlagGroups(); err != nil {
+			return withCode(exitUsage, err)
+		}
 		if !slices.Contains(yrt.Providers, g.provider) {
 			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(yrt.Providers, ", ")))
 		}
@@ -199,7 +207,28 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 	root.AddCommand(newConfigCmd(g))
 	root.AddCommand(newServeCmd(g))
 	root.AddCommand(newManCmd())
+	// Without a command, help; with an unknown one, a usage error (cobra
+	// checks the arguments of a runnable command only).
+	root.Args = cobra.NoArgs
+	root.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes the argument errors of c and its subcommands usage
+// errors (exit 2), as the flag errors are (SetFlagErrorFunc).
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return withCode(exitUsage, err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // modelCode maps pipeline errors to exit codes.
@@ -270,19 +299,5 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, context.Canceled) {
 		return exitInterrupted
 	}
-	if isUsage(err) {
-		return exitUsage
-	}
 	return exitFailure
-}
-
-// isUsage recognises cobra's argument and command errors.
-func isUsage(err error) bool {
-	s := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "accepts ", "requires at least", "required flag", "invalid argument"} {
-		if strings.Contains(s, p) {
-			return true
-		}
-	}
-	return false
 }

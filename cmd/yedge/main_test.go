@@ -391,3 +391,31 @@ func readLines(t *testing.T, path string) []string {
 	}
 	return out
 }
+
+// TestCobraErrorsAreUsage: cobra's own errors (an unknown command or
+// flag, a missing or extra argument, a required flag left out) exit 2
+// through typed errors, not by matching their text; no command alone is
+// help and exit 0.
+func TestCobraErrorsAreUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bogus"}, `unknown command "bogus"`},
+		{[]string{"detect", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"detect"}, `required flag(s) "model" not set`},
+		{[]string{"inspect"}, "accepts 1 arg(s), received 0"},
+		{[]string{"inspect", "a.onnx", "b.onnx"}, "accepts 1 arg(s), received 2"},
+		{[]string{"quantize", "--model", "m.onnx"}, `required flag(s) "out" not set`},
+		{[]string{"version", "extra"}, `unknown command "extra"`},
+		{[]string{"eval", "--threads", "x"}, "invalid argument"},
+	} {
+		r := yedge(t, nil, tc.args...)
+		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("yedge %s: exit %d, want %d and %q in\n%s", strings.Join(tc.args, " "), r.code, exitUsage, tc.want, r.stderr)
+		}
+	}
+	if r := yedge(t, nil); r.code != exitOK || !strings.Contains(r.stdout, "Available Commands") {
+		t.Errorf("yedge alone: exit %d, want help and 0\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
