@@ -92,7 +92,7 @@ fleet-test:
 race:
 	$(GO) test -race -short -count=1 ./pipeline
 	$(GO) test -race -count=1 ./serve
-	$(GO) test -race -count=1 ./sinks ./source ./quant ./runtime
+	$(GO) test -race -count=1 ./sinks ./source ./quant ./onnxrt
 
 # Every fuzz target, one after another (a fuzzer uses every core). Seeds:
 # the f.Add calls and testdata/fuzz/<FuzzName>/ of each package; a crash is

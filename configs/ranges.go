@@ -5,9 +5,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
 
@@ -46,8 +46,8 @@ var ranges = []Range{
 	{Key: "shutdown_timeout", Default: 10, Min: 0, MinOpen: true, Max: hour, Duration: true},
 	{Key: "model.batch", Computed: true, Min: 1, Max: pipeline.MaxBatch, Note: "1: no batching; default: the number of streams, at most 8"},
 	{Key: "model.quantize.images", Default: 128, Min: 1, Max: 100000},
-	{Key: "provider.threads", Min: 0, Max: yrt.MaxThreads, Note: "0: all cores"},
-	{Key: "provider.device_id", Min: 0, Max: yrt.MaxDeviceID},
+	{Key: "provider.threads", Min: 0, Max: onnxrt.MaxThreads, Note: "0: all cores"},
+	{Key: "provider.device_id", Min: 0, Max: onnxrt.MaxDeviceID},
 	{Key: "provider.tensorrt.dla_core", Min: 0, Max: 7, Note: "leave it out for no DLA"},
 	{Key: "provider.tensorrt.workspace_mb", Min: 0, Max: 1 << 20, Note: "0: the TensorRT default"},
 	{Key: "thresholds.conf", Default: 0.25, Min: 0, Max: 1},

@@ -14,10 +14,10 @@ import (
 	"strings"
 
 	"github.com/yedge/yedge/internal/fsx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
 
@@ -288,8 +288,8 @@ func (v *validator) model() {
 
 func (v *validator) provider() {
 	p := &v.c.Provider
-	if !slices.Contains(yrt.Providers, p.Name) {
-		v.add("provider.name", "want one of %s, got %q", strings.Join(yrt.Providers, ", "), p.Name)
+	if !slices.Contains(onnxrt.Providers, p.Name) {
+		v.add("provider.name", "want one of %s, got %q", strings.Join(onnxrt.Providers, ", "), p.Name)
 	}
 	t := &p.TensorRT
 	if t.CacheDir != "" {

@@ -526,7 +526,7 @@ func TestInstallScriptStaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The binary finds PREFIX/lib/yedge beside PREFIX/bin (runtime.BundledDir).
+	// The binary finds PREFIX/lib/yedge beside PREFIX/bin (onnxrt.BundledDir).
 	for _, want := range []string{
 		"ExecStart=/opt/yedge/bin/yedge serve --config /etc/yedge/yedge.yaml",
 		"Documentation=file:///opt/yedge/share/doc/yedge/JETSON.md",

@@ -8,7 +8,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/internal/fixtures"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 )
 
 // benchFrame reads the first vtest frame.
@@ -32,7 +32,7 @@ func benchDetectors(t *testing.T, names ...string) []*Detector {
 	initORT(t)
 	var dets []*Detector
 	for _, n := range names {
-		d, err := New(Config{Model: fixtures.Model(t, n), Runtime: yrt.Options{Provider: "cpu", Threads: 1}})
+		d, err := New(Config{Model: fixtures.Model(t, n), Runtime: onnxrt.Options{Provider: "cpu", Threads: 1}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/internal/fixtures"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 )
 
 // BenchmarkStages times each stage alone on a 768x576 vtest frame with the
@@ -17,7 +17,7 @@ import (
 //	go test -run '^$' -bench Stages -benchtime 100x ./pipeline
 func BenchmarkStages(b *testing.B) {
 	initORT(b)
-	d, err := New(Config{Model: fixtures.Model(b, "yolov5n.onnx"), Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
+	d, err := New(Config{Model: fixtures.Model(b, "yolov5n.onnx"), Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // DefaultImageSize is used for models whose input size is dynamic when no
@@ -29,7 +29,7 @@ const DefaultImageSize = 640
 // Config describes a Detector.
 type Config struct {
 	Model   string
-	Runtime yrt.Options
+	Runtime onnxrt.Options
 	// Height and Width of the network input. Zero means: read from the
 	// model, or DefaultImageSize for dynamic models. A static model given a
 	// different size is an error.
@@ -68,7 +68,7 @@ type Timing struct {
 // use; the slots of AcquireSlot are independent of it and of each other,
 // so pipelined stages and one Detect caller may run at the same time.
 type Detector struct {
-	Session     *yrt.Session
+	Session     *onnxrt.Session
 	Names       []string
 	NamesSource string
 	Layout      postprocess.Layout
@@ -124,7 +124,7 @@ func New(cfg Config) (*Detector, error) {
 	}
 	s, raw, why, err := openSession(cfg, log)
 	if err != nil {
-		if errors.Is(err, yrt.ErrProviderUnavailable) {
+		if errors.Is(err, onnxrt.ErrProviderUnavailable) {
 			return nil, err
 		}
 		return nil, &ModelError{err}
@@ -195,7 +195,7 @@ func (d *Detector) setup(cfg Config) error {
 		}
 		return fmt.Errorf("model %q: %w", cfg.Model, err)
 	}
-	var bind *yrt.Binding
+	var bind *onnxrt.Binding
 	if d.raw != nil {
 		bind, d.Layout, err = d.raw.setup(s, cfg.Model, d.inputShape())
 	} else {
@@ -247,7 +247,7 @@ func (d *Detector) inputShape() []int64 {
 
 // bind allocates one input tensor and the output tensors for the model:
 // the decoded rows, or the raw head's levels.
-func (d *Detector) bind() (*yrt.Binding, error) {
+func (d *Detector) bind() (*onnxrt.Binding, error) {
 	if d.raw != nil {
 		return d.Session.BindOutputs(d.inputShape(), d.raw.outIdx)
 	}

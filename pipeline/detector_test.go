@@ -13,13 +13,13 @@ import (
 
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 func initORT(t testing.TB) {
 	t.Helper()
-	if _, err := yrt.Init("", ""); err != nil {
+	if _, err := onnxrt.Init("", ""); err != nil {
 		t.Fatalf("onnxruntime: %v", err)
 	}
 }
@@ -29,7 +29,7 @@ func initORT(t testing.TB) {
 func cpuDetector(t *testing.T, name string) *Detector {
 	t.Helper()
 	initORT(t)
-	d, err := New(Config{Model: fixtures.Model(t, name), Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
+	d, err := New(Config{Model: fixtures.Model(t, name), Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestDetectorInputSizes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := New(Config{Model: tc.model, Runtime: yrt.Options{Provider: "cpu", Threads: 2}, Height: tc.reqH, Width: tc.reqW})
+			d, err := New(Config{Model: tc.model, Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}, Height: tc.reqH, Width: tc.reqW})
 			if tc.wantErr {
 				if err == nil {
 					closeOK(t, d)
@@ -160,7 +160,7 @@ func TestDetectorBadModels(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := New(Config{Model: tc.model, Runtime: yrt.Options{Provider: "cpu", Threads: 1}})
+			d, err := New(Config{Model: tc.model, Runtime: onnxrt.Options{Provider: "cpu", Threads: 1}})
 			if err == nil {
 				closeOK(t, d)
 				t.Fatal("want an error")

@@ -7,8 +7,8 @@ import (
 
 	"github.com/yedge/yedge/eval"
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // The reference figures of ../shared/README.md (Ultralytics val loop, square
@@ -33,7 +33,7 @@ func TestEvalMatchesReference(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.model, func(t *testing.T) {
-			d, err := New(Config{Model: fixtures.Model(t, tc.model), Runtime: yrt.Options{Provider: "cpu"}})
+			d, err := New(Config{Model: fixtures.Model(t, tc.model), Runtime: onnxrt.Options{Provider: "cpu"}})
 			if err != nil {
 				t.Fatal(err)
 			}

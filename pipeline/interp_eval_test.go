@@ -7,9 +7,9 @@ import (
 
 	"github.com/yedge/yedge/eval"
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // TestEvalInterp measures the mAP of each letterbox interpolation on
@@ -37,7 +37,7 @@ func TestEvalInterp(t *testing.T) {
 				continue // a static 640x640 model
 			}
 			for _, interp := range []preprocess.Interp{preprocess.InterpReference, preprocess.InterpLinear} {
-				d, err := New(Config{Model: fixtures.Model(t, model), Runtime: yrt.Options{Provider: "cpu"},
+				d, err := New(Config{Model: fixtures.Model(t, model), Runtime: onnxrt.Options{Provider: "cpu"},
 					Height: size, Width: size, Interp: interp})
 				if err != nil {
 					t.Fatal(err)

@@ -9,8 +9,8 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // TestDetectorInterp: Config.Interp reaches the detector's letterbox (its
@@ -34,7 +34,7 @@ func TestDetectorInterp(t *testing.T) {
 		{"linear", preprocess.InterpLinear},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := New(Config{Model: model, Runtime: yrt.Options{Provider: "cpu", Threads: 1}, Interp: tc.interp})
+			d, err := New(Config{Model: model, Runtime: onnxrt.Options{Provider: "cpu", Threads: 1}, Interp: tc.interp})
 			if err != nil {
 				t.Fatal(err)
 			}

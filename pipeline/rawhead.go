@@ -7,8 +7,8 @@ import (
 	"slices"
 
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/yolohead"
 )
 
@@ -34,9 +34,9 @@ type rawHead struct {
 // recognised and cfg.FullGraph is not set, else the full graph. It returns
 // the session, the raw-head state (nil for the full graph) and, for the
 // full graph, the reason.
-func openSession(cfg Config, log *slog.Logger) (*yrt.Session, *rawHead, string, error) {
-	full := func(reason string) (*yrt.Session, *rawHead, string, error) {
-		s, err := yrt.NewSession(cfg.Model, cfg.Runtime)
+func openSession(cfg Config, log *slog.Logger) (*onnxrt.Session, *rawHead, string, error) {
+	full := func(reason string) (*onnxrt.Session, *rawHead, string, error) {
+		s, err := onnxrt.NewSession(cfg.Model, cfg.Runtime)
 		return s, nil, reason, err
 	}
 	if cfg.FullGraph {
@@ -54,9 +54,9 @@ func openSession(cfg Config, log *slog.Logger) (*yrt.Session, *rawHead, string, 
 	if err != nil {
 		return full(err.Error())
 	}
-	s, err := yrt.NewSessionFromBytes(data, cfg.Model, cfg.Runtime)
+	s, err := onnxrt.NewSessionFromBytes(data, cfg.Model, cfg.Runtime)
 	if err != nil {
-		if errors.Is(err, yrt.ErrProviderUnavailable) {
+		if errors.Is(err, onnxrt.ErrProviderUnavailable) {
 			return nil, nil, "", err
 		}
 		log.Warn("the model cut before its Detect head does not load; running the full graph", "model", cfg.Model, "err", err)
@@ -64,7 +64,7 @@ func openSession(cfg Config, log *slog.Logger) (*yrt.Session, *rawHead, string, 
 	}
 	r := &rawHead{head: h}
 	for _, lv := range h.Levels {
-		i := slices.IndexFunc(s.Outputs, func(o yrt.TensorInfo) bool { return o.Name == lv.Tensor })
+		i := slices.IndexFunc(s.Outputs, func(o onnxrt.TensorInfo) bool { return o.Name == lv.Tensor })
 		if i < 0 {
 			return nil, nil, "", errors.Join(fmt.Errorf("model %q: cut model lacks output %s", cfg.Model, lv.Tensor), s.Close())
 		}
@@ -75,7 +75,7 @@ func openSession(cfg Config, log *slog.Logger) (*yrt.Session, *rawHead, string, 
 
 // setup binds the level outputs at inputShape, checks their shapes
 // against the head ([batch, na*no, ny, nx]) and records the levels.
-func (r *rawHead) setup(s *yrt.Session, model string, inputShape []int64) (*yrt.Binding, postprocess.Layout, error) {
+func (r *rawHead) setup(s *onnxrt.Session, model string, inputShape []int64) (*onnxrt.Binding, postprocess.Layout, error) {
 	b, err := s.BindOutputs(inputShape, r.outIdx)
 	if err != nil {
 		return nil, postprocess.Layout{}, err

@@ -10,11 +10,11 @@ import (
 	"github.com/yedge/yedge/eval"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/quant"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // quantizeSmall quantizes the FP32 fixture for a target on 4 calibration
@@ -32,7 +32,7 @@ func quantizeSmall(t *testing.T, target quant.Target, keepHead bool, dir string)
 	defer inputs.Close()
 	log := slog.New(slog.DiscardHandler)
 	o := quant.Options{Target: target, Method: quant.MSE, KeepHead: keepHead, Preprocess: inputs.Describe(), Logger: log}
-	o.Calibrate.Runtime = yrt.Options{Provider: "cpu", Threads: 2, Quiet: true, Logger: log}
+	o.Calibrate.Runtime = onnxrt.Options{Provider: "cpu", Threads: 2, Quiet: true, Logger: log}
 	o.Calibrate.Logger = log
 	res, err := quant.Quantize(context.Background(), m, inputs, o)
 	if err != nil {
@@ -52,7 +52,7 @@ func TestRawHeadEvalParity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("evaluates 128 images twice per model")
 	}
-	if _, err := yrt.Init("", ""); err != nil {
+	if _, err := onnxrt.Init("", ""); err != nil {
 		t.Fatalf("onnxruntime: %v", err)
 	}
 	ds, err := eval.LoadDataset(fixtures.Path(t, "datasets", "coco-val128"))
@@ -76,7 +76,7 @@ func TestRawHeadEvalParity(t *testing.T) {
 			var got [2]float64
 			for k, full := range []bool{false, true} {
 				d, err := pipeline.New(pipeline.Config{Model: model, FullGraph: full, Height: 640, Width: 640,
-					Runtime: yrt.Options{Provider: "cpu", Threads: 2}, Logger: slog.New(slog.DiscardHandler)})
+					Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}, Logger: slog.New(slog.DiscardHandler)})
 				if err != nil {
 					t.Fatal(err)
 				}

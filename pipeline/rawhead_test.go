@@ -14,8 +14,8 @@ import (
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnx/onnxpb"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // newDecodePair opens model twice, cut before its Detect head and as the
@@ -23,7 +23,7 @@ import (
 func newDecodePair(t *testing.T, model string, cfg Config) (raw, full *Detector) {
 	t.Helper()
 	cfg.Model = model
-	cfg.Runtime = yrt.Options{Provider: "cpu", Threads: 2}
+	cfg.Runtime = onnxrt.Options{Provider: "cpu", Threads: 2}
 	raw, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestRawHeadFallback(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := New(Config{Model: tc.model, FullGraph: tc.full, Runtime: yrt.Options{Provider: "cpu", Threads: 1}})
+			d, err := New(Config{Model: tc.model, FullGraph: tc.full, Runtime: onnxrt.Options{Provider: "cpu", Threads: 1}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func TestRawHeadFallback(t *testing.T) {
 		})
 	}
 	// A missing model is still the session's error, not a silent fallback.
-	_, err = New(Config{Model: filepath.Join(t.TempDir(), "none.onnx"), Runtime: yrt.Options{Provider: "cpu"}})
+	_, err = New(Config{Model: filepath.Join(t.TempDir(), "none.onnx"), Runtime: onnxrt.Options{Provider: "cpu"}})
 	var me *ModelError
 	if !errors.As(err, &me) || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing model: %v", err)

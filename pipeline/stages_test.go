@@ -3,7 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 	"io"
 	"math"
 	"slices"
@@ -370,7 +370,7 @@ func TestStagesBatch(t *testing.T) {
 	model := fixtures.Model(t, "yolov5n-dynamic.onnx")
 	video := fixtures.Path(t, "media", "vtest.avi")
 	one := cpuDetector(t, "yolov5n-dynamic.onnx")
-	two, err := New(Config{Model: model, Batch: 2, Runtime: yrt.Options{Provider: "cpu", Threads: 2}})
+	two, err := New(Config{Model: model, Batch: 2, Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}

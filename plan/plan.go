@@ -26,12 +26,12 @@ import (
 	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
 )
@@ -152,11 +152,11 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 // section with the command's overrides. The daemon's readers and HTTP
 // share the cores, so onnxruntime's threads must not spin between runs;
 // it runs for long on devices with little memory, so without a memory
-// pattern (runtime.Options.NoMemPattern).
-func runtimeOptions(pr configs.ProviderConfig, o Overrides) yrt.Options {
-	trt := yrt.DefaultTensorRTOptions(pick(o.TRTCache, pr.TensorRT.CacheDir))
+// pattern (onnxrt.Options.NoMemPattern).
+func runtimeOptions(pr configs.ProviderConfig, o Overrides) onnxrt.Options {
+	trt := onnxrt.DefaultTensorRTOptions(pick(o.TRTCache, pr.TensorRT.CacheDir))
 	if trt.CacheDir == "" {
-		trt.CacheDir = yrt.DefaultTensorRTCacheDir()
+		trt.CacheDir = onnxrt.DefaultTensorRTCacheDir()
 	}
 	trt.FP16 = pick(o.TRTFP16, *pr.TensorRT.FP16)
 	trt.INT8 = pick(o.TRTINT8, *pr.TensorRT.INT8)
@@ -164,7 +164,7 @@ func runtimeOptions(pr configs.ProviderConfig, o Overrides) yrt.Options {
 		trt.DLACore = *pr.TensorRT.DLACore
 	}
 	trt.WorkspaceBytes = int64(pr.TensorRT.WorkspaceMB) << 20
-	return yrt.Options{Provider: pick(o.Provider, pr.Name), DeviceID: pick(o.DeviceID, pr.DeviceID),
+	return onnxrt.Options{Provider: pick(o.Provider, pr.Name), DeviceID: pick(o.DeviceID, pr.DeviceID),
 		Threads: pick(o.Threads, pr.Threads), TensorRT: trt, NoSpin: true, NoMemPattern: true}
 }
 

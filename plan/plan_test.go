@@ -10,8 +10,8 @@ import (
 	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
 
@@ -56,9 +56,9 @@ func TestFlagsOverrideFile(t *testing.T) {
 		cache    string
 		fp16     bool
 	}{
-		{"file", Overrides{}, "cpu", 2, yrt.DefaultTensorRTCacheDir(), true},
-		{"threads flag", Overrides{Threads: &one}, "cpu", 1, yrt.DefaultTensorRTCacheDir(), true},
-		{"provider flag", Overrides{Provider: &cuda}, "cuda", 2, yrt.DefaultTensorRTCacheDir(), true},
+		{"file", Overrides{}, "cpu", 2, onnxrt.DefaultTensorRTCacheDir(), true},
+		{"threads flag", Overrides{Threads: &one}, "cpu", 1, onnxrt.DefaultTensorRTCacheDir(), true},
+		{"provider flag", Overrides{Provider: &cuda}, "cuda", 2, onnxrt.DefaultTensorRTCacheDir(), true},
 		{"trt flags", Overrides{TRTCache: &cache, TRTFP16: &no}, "cpu", 2, cache, false},
 	} {
 		d := build(t, config(t, ""), tc.o)

@@ -11,16 +11,16 @@ import (
 	"path/filepath"
 
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/quant"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // EnsureInt8 returns the path of an int8 model quantized from fp32 with
 // q, reusing the one in q.CacheDir when the FP32 model and the options are
 // unchanged (the file name is a hash of both), and the calibration cache
 // there when only the options changed. Calibration runs on the CPU.
-func EnsureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, log *slog.Logger) (string, error) {
+func EnsureInt8(ctx context.Context, fp32 string, q Quantize, rt onnxrt.Options, log *slog.Logger) (string, error) {
 	return ensureInt8(ctx, fp32, q, rt, log, nil)
 }
 
@@ -38,7 +38,7 @@ func quantizeKey(fp32SHA string, q Quantize) string {
 }
 
 // ensureInt8 is EnsureInt8 reporting calibration progress.
-func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, log *slog.Logger, progress func(done, total int)) (string, error) {
+func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt onnxrt.Options, log *slog.Logger, progress func(done, total int)) (string, error) {
 	m, err := onnx.Load(fp32)
 	if err != nil {
 		return "", err
@@ -66,7 +66,7 @@ func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt yrt.Options, lo
 	o := quant.Options{Target: q.Target, Method: q.Method, Exclude: exclude, KeepHead: q.KeepHead,
 		CachePath: filepath.Join(q.CacheDir, "calib-"+m.SHA256()[:16]+".json"), Preprocess: inputs.Describe(), Logger: log}
 	o.Calibrate.Runtime = rt
-	o.Calibrate.Runtime.Provider = yrt.ProviderCPU
+	o.Calibrate.Runtime.Provider = onnxrt.ProviderCPU
 	o.Calibrate.Logger = log
 	o.Calibrate.Progress = progress
 	res, err := quant.Quantize(ctx, m, inputs, o)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnx/onnxpb"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 )
 
 // ErrSkipInput is returned (wrapped) by InputSource.Fill for an input that
@@ -36,7 +36,7 @@ type InputSource interface {
 
 // CalibrateOptions controls Calibrate.
 type CalibrateOptions struct {
-	Runtime  yrt.Options
+	Runtime  onnxrt.Options
 	Bins     int                   // histogram bins (default 2048, as pytorch-quantization)
 	Progress func(done, total int) // called after each input
 	Logger   *slog.Logger
@@ -82,7 +82,7 @@ func Calibrate(ctx context.Context, m *onnx.Model, tensors []string, in InputSou
 	ro := o.Runtime
 	ro.Quiet = true
 	ro.Logger = log
-	sess, err := yrt.NewSessionFromBytes(data, m.Path+" (calibration)", ro)
+	sess, err := onnxrt.NewSessionFromBytes(data, m.Path+" (calibration)", ro)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -110,9 +110,9 @@ func Calibrate(ctx context.Context, m *onnx.Model, tensors []string, in InputSou
 			}
 			return nil, used, err
 		}
-		err := sess.RunFloat(ctx, shape, buf, func(outs []yrt.Output) error {
+		err := sess.RunFloat(ctx, shape, buf, func(outs []onnxrt.Output) error {
 			// Histogramming dominates: spread tensors over the cores.
-			jobs := make(chan yrt.Output)
+			jobs := make(chan onnxrt.Output)
 			var wg sync.WaitGroup
 			for w := 0; w < workers; w++ {
 				wg.Add(1)

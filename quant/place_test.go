@@ -12,7 +12,7 @@ import (
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnx/onnxpb"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 )
 
 func floatVI(name string, dims ...int64) *onnxpb.ValueInfoProto {
@@ -42,7 +42,7 @@ func tinyConv() *onnx.Model {
 
 func initORT(t testing.TB) {
 	t.Helper()
-	if _, err := yrt.Init("", ""); err != nil {
+	if _, err := onnxrt.Init("", ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -53,13 +53,13 @@ func run(t *testing.T, m *onnx.Model, x []float32) []float32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := yrt.NewSessionFromBytes(data, m.Path, yrt.Options{Provider: "cpu", Threads: 1, Quiet: true})
+	s, err := onnxrt.NewSessionFromBytes(data, m.Path, onnxrt.Options{Provider: "cpu", Threads: 1, Quiet: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeOK(t, s)
 	var out []float32
-	if err := s.RunFloat(context.Background(), []int64{1, 1, 2, 2}, x, func(o []yrt.Output) error {
+	if err := s.RunFloat(context.Background(), []int64{1, 1, 2, 2}, x, func(o []onnxrt.Output) error {
 		out = append(out, o[0].Data...)
 		return nil
 	}); err != nil {
@@ -208,7 +208,7 @@ func TestCPUFusion(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := Quantize(context.Background(), m, fakeInputs{2}, Options{Target: TargetCPU, Method: MSE,
-		Calibrate: CalibrateOptions{Runtime: yrt.Options{Provider: "cpu", Threads: 2}}})
+		Calibrate: CalibrateOptions{Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestCPUFusion(t *testing.T) {
 		t.Fatal(err)
 	}
 	opt := filepath.Join(dir, "optimized.onnx")
-	s, err := yrt.NewSession(qp, yrt.Options{Provider: "cpu", Threads: 1, OptimizedModelPath: opt, Quiet: true})
+	s, err := onnxrt.NewSession(qp, onnxrt.Options{Provider: "cpu", Threads: 1, OptimizedModelPath: opt, Quiet: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestCPUFusion(t *testing.T) {
 	}
 	// Determinism: the same inputs and options give the same bytes.
 	again, err := Quantize(context.Background(), m, fakeInputs{2}, Options{Target: TargetCPU, Method: MSE,
-		Calibrate: CalibrateOptions{Runtime: yrt.Options{Provider: "cpu", Threads: 2}}})
+		Calibrate: CalibrateOptions{Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestTensorRTPlacementCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := Quantize(context.Background(), m, fakeInputs{1}, Options{Target: TargetTensorRT, Method: Max, KeepHead: true,
-		Calibrate: CalibrateOptions{Runtime: yrt.Options{Provider: "cpu", Threads: 2}}})
+		Calibrate: CalibrateOptions{Runtime: onnxrt.Options{Provider: "cpu", Threads: 2}}})
 	if err != nil {
 		t.Fatal(err)
 	}

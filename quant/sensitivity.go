@@ -10,7 +10,7 @@ import (
 
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnx/onnxpb"
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 )
 
 // LayerSensitivity is the output error caused by quantizing one layer
@@ -27,7 +27,7 @@ type SensitivityOptions struct {
 	Method   CalibMethod
 	Pct      float64
 	Inputs   int // calibration inputs used per layer (default 8)
-	Runtime  yrt.Options
+	Runtime  onnxrt.Options
 	Progress func(done, total int)
 }
 
@@ -126,19 +126,19 @@ func Sensitivity(ctx context.Context, m *onnx.Model, cache *Cache, in InputSourc
 }
 
 // runAll runs a model on every input and keeps its first output.
-func runAll(ctx context.Context, m *onnx.Model, inputs [][]float32, shape []int64, ro yrt.Options) (_ [][]float32, err error) {
+func runAll(ctx context.Context, m *onnx.Model, inputs [][]float32, shape []int64, ro onnxrt.Options) (_ [][]float32, err error) {
 	data, err := m.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	s, err := yrt.NewSessionFromBytes(data, m.Path, ro)
+	s, err := onnxrt.NewSessionFromBytes(data, m.Path, ro)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, s.Close()) }()
 	res := make([][]float32, len(inputs))
 	for i, in := range inputs {
-		err := s.RunFloat(ctx, shape, in, func(outs []yrt.Output) error {
+		err := s.RunFloat(ctx, shape, in, func(outs []onnxrt.Output) error {
 			res[i] = slices.Clone(outs[0].Data)
 			if len(outs[0].Shape) == 3 {
 				res[i] = append(res[i], float32(outs[0].Shape[2])) // remember the row length

@@ -17,9 +17,9 @@ import (
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/quant"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // ftLoadResult is the outcome of a scrape load.
@@ -121,7 +121,7 @@ func BenchmarkMetricsScrapeLoad(b *testing.B) {
 // calibrator, Detect head kept in float, on 8 calibration images.
 func ftQuantizeCPU(tb testing.TB, out string) {
 	tb.Helper()
-	if _, err := yrt.Init("", ""); err != nil {
+	if _, err := onnxrt.Init("", ""); err != nil {
 		tb.Fatalf("onnxruntime: %v", err)
 	}
 	m, err := onnx.Load(fixtures.Model(tb, "yolov5n.onnx"))
@@ -135,7 +135,7 @@ func ftQuantizeCPU(tb testing.TB, out string) {
 	defer inputs.Close()
 	log := slog.New(slog.DiscardHandler)
 	o := quant.Options{Target: quant.TargetCPU, Method: quant.MSE, KeepHead: true, Preprocess: inputs.Describe(), Logger: log}
-	o.Calibrate.Runtime = yrt.Options{Provider: "cpu", Threads: 2, Quiet: true, Logger: log}
+	o.Calibrate.Runtime = onnxrt.Options{Provider: "cpu", Threads: 2, Quiet: true, Logger: log}
 	o.Calibrate.Logger = log
 	res, err := quant.Quantize(context.Background(), m, inputs, o)
 	if err != nil {

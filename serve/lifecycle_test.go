@@ -18,8 +18,8 @@ import (
 	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/internal/testmodels"
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/plan"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 )
 
@@ -47,7 +47,7 @@ func lcPlan(t *testing.T, yaml string) *plan.Daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := yrt.Init(d.Library, d.LibraryConfig); err != nil {
+	if _, err := onnxrt.Init(d.Library, d.LibraryConfig); err != nil {
 		t.Fatal(err)
 	}
 	return d

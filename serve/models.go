@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/metrics"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // model is one precision: a loaded detector, or the FP32 model loaded on
@@ -84,7 +84,7 @@ func (m *model) release() bool {
 // and glibc's free arena pages, where onnxruntime allocates.
 func returnMemory() {
 	debug.FreeOSMemory()
-	yrt.TrimNative()
+	onnxrt.TrimNative()
 }
 
 // closeDet closes m's detector, if loaded.
@@ -243,7 +243,7 @@ func fp32OnDemand(m *model, p Plan, log *slog.Logger) {
 // plan whose int8 model is still to be made (quantization at start-up)
 // checks the FP32 model alone. An
 // unavailable explicit provider is an error wrapping
-// runtime.ErrProviderUnavailable; a model that is not a usable YOLOv5
+// onnxrt.ErrProviderUnavailable; a model that is not a usable YOLOv5
 // detector is a *pipeline.ModelError.
 func CheckModels(ctx context.Context, p Plan, log *slog.Logger) error {
 	if log == nil {

@@ -4,9 +4,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
 
@@ -19,7 +19,7 @@ type Plan struct {
 	Listen string
 	// Runtime are the onnxruntime session options (provider, threads,
 	// TensorRT caches) of both models.
-	Runtime yrt.Options
+	Runtime onnxrt.Options
 	// Models are the model files and their input geometry.
 	Models ModelsPlan
 	// Post are the post-processing options of live detection.

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/source"
 )
 
@@ -19,7 +19,7 @@ func basePlan() Plan {
 	}
 	return Plan{
 		Listen:  "127.0.0.1:9464",
-		Runtime: yrt.Options{Provider: "cpu", Threads: 2},
+		Runtime: onnxrt.Options{Provider: "cpu", Threads: 2},
 		Models: ModelsPlan{FP32: ModelFile{Path: "fp32.onnx", SHA256: "aa"}, Int8: ModelFile{Path: "int8.onnx", SHA256: "bb"},
 			Batch: 2},
 		Post:    postprocess.DeployOptions(),

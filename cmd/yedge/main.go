@@ -26,9 +26,9 @@ import (
 	// Headless: OpenCV's GUI module (and Qt with it) stays out of the binary.
 	"github.com/yedge/yedge/internal/fsx"
 	_ "github.com/yedge/yedge/internal/headless"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/plan"
-	yrt "github.com/yedge/yedge/runtime"
 )
 
 // isTerminal reports whether f is a terminal (for progress bars).
@@ -125,10 +125,10 @@ func given[T any](changed func(string) bool, flag string, v *T) *T {
 }
 
 // runtimeOptions returns the session options from the flags.
-func (g *globalFlags) runtimeOptions() yrt.Options {
-	t := yrt.DefaultTensorRTOptions(g.trtCache)
+func (g *globalFlags) runtimeOptions() onnxrt.Options {
+	t := onnxrt.DefaultTensorRTOptions(g.trtCache)
 	t.FP16, t.INT8 = g.trtFP16, g.trtINT8
-	return yrt.Options{Provider: g.provider, DeviceID: g.deviceID, Threads: g.threads, TensorRT: t}
+	return onnxrt.Options{Provider: g.provider, DeviceID: g.deviceID, Threads: g.threads, TensorRT: t}
 }
 
 // initRuntime loads the onnxruntime library and logs which one.
@@ -137,19 +137,19 @@ func (g *globalFlags) initRuntime(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", yrt.Version())
+	log.Debug("onnxruntime loaded", "library", c.Path, "from", c.Origin, "version", onnxrt.Version())
 	return nil
 }
 
 // initLibrary loads the onnxruntime library (from the --ort-lib flag, the
 // config's onnxruntime.library, or the standard places) and names the flag
 // and key in its error: runtime speaks of an explicit path.
-func initLibrary(flag, config string) (yrt.LibraryCandidate, error) {
-	c, err := yrt.Init(flag, config)
+func initLibrary(flag, config string) (onnxrt.LibraryCandidate, error) {
+	c, err := onnxrt.Init(flag, config)
 	if err != nil {
 		return c, withCode(exitRuntime, fmt.Errorf("%w; --ort-lib PATH or the config's onnxruntime.library sets it", err))
 	}
-	if c.Origin == yrt.OriginExplicit {
+	if c.Origin == onnxrt.OriginExplicit {
 		c.Origin = "--ort-lib"
 	}
 	return c, nil
@@ -169,11 +169,11 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.ortLib, "ort-lib", "", "path of libonnxruntime.so (else $"+yrt.EnvLibrary+", config, setup folder, system)")
+	pf.StringVar(&g.ortLib, "ort-lib", "", "path of libonnxruntime.so (else $"+onnxrt.EnvLibrary+", config, setup folder, system)")
 	pf.StringVar(&g.provider, "provider", "auto", "execution provider: auto|tensorrt|cuda|cpu")
-	pf.IntVar(&g.threads, "threads", 0, fmt.Sprintf("intra-op threads, in [0, %d] (0: all cores)", yrt.MaxThreads))
-	pf.IntVar(&g.deviceID, "device-id", 0, fmt.Sprintf("GPU index for CUDA and TensorRT, in [0, %d]", yrt.MaxDeviceID))
-	pf.StringVar(&g.trtCache, "trt-cache", yrt.DefaultTensorRTCacheDir(), "TensorRT engine and timing cache folder ($CACHE_DIRECTORY/tensorrt under systemd)")
+	pf.IntVar(&g.threads, "threads", 0, fmt.Sprintf("intra-op threads, in [0, %d] (0: all cores)", onnxrt.MaxThreads))
+	pf.IntVar(&g.deviceID, "device-id", 0, fmt.Sprintf("GPU index for CUDA and TensorRT, in [0, %d]", onnxrt.MaxDeviceID))
+	pf.StringVar(&g.trtCache, "trt-cache", onnxrt.DefaultTensorRTCacheDir(), "TensorRT engine and timing cache folder ($CACHE_DIRECTORY/tensorrt under systemd)")
 	pf.BoolVar(&g.trtFP16, "trt-fp16", true, "allow TensorRT FP16 kernels")
 	pf.BoolVar(&g.trtINT8, "trt-int8", true, "allow TensorRT INT8 kernels")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug|info|warn|error")
@@ -187,12 +187,12 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 		if err := c.ValidateFlagGroups(); err != nil {
 			return withCode(exitUsage, err)
 		}
-		if !slices.Contains(yrt.Providers, g.provider) {
-			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(yrt.Providers, ", ")))
+		if !slices.Contains(onnxrt.Providers, g.provider) {
+			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(onnxrt.Providers, ", ")))
 		}
 		if err := firstErr(
-			intInRange("threads", int64(g.threads), 0, yrt.MaxThreads, "0: all cores"),
-			intInRange("device-id", int64(g.deviceID), 0, yrt.MaxDeviceID, ""),
+			intInRange("threads", int64(g.threads), 0, onnxrt.MaxThreads, "0: all cores"),
+			intInRange("device-id", int64(g.deviceID), 0, onnxrt.MaxDeviceID, ""),
 		); err != nil {
 			return err
 		}
@@ -237,7 +237,7 @@ func modelCode(err error) error {
 	switch {
 	case errors.As(err, &me):
 		return withCode(exitModel, err)
-	case errors.Is(err, yrt.ErrProviderUnavailable):
+	case errors.Is(err, onnxrt.ErrProviderUnavailable):
 		return withCode(exitRuntime, err)
 	case errors.Is(err, pipeline.ErrInputTooLarge):
 		return withCode(exitUsage, err)

@@ -12,8 +12,8 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/plan"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 )
 
@@ -82,7 +82,7 @@ func runServe(ctx context.Context, o plan.Overrides, cfgPath string, watchConfig
 	if err != nil {
 		return err
 	}
-	log.Debug("onnxruntime loaded", "library", lib.Path, "from", lib.Origin, "version", yrt.Version())
+	log.Debug("onnxruntime loaded", "library", lib.Path, "from", lib.Origin, "version", onnxrt.Version())
 	// Quantization at start-up runs in the background while FP32 serves.
 	prepare := d.Background(log)
 	p := d.Serve

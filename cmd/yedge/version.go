@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"gocv.io/x/gocv"
 
-	yrt "github.com/yedge/yedge/runtime"
+	"github.com/yedge/yedge/onnxrt"
 )
 
 // version and revision are set at build time with -ldflags "-X
@@ -51,7 +51,7 @@ func newVersionCmd(g *globalFlags) *cobra.Command {
 				fmt.Fprintf(w, "onnxruntime: not loaded: %v\n", err)
 				return nil
 			}
-			fmt.Fprintf(w, "onnxruntime %s (%s, from %s)\n", yrt.Version(), lib.Path, lib.Origin)
+			fmt.Fprintf(w, "onnxruntime %s (%s, from %s)\n", onnxrt.Version(), lib.Path, lib.Origin)
 			return nil
 		},
 	}

@@ -11,8 +11,8 @@ import (
 
 	"github.com/yedge/yedge/configs"
 	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/plan"
-	yrt "github.com/yedge/yedge/runtime"
 	"github.com/yedge/yedge/serve"
 )
 
@@ -50,7 +50,7 @@ func Plan(tb testing.TB, yaml string) serve.Plan {
 	if err != nil {
 		tb.Fatalf("plan: %v\n%s", err, yaml)
 	}
-	if _, err := yrt.Init(d.Library, d.LibraryConfig); err != nil {
+	if _, err := onnxrt.Init(d.Library, d.LibraryConfig); err != nil {
 		tb.Fatal(err)
 	}
 	if err := d.Prepare(context.Background(), slog.New(slog.DiscardHandler)); err != nil {

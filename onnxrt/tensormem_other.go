@@ -1,6 +1,6 @@
 //go:build !unix
 
-package runtime
+package onnxrt
 
 // allocFloats returns n zeroed float32 values from the Go heap (the unix
 // version maps them outside it).

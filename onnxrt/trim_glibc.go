@@ -1,6 +1,6 @@
 //go:build linux && cgo
 
-package runtime
+package onnxrt
 
 /*
 #include <malloc.h>

@@ -1,9 +1,9 @@
-// Package runtime owns the onnxruntime shared library and inference sessions
+// Package onnxrt owns the onnxruntime shared library and inference sessions
 // for yedge: it finds and loads libonnxruntime, chooses execution providers
 // (TensorRT, CUDA, CPU), discovers model inputs and outputs, and runs models on
 // preallocated tensors. It is the only package that calls into onnxruntime and
 // knows nothing about cameras, YOLO or metrics.
-package runtime
+package onnxrt
 
 import (
 	"errors"
