@@ -113,7 +113,7 @@ fuzz-ci:
 	$(call fuzz,FuzzParseCache,./quant,250000x)
 	$(call fuzz,FuzzGraphEdit,./quant,300000x)
 	$(call fuzz,FuzzDecode,./postprocess,800000x)
-	$(call fuzz,FuzzParse,./configs,80000x)
+	$(call fuzz,FuzzParse,./config,80000x)
 
 # The main job: detection on the shared video with the FP32 model.
 demo: build

@@ -7,7 +7,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/config"
 )
 
 // TestKubernetesConfig: the yedge.yaml that the DaemonSet mounts from its
@@ -21,8 +21,8 @@ func TestKubernetesConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(configs.DeviceIDEnv, "node-1")
-	c, err := configs.Parse(b, "kubernetes/base/yedge.yaml")
+	t.Setenv(config.DeviceIDEnv, "node-1")
+	c, err := config.Parse(b, "kubernetes/base/yedge.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,12 +30,12 @@ func TestKubernetesConfig(t *testing.T) {
 		t.Errorf("listen %q, want 0.0.0.0:9464 (the DaemonSet's metrics port)", c.Listen)
 	}
 	if c.Device.ID != "node-1" {
-		t.Errorf("device.id %q, want $%s", c.Device.ID, configs.DeviceIDEnv)
+		t.Errorf("device.id %q, want $%s", c.Device.ID, config.DeviceIDEnv)
 	}
 	if *c.HTTP.EnablePost {
 		t.Error("POST endpoints on without a token on a pod-IP listener")
 	}
-	for _, p := range configs.Problems(c.Validate()) {
+	for _, p := range config.Problems(c.Validate()) {
 		if !strings.HasPrefix(p.Path, "model.") {
 			t.Errorf("%v", p)
 		}
@@ -101,7 +101,7 @@ func TestAgentConfig(t *testing.T) {
 		t.Fatalf("yedge-device.yml: want one target with a device_id label: %+v", groups)
 	}
 	for k := range groups[0].Labels {
-		if err := configs.CheckDeviceLabel(k); k != "device_id" && err != nil {
+		if err := config.CheckDeviceLabel(k); k != "device_id" && err != nil {
 			t.Errorf("yedge-device.yml: %v", err)
 		}
 	}

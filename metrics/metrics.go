@@ -144,7 +144,7 @@ type Metrics struct {
 	// BuildInfo is yedge_build_info{version,revision,goversion}, always 1.
 	BuildInfo *prometheus.GaugeVec
 	// DeviceInfo is yedge_device_info{device_id,<device labels>}, always 1:
-	// the device's identity (configs.DeviceConfig), one series per daemon.
+	// the device's identity (config.DeviceConfig), one series per daemon.
 	// New sets device_id to the hostname; SetDevice replaces it.
 	DeviceInfo *DeviceInfo
 	// ModelInfo is yedge_model_info{precision,model,sha256,provider}, 1 for

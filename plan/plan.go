@@ -3,7 +3,7 @@
 // before serving: the onnxruntime library, and the int8 model when the
 // configuration asks for quantization at start-up. It is the one place
 // where configuration keys, flags and environment meet: configuration
-// defaults live in package configs (the schema), flag defaults in the
+// defaults live in package config (the schema), flag defaults in the
 // flag definitions, and every other rule in the package that owns it
 // (input size in pipeline, TensorRT cache folder in runtime, URIs,
 // reconnecting and stall bounds in source, calibrator defaults in quant).
@@ -22,7 +22,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/onnx"
@@ -80,14 +80,14 @@ type Quantize struct {
 	Height, Width int
 }
 
-// Load finds the configuration (configs.Search), parses and validates it,
+// Load finds the configuration (config.Search), parses and validates it,
 // and builds the plan with the overrides.
 func Load(path string, o Overrides) (*Daemon, error) {
-	p, err := configs.Search(path)
+	p, err := config.Search(path)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := configs.Load(p)
+	cfg, err := config.Load(p)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func Load(path string, o Overrides) (*Daemon, error) {
 // Build resolves a validated configuration and the overrides into a plan.
 // It reads the model files (their content hashes, their input size) and
 // the token file.
-func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
+func Build(cfg *config.Config, o Overrides) (*Daemon, error) {
 	d := &Daemon{Library: pick(o.Library, ""), LibraryConfig: cfg.ONNXRuntime.Library, LogLevel: pick(o.LogLevel, cfg.LogLevel),
 		LogFormat: pick(o.LogFormat, cfg.LogFormat), ConfigPath: cfg.Path}
 	p := &d.Serve
@@ -153,7 +153,7 @@ func Build(cfg *configs.Config, o Overrides) (*Daemon, error) {
 // share the cores, so onnxruntime's threads must not spin between runs;
 // it runs for long on devices with little memory, so without a memory
 // pattern (onnxrt.Options.NoMemPattern).
-func runtimeOptions(pr configs.ProviderConfig, o Overrides) onnxrt.Options {
+func runtimeOptions(pr config.ProviderConfig, o Overrides) onnxrt.Options {
 	trt := onnxrt.DefaultTensorRTOptions(pick(o.TRTCache, pr.TensorRT.CacheDir))
 	if trt.CacheDir == "" {
 		trt.CacheDir = onnxrt.DefaultTensorRTCacheDir()
@@ -171,7 +171,7 @@ func runtimeOptions(pr configs.ProviderConfig, o Overrides) onnxrt.Options {
 // buildModels resolves the model section: the model files (read for their
 // hashes and input), the input geometry and batch, and quantization at
 // start-up.
-func (d *Daemon) buildModels(cfg *configs.Config) error {
+func (d *Daemon) buildModels(cfg *config.Config) error {
 	p := &d.Serve
 	h, w, err := pipeline.ParseSize(cfg.Model.ImgSize)
 	if err != nil {
@@ -211,7 +211,7 @@ func (d *Daemon) buildModels(cfg *configs.Config) error {
 }
 
 // httpPlan resolves the http section; it reads the token file.
-func httpPlan(hc configs.HTTPConfig) (serve.HTTPPlan, error) {
+func httpPlan(hc config.HTTPConfig) (serve.HTTPPlan, error) {
 	p := serve.HTTPPlan{MaxBodyBytes: hc.MaxBodyBytes, MaxModelBytes: hc.MaxModelBytes, ReadTimeout: hc.ReadTimeout.Std(), WriteTimeout: hc.WriteTimeout.Std(),
 		// Headers get at most 5s, and never more than read_timeout.
 		ReadHeaderTimeout: min(5*time.Second, hc.ReadTimeout.Std()), IdleTimeout: 60 * time.Second, EnablePost: *hc.EnablePost,

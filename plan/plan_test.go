@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testmodels"
 	"github.com/yedge/yedge/onnxrt"
@@ -17,7 +17,7 @@ import (
 
 func build(t *testing.T, yaml string, o Overrides) *Daemon {
 	t.Helper()
-	cfg, err := configs.Parse([]byte(yaml), filepath.Join(t.TempDir(), "yedge.yaml"))
+	cfg, err := config.Parse([]byte(yaml), filepath.Join(t.TempDir(), "yedge.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func build(t *testing.T, yaml string, o Overrides) *Daemon {
 	return d
 }
 
-func config(t *testing.T, extra string) string {
+func configText(t *testing.T, extra string) string {
 	return fmt.Sprintf(`model:
   fp32: %s
   int8: %s
@@ -61,7 +61,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 		{"provider flag", Overrides{Provider: &cuda}, "cuda", 2, onnxrt.DefaultTensorRTCacheDir(), true},
 		{"trt flags", Overrides{TRTCache: &cache, TRTFP16: &no}, "cpu", 2, cache, false},
 	} {
-		d := build(t, config(t, ""), tc.o)
+		d := build(t, configText(t, ""), tc.o)
 		r := d.Serve.Runtime
 		if r.Provider != tc.provider || r.Threads != tc.threads || r.TensorRT.CacheDir != tc.cache || r.TensorRT.FP16 != tc.fp16 || !r.NoSpin {
 			t.Errorf("%s: runtime %+v, want provider %s threads %d cache %s fp16 %v", tc.name, r, tc.provider, tc.threads, tc.cache, tc.fp16)
@@ -74,7 +74,7 @@ func TestBuildResolvesEverything(t *testing.T) {
 	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := build(t, config(t, "http:\n  token_file: "+token+"\n  read_timeout: 2s\n"), Overrides{})
+	d := build(t, configText(t, "http:\n  token_file: "+token+"\n  read_timeout: 2s\n"), Overrides{})
 	p := d.Serve
 	if p.Models.FP32.SHA256 == "" || p.Models.Int8.SHA256 == "" || p.Models.FP32.SHA256 == p.Models.Int8.SHA256 {
 		t.Errorf("model hashes %q %q", p.Models.FP32.SHA256, p.Models.Int8.SHA256)

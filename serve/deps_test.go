@@ -7,7 +7,7 @@ import (
 )
 
 // TestServeDependsOnNoConfigOrQuantizer: the daemon runs a resolved plan;
-// the YAML schema (configs), the builder (plan) and the quantizer (quant)
+// the YAML schema (config), the builder (plan) and the quantizer (quant)
 // stay out of its dependencies, also transitively.
 func TestServeDependsOnNoConfigOrQuantizer(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/yedge/yedge/serve").CombinedOutput()
@@ -16,7 +16,7 @@ func TestServeDependsOnNoConfigOrQuantizer(t *testing.T) {
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		switch dep {
-		case "github.com/yedge/yedge/configs", "github.com/yedge/yedge/quant", "github.com/yedge/yedge/plan":
+		case "github.com/yedge/yedge/config", "github.com/yedge/yedge/quant", "github.com/yedge/yedge/plan":
 			t.Errorf("serve depends on %s", dep)
 		}
 	}

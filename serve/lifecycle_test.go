@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/internal/testdaemon"
 	"github.com/yedge/yedge/internal/testmodels"
@@ -36,7 +36,7 @@ type lcDaemon struct {
 // here: the daemon does it in the background).
 func lcPlan(t *testing.T, yaml string) *plan.Daemon {
 	t.Helper()
-	cfg, err := configs.Parse([]byte(yaml), "")
+	cfg, err := config.Parse([]byte(yaml), "")
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/plan"
 	"github.com/yedge/yedge/serve"
 )
@@ -39,7 +39,7 @@ YOLOv5 detector, 4 onnxruntime or the provider unavailable.`,
 			if len(args) == 1 {
 				explicit = args[0]
 			}
-			path, err := configs.Search(explicit)
+			path, err := config.Search(explicit)
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
@@ -55,7 +55,7 @@ YOLOv5 detector, 4 onnxruntime or the provider unavailable.`,
 func checkConfig(c *cobra.Command, g *globalFlags, path string) error {
 	d, err := plan.Load(path, g.overrides(c.Flags().Changed))
 	if err != nil {
-		problems := configs.Problems(err)
+		problems := config.Problems(err)
 		if len(problems) == 0 {
 			return withCode(exitUsage, fmt.Errorf("%s: %w", path, err))
 		}

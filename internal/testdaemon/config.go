@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/yedge/yedge/configs"
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/internal/fixtures"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/plan"
@@ -39,7 +39,7 @@ func Models(tb testing.TB, threads int) string {
 // library.
 func Plan(tb testing.TB, yaml string) serve.Plan {
 	tb.Helper()
-	cfg, err := configs.Parse([]byte(yaml), "")
+	cfg, err := config.Parse([]byte(yaml), "")
 	if err != nil {
 		tb.Fatalf("config: %v\n%s", err, yaml)
 	}

@@ -2,7 +2,7 @@
 // default) in the Go packages under the given folders, longest first,
 // leaving out tests: the measure of issue 20's restructuring.
 //
-//	go run ./scripts/longfuncs [-max 80] serve cmd/yedge configs plan
+//	go run ./scripts/longfuncs [-max 80] serve cmd/yedge config plan
 package main
 
 import (

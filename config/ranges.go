@@ -1,4 +1,4 @@
-package configs
+package config
 
 import (
 	"math"
@@ -121,7 +121,7 @@ func rangeOf(key string) Range {
 			return r
 		}
 	}
-	panic("configs: no range for " + key)
+	panic("config: no range for " + key)
 }
 
 // check adds a problem when x, the value of the numeric key at path

@@ -1,4 +1,4 @@
-package configs
+package config
 
 import (
 	"fmt"
@@ -30,7 +30,7 @@ func walkKey(v reflect.Value, parts []string, path string, fn func(string, refle
 	name, list := strings.CutSuffix(parts[0], "[]")
 	sf, ok := fieldByTag(v.Type(), name)
 	if !ok {
-		panic(fmt.Sprintf("configs: %s has no key %q", v.Type(), name))
+		panic(fmt.Sprintf("config: %s has no key %q", v.Type(), name))
 	}
 	f := v.FieldByIndex(sf.Index)
 	if path != "" {
@@ -56,7 +56,7 @@ func number(v reflect.Value, duration bool) float64 {
 	case v.CanFloat():
 		return v.Float()
 	}
-	panic(fmt.Sprintf("configs: %s is not a number", v.Type()))
+	panic(fmt.Sprintf("config: %s is not a number", v.Type()))
 }
 
 // setValue sets a numeric key's value (a duration from seconds).
@@ -69,7 +69,7 @@ func setValue(v reflect.Value, x float64, duration bool) {
 	case v.CanFloat():
 		v.SetFloat(x)
 	default:
-		panic(fmt.Sprintf("configs: %s is not a number", v.Type()))
+		panic(fmt.Sprintf("config: %s is not a number", v.Type()))
 	}
 }
 

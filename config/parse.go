@@ -1,4 +1,4 @@
-package configs
+package config
 
 import (
 	"bytes"
@@ -393,7 +393,7 @@ func wantOf(goType string) string {
 		return "a string"
 	case strings.HasPrefix(goType, "[]"):
 		return "a list"
-	case strings.HasPrefix(goType, "map"), strings.HasPrefix(goType, "configs."):
+	case strings.HasPrefix(goType, "map"), strings.HasPrefix(goType, "config."):
 		return "a mapping"
 	}
 	return goType

@@ -1,4 +1,4 @@
-// Package configs holds the configuration of the yedge daemon (yedge serve):
+// Package config holds the configuration of the yedge daemon (yedge serve):
 // the YAML schema ([Config]), its defaults, strict parsing ([Parse], [Load])
 // and semantic validation ([Config.Validate]), and the example files that
 // live beside it (yedge.yaml, jetson.yaml).
@@ -15,7 +15,7 @@
 // directory of that file. Stream URIs may carry credentials
 // (rtsp://user:pass@host/...): no message of this package prints them, and
 // [Config.Redacted] returns a copy safe to show (for /status).
-package configs
+package config
 
 import (
 	"errors"

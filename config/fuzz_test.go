@@ -1,4 +1,4 @@
-package configs
+package config
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 // accepts) panic, and that errors never lose
 // the file name.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"yedge.yaml", "jetson.yaml", filepath.Join("testdata", "dev.yaml")} {
+	for _, name := range []string{shippedConfig("yedge.yaml"), shippedConfig("jetson.yaml"), shippedConfig(filepath.Join("testdata", "dev.yaml"))} {
 		if b, err := os.ReadFile(name); err == nil {
 			f.Add(b)
 		}

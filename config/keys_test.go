@@ -1,4 +1,4 @@
-package configs
+package config
 
 import (
 	"reflect"
@@ -70,7 +70,7 @@ sinks: [{type: jsonl, path: a.jsonl}, {type: stdout}]
 		}
 	}
 
-	text := mustRead(t, "yedge.yaml")
+	text := mustRead(t, shippedConfig("yedge.yaml"))
 	shipped, err := Parse(text, "yedge.yaml")
 	if err != nil {
 		t.Fatal(err)

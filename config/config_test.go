@@ -1,4 +1,4 @@
-package configs
+package config
 
 import (
 	"errors"
@@ -569,7 +569,7 @@ func TestSearch(t *testing.T) {
 
 func TestExamples(t *testing.T) {
 	for _, name := range []string{"yedge.yaml", "jetson.yaml"} {
-		data, err := os.ReadFile(name)
+		data, err := os.ReadFile(shippedConfig(name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -594,7 +594,7 @@ func TestExamples(t *testing.T) {
 			}
 		}
 	}
-	c, _ := Parse(mustRead(t, "jetson.yaml"), "jetson.yaml")
+	c, _ := Parse(mustRead(t, shippedConfig("jetson.yaml")), "jetson.yaml")
 	if c.Model.Quantize == nil || c.Model.Quantize.Target != "tensorrt" || c.Provider.Name != "tensorrt" ||
 		c.Provider.TensorRT.CacheDir != "/var/cache/yedge/tensorrt" || !strings.Contains(c.Streams[0].URI, "nvarguscamerasrc sensor-id=0 ! ") {
 		t.Errorf("jetson.yaml: %+v", c)
@@ -603,6 +603,10 @@ func TestExamples(t *testing.T) {
 		t.Errorf("jetson read_timeout %v", c.Streams[0].ReadTimeout)
 	}
 }
+
+// shippedConfig is the path of a configuration file in the repository's
+// configs folder (the examples and the development configuration).
+func shippedConfig(name string) string { return filepath.Join("..", "configs", name) }
 
 func mustRead(t *testing.T, name string) []byte {
 	t.Helper()
@@ -618,7 +622,7 @@ func TestDevConfig(t *testing.T) {
 	fixtures.Path(t, "models", "yolov5n.onnx")
 	fixtures.Path(t, "media", "vtest.avi")
 	fixtures.Path(t, "datasets", "coco-val128")
-	c, err := Load(filepath.Join("testdata", "dev.yaml"))
+	c, err := Load(shippedConfig(filepath.Join("testdata", "dev.yaml")))
 	if err != nil {
 		t.Fatal(err)
 	}
