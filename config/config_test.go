@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 // baseYAML is a valid configuration over the placeholder files that

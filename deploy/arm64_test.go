@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/yedge/yedge/onnx"

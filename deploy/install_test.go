@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 // TestDebPackages checks what each .deb holds: the files of the issue, the

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 func TestFindLibraryOrder(t *testing.T) {

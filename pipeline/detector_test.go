@@ -11,8 +11,8 @@ import (
 
 	"gocv.io/x/gocv"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testmodels"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/yedge/yedge/eval"
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 )

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/config"
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testmodels"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/source"

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/pipeline/calib"

@@ -21,3 +21,18 @@ func TestServeDependsOnNoConfigOrQuantizer(t *testing.T) {
 		}
 	}
 }
+
+// TestBinaryHasNoTestHarness: the test harness (internal/testkit: the
+// fixtures, broken models, the test daemon) is imported by tests only,
+// never by the yedge binary.
+func TestBinaryHasNoTestHarness(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/yedge/yedge/cmd/yedge").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.Contains(dep, "/internal/testkit/") {
+			t.Errorf("the yedge binary depends on %s", dep)
+		}
+	}
+}

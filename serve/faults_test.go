@@ -29,8 +29,8 @@ import (
 
 	"gocv.io/x/gocv"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"
 )

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 	"github.com/yedge/yedge/serve"
 )
 

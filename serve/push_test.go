@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
-	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/testmodels"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnx/onnxpb"
 )

@@ -20,8 +20,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/serve"
 	"github.com/yedge/yedge/source"

@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 )
 
 // TestSecurityBindsConfiguredAddress: listen 127.0.0.1:0 binds loopback

@@ -22,8 +22,8 @@ import (
 	"go.uber.org/goleak"
 	"gocv.io/x/gocv"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 )
 
 func init() { soakMats = func() int { return gocv.MatProfile.Count() } }

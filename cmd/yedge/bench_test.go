@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 func TestBenchJSON(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testmodels"
 )
 
 func TestConfigCheck(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 	"github.com/yedge/yedge/sinks"
 )
 

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
-	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/testmodels"
 	"github.com/yedge/yedge/onnx"
 )
 

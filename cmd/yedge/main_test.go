@@ -16,8 +16,8 @@ import (
 
 	"gocv.io/x/gocv"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testmodels"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testmodels"
 	"github.com/yedge/yedge/sinks"
 )
 

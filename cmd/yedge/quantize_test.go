@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 func evalMAP(t *testing.T, model string) (map50, map5095 float64) {

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
-	"github.com/yedge/yedge/internal/testdaemon"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/internal/testkit/testdaemon"
 )
 
 // promQuery runs an instant query against Prometheus and returns the

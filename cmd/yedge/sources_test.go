@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 // TestFIFOSourceRefused: a FIFO given as the source of detect or of

@@ -26,7 +26,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 )
 
 const (

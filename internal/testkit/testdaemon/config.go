@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/yedge/yedge/config"
-	"github.com/yedge/yedge/internal/fixtures"
+	"github.com/yedge/yedge/internal/testkit/fixtures"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/plan"
 	"github.com/yedge/yedge/serve"
