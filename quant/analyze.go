@@ -38,9 +38,9 @@ func ParseTarget(s string) (Target, error) {
 	return "", fmt.Errorf("unknown target %q (want tensorrt or cpu)", s)
 }
 
-// Plan is the result of Analyze: which nodes are quantized and which
+// Analysis is the result of Analyze: which nodes are quantized and which
 // activation tensors need calibration.
-type Plan struct {
+type Analysis struct {
 	Target Target
 	// Nodes whose inputs (and for CPU, outputs) are quantized, in graph order.
 	Quantized []*onnxpb.NodeProto
@@ -102,7 +102,7 @@ func wellFormed(n *onnxpb.NodeProto) bool {
 }
 
 // Analyze decides the Q/DQ placement for a float model.
-func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
+func Analyze(m *onnx.Model, o AnalyzeOptions) (*Analysis, error) {
 	if IsQDQ(m) {
 		return nil, fmt.Errorf("model %q is already quantized (it has Q/DQ or int8 ops); yedge does not quantize twice — run it as it is", m.Path)
 	}
@@ -111,7 +111,7 @@ func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
 	}
 	g := m.Graph()
 	nodes := m.Proto.Graph.Node
-	p := &Plan{Target: o.Target, Excluded: map[string]string{}, quantIn: map[*onnxpb.NodeProto][]int{},
+	p := &Analysis{Target: o.Target, Excluded: map[string]string{}, quantIn: map[*onnxpb.NodeProto][]int{},
 		quantOut: map[string]bool{}, weights: map[*onnxpb.NodeProto]bool{}}
 
 	// Downstream reachability of a Conv: region = nodes with a Conv at or
@@ -265,8 +265,8 @@ func Analyze(m *onnx.Model, o AnalyzeOptions) (*Plan, error) {
 	return p, nil
 }
 
-// Summary is a one-line description of the plan.
-func (p *Plan) Summary() string {
+// Summary is a one-line description of the analysis.
+func (p *Analysis) Summary() string {
 	ops := map[string]int{}
 	for _, n := range p.Quantized {
 		ops[n.OpType]++

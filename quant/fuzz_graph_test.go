@@ -49,7 +49,7 @@ func fuzzGraphSeeds(tb testing.TB) [][]byte {
 	return out
 }
 
-func mustAnalyze(tb testing.TB, m *onnx.Model, t Target) *Plan {
+func mustAnalyze(tb testing.TB, m *onnx.Model, t Target) *Analysis {
 	tb.Helper()
 	p, err := Analyze(m, AnalyzeOptions{Target: t})
 	if err != nil {

@@ -201,9 +201,9 @@ func int32Tensor(name string, dims []int64, data []int32) *onnxpb.TensorProto {
 }
 
 // Place returns a copy of m with QuantizeLinear/DequantizeLinear inserted
-// according to the plan and the calibrated ranges. Unused float weights
+// according to the analysis and the calibrated ranges. Unused float weights
 // are dropped.
-func Place(m *onnx.Model, p *Plan, ranges map[string]Range) (*onnx.Model, error) {
+func Place(m *onnx.Model, p *Analysis, ranges map[string]Range) (*onnx.Model, error) {
 	for _, t := range p.Tensors {
 		r, ok := ranges[t]
 		if !ok {
@@ -215,7 +215,7 @@ func Place(m *onnx.Model, p *Plan, ranges map[string]Range) (*onnx.Model, error)
 	}
 	ranges = ShareGroups(ranges, p.Groups)
 	out := &onnx.Model{Proto: proto.Clone(m.Proto).(*onnxpb.ModelProto), Path: m.Path}
-	// Map plan nodes (of m) to the clone by position.
+	// Map the analysis's nodes (of m) to the clone by position.
 	idx := map[*onnxpb.NodeProto]int{}
 	for i, n := range m.Proto.Graph.Node {
 		idx[n] = i

@@ -134,7 +134,7 @@ func TestAnalyzeYOLOv5(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := func(p *Plan) map[string]int {
+	count := func(p *Analysis) map[string]int {
 		c := map[string]int{}
 		for _, n := range p.Quantized {
 			c[n.OpType]++

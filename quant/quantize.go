@@ -41,7 +41,7 @@ type Options struct {
 // Result is a quantized model and how it was made.
 type Result struct {
 	Model    *onnx.Model
-	Plan     *Plan
+	Analysis *Analysis
 	Ranges   map[string]Range // per calibrated tensor, before scale sharing
 	Cache    *Cache
 	CacheHit bool
@@ -134,28 +134,28 @@ func Quantize(ctx context.Context, m *onnx.Model, in InputSource, o Options) (*R
 	if o.Percentile == 0 {
 		o.Percentile = 99.99
 	}
-	plan, err := Analyze(m, AnalyzeOptions{Target: o.Target, Exclude: o.Exclude, ExcludeNodes: o.ExcludeNodes, KeepHead: o.KeepHead})
+	an, err := Analyze(m, AnalyzeOptions{Target: o.Target, Exclude: o.Exclude, ExcludeNodes: o.ExcludeNodes, KeepHead: o.KeepHead})
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range plan.Warnings {
+	for _, w := range an.Warnings {
 		log.Warn(w)
 	}
-	log.Info("quantization plan", "summary", plan.Summary())
-	res := &Result{Plan: plan}
+	log.Info("quantization analysis", "summary", an.Summary())
+	res := &Result{Analysis: an}
 	res.Cache, res.CacheHit, err = Statistics(ctx, m, in, o)
 	if err != nil {
 		return nil, err
 	}
 	res.Images = res.Cache.Images
-	for _, t := range plan.Tensors {
+	for _, t := range an.Tensors {
 		if res.Cache.Tensors[t] == nil {
 			return nil, fmt.Errorf("calibration cache lacks tensor %s; delete it to recalibrate", t)
 		}
 	}
 	res.Ranges = map[string]Range{}
 	amax := map[string]float64{}
-	for _, t := range plan.Tensors {
+	for _, t := range an.Tensors {
 		st := res.Cache.Tensors[t]
 		a, err := st.ComputeAmax(o.Method, o.Percentile)
 		if err != nil {
@@ -166,7 +166,7 @@ func Quantize(ctx context.Context, m *onnx.Model, in InputSource, o Options) (*R
 	}
 	res.Cache.Method = string(o.Method)
 	res.Cache.Amax = amax
-	q, err := Place(m, plan, res.Ranges)
+	q, err := Place(m, an, res.Ranges)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func Quantize(ctx context.Context, m *onnx.Model, in InputSource, o Options) (*R
 	if o.Method == Percentile {
 		info.Percentile = o.Percentile
 	}
-	for name := range plan.Excluded {
+	for name := range an.Excluded {
 		info.Excluded = append(info.Excluded, name)
 	}
 	slices.Sort(info.Excluded)
@@ -187,7 +187,7 @@ func Quantize(ctx context.Context, m *onnx.Model, in InputSource, o Options) (*R
 	return res, nil
 }
 
-// WriteTRTTable writes the TensorRT calibration table for the plan's
+// WriteTRTTable writes the TensorRT calibration table for the analysis's
 // tensors (implicit quantization), atomically.
 func (r *Result) WriteTRTTable(path string) error {
 	var sb strings.Builder

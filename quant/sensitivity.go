@@ -82,7 +82,7 @@ func Sensitivity(ctx context.Context, m *onnx.Model, cache *Cache, in InputSourc
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		p := &Plan{Target: TargetTensorRT, Quantized: []*onnxpb.NodeProto{node},
+		p := &Analysis{Target: TargetTensorRT, Quantized: []*onnxpb.NodeProto{node},
 			quantIn: map[*onnxpb.NodeProto][]int{node: {0}}, weights: map[*onnxpb.NodeProto]bool{node: true},
 			Tensors: []string{node.Input[0]}, Excluded: map[string]string{}}
 		st := cache.Tensors[node.Input[0]]

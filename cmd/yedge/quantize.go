@@ -239,7 +239,7 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 		skipped = fmt.Sprintf(" (%d corrupt and %d unreadable images skipped)", inputs.Corrupt(), inputs.Unreadable())
 	}
 	fmt.Fprintf(stdout, "wrote %s: target %s, calibrator %s, %d calibration images%s%s\n", f.out, target, method, res.Images, skipped, cacheNote(res.CacheHit))
-	fmt.Fprintf(stdout, "  %s\n", res.Plan.Summary())
+	fmt.Fprintf(stdout, "  %s\n", res.Analysis.Summary())
 	fmt.Fprintf(stdout, "  QuantizeLinear=%d DequantizeLinear=%d per-channel=%d\n", r.Quant.QuantizeLinear, r.Quant.DequantizeLinear, r.Quant.PerChannel)
 	return nil
 }
