@@ -115,6 +115,17 @@ func (r Range) contains(x float64) bool {
 	return !(r.MinOpen && x == r.Min) && !(r.MaxOpen && x == r.Max)
 }
 
+// RangeOf returns the declared range of a numeric key ("thresholds.iou"),
+// for the command-line flags that set the same values.
+func RangeOf(key string) (Range, bool) {
+	for _, r := range ranges {
+		if r.Key == key {
+			return r, true
+		}
+	}
+	return Range{}, false
+}
+
 func rangeOf(key string) Range {
 	for _, r := range ranges {
 		if r.Key == key {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/yedge/yedge/config"
 	"math"
 	"strconv"
 
@@ -25,6 +26,20 @@ func intInRange(flag string, v, lo, hi int64, note string) error {
 		r = fmt.Sprintf(">= %d", lo)
 	}
 	return withCode(exitUsage, fmt.Errorf("--%s %d: must be %s%s", flag, v, r, noteText(note)))
+}
+
+// keyInRange checks a flag that sets the same value as a configuration
+// key against that key's declared range (config.RangeOf): one
+// declaration for both.
+func keyInRange(flag, key string, v float64, integer bool) error {
+	r, ok := config.RangeOf(key)
+	if !ok {
+		panic("cmd: no declared range for " + key)
+	}
+	if integer {
+		return intInRange(flag, int64(v), int64(r.Min), int64(r.Max), r.Note)
+	}
+	return floatInRange(flag, v, r.Min, r.Max, r.MinOpen, r.MaxOpen, r.Note)
 }
 
 // floatInRange returns a usage error naming flag when v is NaN, infinite or
@@ -156,9 +171,9 @@ func (m *modelFlags) validate() error {
 		return err
 	}
 	return firstErr(
-		floatInRange("conf", m.conf, 0, 1, false, false, ""),
-		floatInRange("iou", m.iou, 0, 1, true, false, ""),
-		intInRange("max-det", int64(m.maxDet), 1, postprocess.MaxDetections, ""),
+		keyInRange("conf", "thresholds.conf", m.conf, false),
+		keyInRange("iou", "thresholds.iou", m.iou, false),
+		keyInRange("max-det", "thresholds.max_det", float64(m.maxDet), true),
 	)
 }
 

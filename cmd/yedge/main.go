@@ -191,8 +191,8 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 model error,
 			return withCode(exitUsage, fmt.Errorf("--provider %q: want one of %s", g.provider, strings.Join(onnxrt.Providers, ", ")))
 		}
 		if err := firstErr(
-			intInRange("threads", int64(g.threads), 0, onnxrt.MaxThreads, "0: all cores"),
-			intInRange("device-id", int64(g.deviceID), 0, onnxrt.MaxDeviceID, ""),
+			keyInRange("threads", "provider.threads", float64(g.threads), true),
+			keyInRange("device-id", "provider.device_id", float64(g.deviceID), true),
 		); err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/internal/testkit/fixtures"
 	"github.com/yedge/yedge/internal/testkit/testmodels"
 	"github.com/yedge/yedge/sinks"
@@ -417,5 +418,37 @@ func TestCobraErrorsAreUsage(t *testing.T) {
 	}
 	if r := yedge(t, nil); r.code != exitOK || !strings.Contains(r.stdout, "Available Commands") {
 		t.Errorf("yedge alone: exit %d, want help and 0\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestFlagRangesAreTheConfigs: a flag that sets the same value as a
+// configuration key is checked against that key's declaration, so the
+// two cannot drift: each bound is accepted exactly when the key's range
+// accepts it.
+func TestFlagRangesAreTheConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		flag, key string
+		integer   bool
+	}{
+		{"conf", "thresholds.conf", false},
+		{"iou", "thresholds.iou", false},
+		{"max-det", "thresholds.max_det", true},
+		{"threads", "provider.threads", true},
+		{"device-id", "provider.device_id", true},
+	} {
+		r, ok := config.RangeOf(tc.key)
+		if !ok {
+			t.Fatalf("%s: no declared range", tc.key)
+		}
+		step := 1e-6
+		if tc.integer {
+			step = 1
+		}
+		for _, v := range []float64{r.Min - step, r.Min, r.Max, r.Max + step} {
+			inside := (v > r.Min || (v == r.Min && !r.MinOpen)) && (v < r.Max || (v == r.Max && !r.MaxOpen))
+			if err := keyInRange(tc.flag, tc.key, v, tc.integer); (err == nil) != inside {
+				t.Errorf("--%s %v: error %v, want accepted = %v (%s: %s)", tc.flag, v, err, inside, tc.key, r)
+			}
+		}
 	}
 }
