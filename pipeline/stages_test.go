@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"github.com/yedge/yedge/onnxrt"
 	"io"
 	"math"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/internal/testkit/fixtures"
+	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/source"
 )

@@ -3,7 +3,8 @@
 # (vtest.avi), the cpu-layout int8 model from `yedge quantize --target cpu`
 # and one onnxruntime thread, run with the FP32 shadow (every 5th frame)
 # and without it. Prints resident memory (VmRSS: the median of the samples
-# of the second half of the run, and VmHWM, the peak) from
+# of the second half of the run, split into RssAnon and RssFile, the
+# shared libraries' pages; and VmHWM, the peak) from
 # /proc/PID/status, the Go heap in use (go_memstats_heap_inuse_bytes of
 # /metrics), and the time from the process start to the first frame
 # inferred (yedge_frames_inferred_total > 0): with the int8 model file,
@@ -82,7 +83,7 @@ EOF
 run() {
   [[ " $runs " == *" $1 "* ]] || return 0
   port=$(free_port)
-  local cfg t0 first="" int8="" rss=() deadline
+  local cfg t0 first="" int8="" rss=() anon=() file=() deadline
   cfg=$(config "$1" "$2" "$3")
   t0=$(now)
   $y serve --config "$cfg" 2>"$tmp/$1/serve.log" &
@@ -102,9 +103,13 @@ run() {
   for ((i = 0; i < secs; i++)); do
     sleep 1
     rss+=("$(status_kb VmRSS)")
+    anon+=("$(status_kb RssAnon)")
+    file+=("$(status_kb RssFile)")
   done
   local steady peak heap frames shadowed
-  steady=$(printf '%s\n' "${rss[@]:$((secs / 2))}" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", v[int((NR + 1) / 2)] / 1024 }')
+  # median_mb KB...: the median of the second half of the samples, in MB.
+  median_mb() { shift $(($# / 2)); printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%.0f", v[int((NR + 1) / 2)] / 1024 }'; }
+  steady=$(median_mb "${rss[@]}")
   peak=$(awk '{ printf "%.0f", $1 / 1024 }' <<<"$(status_kb VmHWM)")
   heap=$(awk '{ printf "%.0f", $1 / 1048576 }' <<<"$(metric go_memstats_heap_inuse_bytes)")
   frames=$(metric yedge_frames_inferred_total 'precision="int8"')
@@ -112,13 +117,14 @@ run() {
   kill -TERM "$pid"
   wait "$pid" || { echo "yedge serve ($1) did not stop cleanly; its log:" >&2; cat "$tmp/$1/serve.log" >&2; exit 1; }
   pid=
-  printf '| %s | %s MB | %s MB | %s MB | %s s | %s s | %s / %s |\n' "$1" "$steady" "$peak" "$heap" "$first" "$int8" "$frames" "$shadowed"
+  printf '| %s | %s MB | %s / %s MB | %s MB | %s MB | %s s | %s s | %s / %s |\n' "$1" "$steady" "$(median_mb "${anon[@]}")" \
+    "$(median_mb "${file[@]}")" "$peak" "$heap" "$first" "$int8" "$frames" "$shadowed"
 }
 
 echo "yedge serve, 1 stream ($(basename "$video"), loop), provider cpu, 1 thread, $secs s after the first int8 frame"
 echo
-echo "| run | RSS steady | RSS peak (VmHWM) | Go heap in use | first frame | first int8 frame | int8 / shadowed frames |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| run | RSS steady | of which anonymous / file-backed | RSS peak (VmHWM) | Go heap in use | first frame | first int8 frame | int8 / shadowed frames |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 run int8-shadow true "  int8: $q"
 run int8-no-shadow false "  int8: $q"
 run quantize-shadow true "  quantize:

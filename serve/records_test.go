@@ -22,18 +22,13 @@ func TestSinkRecordsSayWhereFramesCameFrom(t *testing.T) {
 		t.Skip("the daemon on a video and a folder (about 10s)")
 	}
 	dir := t.TempDir()
-	folder := filepath.Join(dir, "images")
-	if err := os.Mkdir(folder, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	jpeg, err := os.ReadFile(fixtures.Path(t, "datasets", "coco-val128", "images", "000000000139.jpg"))
+	folder := testdaemon.ImageFolder(t, 0, 1) // one good image, linked
+	good := filepath.Join(folder, "000000000139.jpg")
+	jpeg, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, cut := filepath.Join(folder, "a-good.jpg"), filepath.Join(folder, "b-truncated.jpg")
-	if err := os.WriteFile(good, jpeg, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cut := filepath.Join(folder, "zz-truncated.jpg")
 	if err := os.WriteFile(cut, jpeg[:len(jpeg)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -35,9 +35,9 @@ type Stages struct {
 // microsecond.
 func NewRecord(f Frame, precision string, names []string, dets []postprocess.Detection, st Stages) *Record {
 	r := &Record{Stream: f.Stream, Frame: f.Index, Time: f.Time.UTC(), Precision: precision, Width: f.Width, Height: f.Height,
-		PTSms: Millis(f.PTS), Image: f.Name, Corrupt: f.Corrupt,
-		Ms: map[string]float64{"read": Millis(f.Read), "preprocess": Millis(st.Preprocess), "infer": Millis(st.Infer),
-			"postprocess": Millis(st.Postprocess)},
+		PTSms: millis(f.PTS), Image: f.Name, Corrupt: f.Corrupt,
+		Ms: map[string]float64{"read": millis(f.Read), "preprocess": millis(st.Preprocess), "infer": millis(st.Infer),
+			"postprocess": millis(st.Postprocess)},
 		Detections: make([]Detection, 0, len(dets))}
 	for _, d := range dets {
 		r.Detections = append(r.Detections, Detection{Class: d.Class, Name: postprocess.Name(names, d.Class), Score: round(d.Score, 1e4),
@@ -46,9 +46,9 @@ func NewRecord(f Frame, precision string, names []string, dets []postprocess.Det
 	return r
 }
 
-// Millis is d in milliseconds, to the microsecond: the unit of a record's
+// millis is d in milliseconds, to the microsecond: the unit of a record's
 // durations.
-func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // round rounds v to 1/scale (half away from zero).
 func round(v, scale float32) float32 { return float32(math.Round(float64(v*scale))) / scale }

@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/yedge/yedge/config"
 	"math"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
+	"github.com/yedge/yedge/config"
 	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
