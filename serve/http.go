@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/onnx"
 )
@@ -94,26 +95,26 @@ type modelStatus struct {
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	type out struct {
-		Version   string                      `json:"version"`
-		Uptime    float64                     `json:"uptime_seconds"`
-		Ready     bool                        `json:"ready"`
-		Provider  string                      `json:"provider"`
-		Threads   int                         `json:"threads"`
-		Models    []modelStatus               `json:"models"`
-		Streams   []streamStatus              `json:"streams"`
-		Agreement map[string]AgreementFigures `json:"agreement"`
-		Ratio     *float64                    `json:"int8_fp32_latency_ratio,omitempty"`
-		Eval      map[string]evalStatus       `json:"eval,omitempty"`
-		EvalBusy  bool                        `json:"eval_running"`
-		Reload    *reloadStatus               `json:"reload,omitempty"`
-		Lifecycle lifecycleStatus             `json:"lifecycle"`
-		Pending   []string                    `json:"pending_restart,omitempty"`
-		Errors    []errEntry                  `json:"last_errors"`
+		Version   string                       `json:"version"`
+		Uptime    float64                      `json:"uptime_seconds"`
+		Ready     bool                         `json:"ready"`
+		Provider  string                       `json:"provider"`
+		Threads   int                          `json:"threads"`
+		Models    []modelStatus                `json:"models"`
+		Streams   []streamStatus               `json:"streams"`
+		Agreement map[string]agreement.Figures `json:"agreement"`
+		Ratio     *float64                     `json:"int8_fp32_latency_ratio,omitempty"`
+		Eval      map[string]evalStatus        `json:"eval,omitempty"`
+		EvalBusy  bool                         `json:"eval_running"`
+		Reload    *reloadStatus                `json:"reload,omitempty"`
+		Lifecycle lifecycleStatus              `json:"lifecycle"`
+		Pending   []string                     `json:"pending_restart,omitempty"`
+		Errors    []errEntry                   `json:"last_errors"`
 	}
 	p, mods := s.current()
 	o := out{Version: s.opts.Version, Uptime: time.Since(s.started).Seconds(), Ready: s.ready.Load(),
 		Provider: p.Runtime.Provider, Threads: p.Runtime.Threads,
-		Agreement: map[string]AgreementFigures{}, EvalBusy: s.evals.running.Load(), Errors: s.errs.snapshot()}
+		Agreement: map[string]agreement.Figures{}, EvalBusy: s.evals.running.Load(), Errors: s.errs.snapshot()}
 	for i, m := range []*model{mods.int8, mods.fp32} {
 		if i == 1 && mods.fp32Serving() {
 			o.Models[0].Serving = true

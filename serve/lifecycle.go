@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/modelstore"
 	"github.com/yedge/yedge/postprocess"
@@ -36,31 +37,6 @@ const guardMinFrames = 5
 // errBusy refuses a new model while another is prepared or in canary.
 var errBusy = errors.New("another int8 model is being prepared or runs as a canary")
 
-// agreeSum accumulates frame agreements.
-type agreeSum struct {
-	frames, int8, fp32, matched int
-}
-
-func (a *agreeSum) add(f FrameAgreement) {
-	a.frames++
-	a.int8 += f.Int8
-	a.fp32 += f.FP32
-	a.matched += f.Matched
-}
-
-// figures returns recall and precision (1 with nothing to match, as
-// Agreement.Figures).
-func (a agreeSum) figures() (recall, precision float64) {
-	recall, precision = 1, 1
-	if a.fp32 > 0 {
-		recall = float64(a.matched) / float64(a.fp32)
-	}
-	if a.int8 > 0 {
-		precision = float64(a.matched) / float64(a.int8)
-	}
-	return recall, precision
-}
-
 // canaryRun is a model in canary.
 type canaryRun struct {
 	m       *model
@@ -69,7 +45,7 @@ type canaryRun struct {
 	want    int
 	// canary and serving are the canary's and the serving int8 model's
 	// agreement with FP32 on the same frames.
-	canary, serving agreeSum
+	canary, serving agreement.Sum
 	servingInt8     bool
 }
 
@@ -343,19 +319,19 @@ func (s *Server) currentCanary() *canaryRun {
 // runCanary runs the canary on a shadowed frame: fp32 are the FP32
 // detections, serving the serving int8 model's agreement with them (nil
 // when FP32 serves the frame).
-func (s *Server) runCanary(ctx context.Context, c *canaryRun, it work, fp32 []postprocess.Detection, serving *FrameAgreement) {
+func (s *Server) runCanary(ctx context.Context, c *canaryRun, it work, fp32 []postprocess.Detection, serving *agreement.Frame) {
 	dets, _, err := c.m.det.Detect(ctx, it.img)
 	if err != nil {
 		s.frameFailed(it.st, "canary", err)
 		return
 	}
 	s.life.mu.Lock()
-	c.canary.add(Match(dets, fp32, canaryIoU))
+	c.canary.Add(agreement.Match(dets, fp32, canaryIoU))
 	if serving != nil {
-		c.serving.add(*serving)
+		c.serving.Add(*serving)
 	}
-	r, pr := c.canary.figures()
-	n := c.canary.frames
+	r, pr := c.canary.Rates()
+	n := c.canary.Frames
 	s.life.mu.Unlock()
 	s.m.CanaryFrames.Set(float64(n))
 	s.m.CanaryRecall.Set(r)
@@ -367,7 +343,7 @@ func (s *Server) runCanary(ctx context.Context, c *canaryRun, it work, fp32 []po
 func (s *Server) decideCanary(p Plan) {
 	s.life.mu.Lock()
 	c := s.life.canary
-	if c == nil || c.canary.frames < c.want {
+	if c == nil || c.canary.Frames < c.want {
 		s.life.mu.Unlock()
 		return
 	}
@@ -375,8 +351,8 @@ func (s *Server) decideCanary(p Plan) {
 	s.life.mu.Unlock()
 	s.drain() // the canary and the serving model may still run frames
 	cp := p.Lifecycle.Canary
-	r, pr := c.canary.figures()
-	d := &decision{At: time.Now(), Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.frames, Recall: r, Precision: pr}
+	r, pr := c.canary.Rates()
+	d := &decision{At: time.Now(), Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.Frames, Recall: r, Precision: pr}
 	var why []string
 	if r < cp.MinRecall {
 		why = append(why, fmt.Sprintf("recall %.3f < canary.min_recall %.2f", r, cp.MinRecall))
@@ -384,8 +360,8 @@ func (s *Server) decideCanary(p Plan) {
 	if pr < cp.MinPrecision {
 		why = append(why, fmt.Sprintf("precision %.3f < canary.min_precision %.2f", pr, cp.MinPrecision))
 	}
-	if c.servingInt8 && c.serving.frames > 0 {
-		sr, sp := c.serving.figures()
+	if c.servingInt8 && c.serving.Frames > 0 {
+		sr, sp := c.serving.Rates()
 		d.ServingRecall, d.ServingPrecision = &sr, &sp
 		if r < sr-cp.Tolerance {
 			why = append(why, fmt.Sprintf("recall %.3f worse than the serving model's %.3f by more than canary.tolerance %.2f", r, sr, cp.Tolerance))
@@ -580,10 +556,10 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 		out.Build = b
 	}
 	if c := s.life.canary; c != nil {
-		r, p := c.canary.figures()
-		cs := &canaryStatus{Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.frames, Want: c.want, Recall: r, Precision: p}
-		if c.servingInt8 && c.serving.frames > 0 {
-			sr, sp := c.serving.figures()
+		r, p := c.canary.Rates()
+		cs := &canaryStatus{Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.Frames, Want: c.want, Recall: r, Precision: p}
+		if c.servingInt8 && c.serving.Frames > 0 {
+			sr, sp := c.serving.Rates()
 			cs.ServingRecall, cs.ServingPrecision = &sr, &sp
 		}
 		out.Canary = cs

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
@@ -401,7 +402,7 @@ func (s *Server) shadowFrame(w shadowWork) {
 	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
 	it.st.shadowed.Add(1)
 	int8Dets := it.dets
-	fa, pairs := MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
+	fa, pairs := agreement.MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
 	it.st.agree.Add(fa)
 	now := time.Now()
 	it.st.view.recordFP32(now, tm.Infer)
@@ -411,7 +412,7 @@ func (s *Server) shadowFrame(w shadowWork) {
 	if c != nil {
 		// The serving model's agreement on the canary's frames, at the
 		// canary's IoU.
-		sa := Match(int8Dets, fp32Dets, canaryIoU)
+		sa := agreement.Match(int8Dets, fp32Dets, canaryIoU)
 		s.runCanary(ctx, c, it.work, fp32Dets, &sa)
 	}
 	s.checkGuard(p, it.st)

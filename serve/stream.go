@@ -12,6 +12,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/source"
 )
@@ -38,7 +39,7 @@ type stream struct {
 	plan  StreamPlan
 	log   *slog.Logger
 	errs  *errorLog
-	agree *Agreement
+	agree *agreement.Window
 	view  *view      // the web view: images while watched, latency history
 	guard guardState // see lifecycle.go
 
@@ -67,7 +68,7 @@ type stream struct {
 }
 
 func newStream(p StreamPlan, window int, log *slog.Logger, errs *errorLog, notify chan<- struct{}) *stream {
-	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: NewAgreement(window), view: newView(), slot: gocv.NewMat(),
+	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: agreement.NewWindow(window), view: newView(), slot: gocv.NewMat(),
 		inferred: map[string]int64{}, failed: map[string]int64{}, detections: map[string]int64{},
 		notify: notify, taken: make(chan struct{}, 1), done: make(chan struct{})}
 }

@@ -11,6 +11,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
 )
@@ -399,7 +400,7 @@ func drawBox(img *gocv.Mat, b postprocess.Box, col color.RGBA, thick int, label 
 // FP32-only thick magenta, labelled with their precision, class and
 // score), stores it as the stream's compare image and, when the frame is
 // among the worst disagreements, adds its thumbnail to the strip.
-func (s *Server) drawCompare(it work, names []string, i8, f32 []postprocess.Detection, a FrameAgreement, pairs []Pair) {
+func (s *Server) drawCompare(it work, names []string, i8, f32 []postprocess.Detection, a agreement.Frame, pairs []agreement.Pair) {
 	m := it.img.Clone()
 	defer m.Close()
 	thick := max(2, (m.Cols()+m.Rows())/500)

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/yedge/yedge/agreement"
 )
 
 // The web view: plain HTML, CSS and JS embedded in the binary (no build
@@ -116,7 +118,7 @@ type streamView struct {
 	Provider    string             `json:"provider"`
 	ShadowModel string             `json:"shadow_model"`
 	Shadowed    int64              `json:"shadow_frames"`
-	Agreement   AgreementFigures   `json:"agreement"`
+	Agreement   agreement.Figures  `json:"agreement"`
 	F1          *float64           `json:"agreement_f1,omitempty"` // of the rolling window; absent before a shadowed frame
 	Watched     bool               `json:"watched"`
 	Encoded     int64              `json:"images_encoded"` // JPEGs encoded for the web view since the stream started

@@ -1,4 +1,4 @@
-package serve
+package agreement
 
 import (
 	"math"
@@ -36,17 +36,17 @@ func TestMatch(t *testing.T) {
 }
 
 func TestAgreementWindow(t *testing.T) {
-	a := NewAgreement(2)
+	a := NewWindow(2)
 	if f := a.Figures(); f.Frames != 0 || f.Precision != 1 || f.Recall != 1 {
 		t.Errorf("empty: %+v", f)
 	}
-	a.Add(FrameAgreement{Int8: 4, FP32: 2, Matched: 2, SumIoU: 1.8, SumScoreDiff: 0.1})
-	a.Add(FrameAgreement{Int8: 0, FP32: 2, Matched: 0})
+	a.Add(Frame{Int8: 4, FP32: 2, Matched: 2, SumIoU: 1.8, SumScoreDiff: 0.1})
+	a.Add(Frame{Int8: 0, FP32: 2, Matched: 0})
 	f := a.Figures()
 	if f.Frames != 2 || f.Precision != 0.5 || f.Recall != 0.5 || math.Abs(f.MeanIoU-0.9) > 1e-9 || f.CountDiff != 0 {
 		t.Errorf("figures %+v", f)
 	}
-	a.Add(FrameAgreement{Int8: 1, FP32: 1, Matched: 1, SumIoU: 1}) // pushes out the first frame
+	a.Add(Frame{Int8: 1, FP32: 1, Matched: 1, SumIoU: 1}) // pushes out the first frame
 	f = a.Figures()
 	if f.Frames != 2 || f.Precision != 1 || f.Recall != 1.0/3 {
 		t.Errorf("rolled figures %+v", f)
@@ -67,7 +67,7 @@ func TestMatchPairs(t *testing.T) {
 	if d := a.Disagreement(); math.Abs(d-0.6) > 1e-9 {
 		t.Errorf("Disagreement = %v, want 0.6", d)
 	}
-	if d := (FrameAgreement{}).Disagreement(); d != 0 {
+	if d := (Frame{}).Disagreement(); d != 0 {
 		t.Errorf("Disagreement of nothing = %v, want 0", d)
 	}
 }

@@ -1,4 +1,7 @@
-package serve
+// Package agreement compares the detections of two models on the same
+// frames (int8 against its FP32 reference): matching within a class by
+// IoU, per-frame counts, a rolling window of figures and plain sums.
+package agreement
 
 import (
 	"slices"
@@ -7,10 +10,10 @@ import (
 	"github.com/yedge/yedge/postprocess"
 )
 
-// FrameAgreement compares the int8 detections of one frame with the FP32
+// Frame compares the int8 detections of one frame with the FP32
 // shadow's: detections are matched greedily by IoU (highest first) within
 // the same class at IoU >= the threshold.
-type FrameAgreement struct {
+type Frame struct {
 	Int8, FP32, Matched  int
 	SumIoU, SumScoreDiff float64
 }
@@ -23,15 +26,15 @@ type Pair struct {
 }
 
 // Match compares int8 detections with FP32 detections of the same frame.
-func Match(int8, fp32 []postprocess.Detection, iou float32) FrameAgreement {
+func Match(int8, fp32 []postprocess.Detection, iou float32) Frame {
 	a, _ := MatchPairs(int8, fp32, iou)
 	return a
 }
 
 // MatchPairs is [Match] that also returns the matched pairs, highest IoU
 // first. An int8 detection in no pair is int8-only, an FP32 one FP32-only.
-func MatchPairs(int8, fp32 []postprocess.Detection, iou float32) (FrameAgreement, []Pair) {
-	a := FrameAgreement{Int8: len(int8), FP32: len(fp32)}
+func MatchPairs(int8, fp32 []postprocess.Detection, iou float32) (Frame, []Pair) {
+	a := Frame{Int8: len(int8), FP32: len(fp32)}
 	var cands []Pair
 	for i, x := range int8 {
 		for j, y := range fp32 {
@@ -75,29 +78,29 @@ func MatchPairs(int8, fp32 []postprocess.Detection, iou float32) (FrameAgreement
 // Disagreement is 1 - F1 of the frame's matching: 0 when every detection
 // found its counterpart (or neither model detected anything), 1 when none
 // did.
-func (f FrameAgreement) Disagreement() float64 {
+func (f Frame) Disagreement() float64 {
 	if f.Int8+f.FP32 == 0 {
 		return 0
 	}
 	return 1 - 2*float64(f.Matched)/float64(f.Int8+f.FP32)
 }
 
-// Agreement holds rolling int8-vs-FP32 figures over the last Window
+// Window holds rolling int8-vs-FP32 figures over the last Window
 // shadowed frames. It is safe for concurrent use.
-type Agreement struct {
+type Window struct {
 	mu     sync.Mutex
-	window []FrameAgreement
+	window []Frame
 	next   int
 	full   bool
 }
 
-// NewAgreement returns a rolling window of n frames (n >= 1).
-func NewAgreement(n int) *Agreement {
-	return &Agreement{window: make([]FrameAgreement, max(n, 1))}
+// NewWindow returns a rolling window of n frames (n >= 1).
+func NewWindow(n int) *Window {
+	return &Window{window: make([]Frame, max(n, 1))}
 }
 
 // Add records one shadowed frame.
-func (a *Agreement) Add(f FrameAgreement) {
+func (a *Window) Add(f Frame) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.window[a.next] = f
@@ -108,15 +111,15 @@ func (a *Agreement) Add(f FrameAgreement) {
 }
 
 // Reset empties the window.
-func (a *Agreement) Reset() {
+func (a *Window) Reset() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	clear(a.window)
 	a.next, a.full = 0, false
 }
 
-// AgreementFigures are the rolling figures.
-type AgreementFigures struct {
+// Figures are the rolling figures.
+type Figures struct {
 	Frames    int     `json:"frames"`
 	Precision float64 `json:"precision"`  // matched / int8 detections
 	Recall    float64 `json:"recall"`     // matched / FP32 detections
@@ -127,14 +130,14 @@ type AgreementFigures struct {
 
 // Figures computes the rolling figures. With no detections on either side
 // precision and recall are 1 (full agreement on "nothing").
-func (a *Agreement) Figures() AgreementFigures {
+func (a *Window) Figures() Figures {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := a.next
 	if a.full {
 		n = len(a.window)
 	}
-	var f AgreementFigures
+	var f Figures
 	f.Frames = n
 	var i8, f32, m int
 	var iou, sd, cd float64
@@ -161,4 +164,30 @@ func (a *Agreement) Figures() AgreementFigures {
 		f.CountDiff = cd / float64(n)
 	}
 	return f
+}
+
+// Sum accumulates frame agreements with no window (a canary's frames).
+type Sum struct {
+	Frames, Int8, FP32, Matched int
+}
+
+// Add adds one frame.
+func (a *Sum) Add(f Frame) {
+	a.Frames++
+	a.Int8 += f.Int8
+	a.FP32 += f.FP32
+	a.Matched += f.Matched
+}
+
+// Rates returns recall and precision, 1 with nothing to match (as
+// [Window.Figures]).
+func (a Sum) Rates() (recall, precision float64) {
+	recall, precision = 1, 1
+	if a.FP32 > 0 {
+		recall = float64(a.Matched) / float64(a.FP32)
+	}
+	if a.Int8 > 0 {
+		precision = float64(a.Matched) / float64(a.Int8)
+	}
+	return recall, precision
 }
