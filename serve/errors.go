@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/yedge/yedge/metrics"
+	"github.com/yedge/yedge/webview"
 )
 
 // Error classes: the "class" label of yedge_errors_total and of the
@@ -19,13 +20,9 @@ const (
 	errStore  = "store"  // the model store failed (a write, its index)
 )
 
-// errEntry is one error in /status: Error reads "CLASS WHERE: cause".
-type errEntry struct {
-	At    time.Time `json:"at"`
-	Class string    `json:"class,omitempty"`
-	Where string    `json:"where,omitempty"`
-	Error string    `json:"error"`
-}
+// errEntry is one error in /status: Error reads "CLASS WHERE: cause". A
+// stream's page in the web view lists the same entries.
+type errEntry = webview.Error
 
 // errorLog keeps the last errors of every class for /status and counts
 // them in yedge_errors_total{class}. It is safe for concurrent use.

@@ -15,6 +15,7 @@ import (
 	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/onnx"
+	"github.com/yedge/yedge/webview"
 )
 
 // maxScrapesInFlight bounds concurrent /metrics scrapes. A scrape costs a
@@ -34,7 +35,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("GET /status", s.handleStatus)
 	mux.HandleFunc("POST /eval", s.handleEval)
-	s.uiRoutes(mux)
+	webview.Register(mux, viewStreams{s}, s.viewCtx)
 	mux.HandleFunc("POST /models", s.handlePushModel)
 	mux.HandleFunc("POST /models/rollback", s.handleRollback)
 	// Bodies are small everywhere: cap them before any handler reads.

@@ -305,7 +305,7 @@ func (l *procLoop) done(j *pipeline.Job) {
 // frameFailed counts a frame lost in a stage.
 func (s *Server) frameFailed(st *stream, stage string, err error) {
 	st.count(st.failed, stage, 1)
-	st.view.addError(errEntry{At: time.Now(), Class: errFrame, Where: stage, Error: err.Error()})
+	st.board.AddError(errEntry{At: time.Now(), Class: errFrame, Where: stage, Error: err.Error()})
 	s.errs.add(errFrame, st.plan.Name+" "+stage, err)
 	s.log.Warn("frame failed", "stream", st.plan.Name, "stage", stage, "err", err)
 }
@@ -316,9 +316,11 @@ func (s *Server) frameFailed(st *stream, stage string, err error) {
 func (s *Server) deliver(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
 	s.observe(it.st, precision, it.meta.read, tm)
 	now := time.Now()
-	it.st.view.record(now, it.meta.read, tm)
-	if it.st.view.wantLive(now) {
-		s.drawLive(it, dets, names)
+	it.st.board.Record(now, it.meta.read, tm)
+	if it.st.board.WantLive(now) {
+		if err := it.st.board.DrawLive(it.img, it.meta.src.Index, dets, names); err != nil {
+			s.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
+		}
 	}
 	it.st.count(it.st.inferred, precision, 1)
 	for _, x := range dets {
@@ -405,9 +407,11 @@ func (s *Server) shadowFrame(w shadowWork) {
 	fa, pairs := agreement.MatchPairs(int8Dets, fp32Dets, p.Shadow.IoU)
 	it.st.agree.Add(fa)
 	now := time.Now()
-	it.st.view.recordFP32(now, tm.Infer)
-	if it.st.view.watching(now) {
-		s.drawCompare(it.work, fd.Names, int8Dets, fp32Dets, fa, pairs)
+	it.st.board.RecordFP32(now, tm.Infer)
+	if it.st.board.Watching(now) {
+		if err := it.st.board.DrawCompare(it.img, it.meta.src.Index, fd.Names, int8Dets, fp32Dets, fa, pairs); err != nil {
+			s.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
+		}
 	}
 	if c != nil {
 		// The serving model's agreement on the canary's frames, at the

@@ -5,7 +5,7 @@
 // periodic and on-demand evaluation of both precisions, detection sinks,
 // Prometheus metrics read at scrape time, and the HTTP endpoints /healthz,
 // /readyz, /status, /metrics and POST /eval, and a web view of every
-// stream (webui.go, view.go). [Server.Reload] applies a new
+// stream (package webview). [Server.Reload] applies a new
 // plan as a diff, building everything new before it touches the running
 // pipeline. The command wires configuration, signals and systemd
 // notification to it; serve knows nothing of YAML or quantization.

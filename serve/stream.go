@@ -15,6 +15,7 @@ import (
 	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/source"
+	"github.com/yedge/yedge/webview"
 )
 
 // frameMeta travels with a frame through the slot.
@@ -40,8 +41,8 @@ type stream struct {
 	log   *slog.Logger
 	errs  *errorLog
 	agree *agreement.Window
-	view  *view      // the web view: images while watched, latency history
-	guard guardState // see lifecycle.go
+	board *webview.Board // the web view: images while watched, latency history
+	guard guardState     // see lifecycle.go
 
 	mu      sync.Mutex
 	slot    gocv.Mat // latest frame, owned by the slot
@@ -68,7 +69,7 @@ type stream struct {
 }
 
 func newStream(p StreamPlan, window int, log *slog.Logger, errs *errorLog, notify chan<- struct{}) *stream {
-	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: agreement.NewWindow(window), view: newView(), slot: gocv.NewMat(),
+	return &stream{plan: p, log: log.With("stream", p.Name), errs: errs, agree: agreement.NewWindow(window), board: webview.NewBoard(), slot: gocv.NewMat(),
 		inferred: map[string]int64{}, failed: map[string]int64{}, detections: map[string]int64{},
 		notify: notify, taken: make(chan struct{}, 1), done: make(chan struct{})}
 }
@@ -107,7 +108,7 @@ func (s *stream) fail(err error) {
 // that never opens is in yedge_errors_total and last_errors too. Its
 // /status entry comes from the source's Monitor.
 func (s *stream) sourceFailed(err error) {
-	s.view.addError(errEntry{At: time.Now(), Class: errStream, Error: err.Error()})
+	s.board.AddError(errEntry{At: time.Now(), Class: errStream, Error: err.Error()})
 	s.errs.add("stream", s.plan.Name, err)
 }
 

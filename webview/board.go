@@ -1,4 +1,10 @@
-package serve
+// Package webview is the daemon's web view: a page per stream with its
+// live image, latency history, recent errors, and the int8-vs-FP32
+// compare image with the strip of the worst disagreeing frames. A [Board]
+// per stream keeps what the pages show; the frame loop draws on it only
+// while someone watches. The handlers read the daemon through the narrow
+// [Streams] interface at request time.
+package webview
 
 import (
 	"bytes"
@@ -77,8 +83,9 @@ type histPoint struct {
 	fp32                   time.Duration
 }
 
-// view is a stream's web view state. It is safe for concurrent use.
-type view struct {
+// Board is a stream's web view state: its images while watched, its
+// latency history and recent errors. It is safe for concurrent use.
+type Board struct {
 	mu      sync.Mutex
 	seen    time.Time // last image request
 	active  int       // open MJPEG connections
@@ -90,50 +97,51 @@ type view struct {
 	worst   []worstFrame
 	nextID  int64
 	hist    [historySeconds]histPoint
-	errs    []errEntry
+	errs    []Error
 	encoded int64 // images encoded, for tests
 }
 
-func newView() *view {
-	return &view{liveCh: make(chan struct{}), cmpCh: make(chan struct{})}
+// NewBoard returns an empty board.
+func NewBoard() *Board {
+	return &Board{liveCh: make(chan struct{}), cmpCh: make(chan struct{})}
 }
 
 // watchingLocked reports whether someone watches; v.mu is held.
-func (v *view) watchingLocked(now time.Time) bool {
+func (v *Board) watchingLocked(now time.Time) bool {
 	return v.active > 0 || now.Sub(v.seen) < viewLinger
 }
 
-// watching reports whether someone watches the stream.
-func (v *view) watching(now time.Time) bool {
+// Watching reports whether someone watches the stream.
+func (v *Board) Watching(now time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.watchingLocked(now)
 }
 
-// wantLive reports whether the processing loop should draw and encode
+// WantLive reports whether the processing loop should draw and encode
 // this frame for the live view: someone watches and the last live image
 // is older than 1/liveMaxFPS.
-func (v *view) wantLive(now time.Time) bool {
+func (v *Board) WantLive(now time.Time) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.watchingLocked(now) && now.Sub(v.live.at) >= time.Second/liveMaxFPS
 }
 
 // touch records an image request.
-func (v *view) touch() {
+func (v *Board) touch() {
 	v.mu.Lock()
 	v.seen = time.Now()
 	v.mu.Unlock()
 }
 
 // begin and end bracket a long-lived viewer (an MJPEG connection).
-func (v *view) begin() {
+func (v *Board) begin() {
 	v.mu.Lock()
 	v.active++
 	v.mu.Unlock()
 }
 
-func (v *view) end() {
+func (v *Board) end() {
 	v.mu.Lock()
 	v.active--
 	v.seen = time.Now()
@@ -141,7 +149,7 @@ func (v *view) end() {
 }
 
 // latestLive returns the live image and a channel closed when it changes.
-func (v *view) latestLive() (jpegFrame, <-chan struct{}) {
+func (v *Board) latestLive() (jpegFrame, <-chan struct{}) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.live, v.liveCh
@@ -149,13 +157,13 @@ func (v *view) latestLive() (jpegFrame, <-chan struct{}) {
 
 // latestCompare returns the compare image, its counts and a channel
 // closed when it changes.
-func (v *view) latestCompare() (jpegFrame, CompareCounts, <-chan struct{}) {
+func (v *Board) latestCompare() (jpegFrame, CompareCounts, <-chan struct{}) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.cmp, v.counts, v.cmpCh
 }
 
-func (v *view) setLive(f jpegFrame) {
+func (v *Board) setLive(f jpegFrame) {
 	v.mu.Lock()
 	f.seq = v.live.seq + 1
 	v.live = f
@@ -165,7 +173,7 @@ func (v *view) setLive(f jpegFrame) {
 	v.mu.Unlock()
 }
 
-func (v *view) setCompare(f jpegFrame, c CompareCounts) {
+func (v *Board) setCompare(f jpegFrame, c CompareCounts) {
 	v.mu.Lock()
 	f.seq = v.cmp.seq + 1
 	v.cmp, v.counts = f, c
@@ -176,13 +184,13 @@ func (v *view) setCompare(f jpegFrame, c CompareCounts) {
 }
 
 // pruneWorstLocked forgets disagreeing frames older than worstWindow.
-func (v *view) pruneWorstLocked(now time.Time) {
+func (v *Board) pruneWorstLocked(now time.Time) {
 	v.worst = slices.DeleteFunc(v.worst, func(w worstFrame) bool { return now.Sub(w.At) > worstWindow })
 }
 
 // qualifiesWorst reports whether a frame of this disagreement enters the
 // strip (so that a thumbnail is encoded only when it does).
-func (v *view) qualifiesWorst(now time.Time, d float64) bool {
+func (v *Board) qualifiesWorst(now time.Time, d float64) bool {
 	if d <= 0 {
 		return false
 	}
@@ -193,7 +201,7 @@ func (v *view) qualifiesWorst(now time.Time, d float64) bool {
 }
 
 // addWorst inserts a thumbnail, keeping the worstN worst, worst first.
-func (v *view) addWorst(c CompareCounts, thumb []byte) {
+func (v *Board) addWorst(c CompareCounts, thumb []byte) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.nextID++
@@ -214,7 +222,7 @@ func (v *view) addWorst(c CompareCounts, thumb []byte) {
 }
 
 // worstList returns the strip, worst first.
-func (v *view) worstList() []worstFrame {
+func (v *Board) worstList() []worstFrame {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.pruneWorstLocked(time.Now())
@@ -222,7 +230,7 @@ func (v *view) worstList() []worstFrame {
 }
 
 // worstThumb returns one thumbnail of the strip.
-func (v *view) worstThumb(id int64) ([]byte, bool) {
+func (v *Board) worstThumb(id int64) ([]byte, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, w := range v.worst {
@@ -234,14 +242,14 @@ func (v *view) worstThumb(id int64) ([]byte, bool) {
 }
 
 // encodedCount is the number of images encoded so far.
-func (v *view) encodedCount() int64 {
+func (v *Board) encodedCount() int64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.encoded
 }
 
-// record adds an int8 frame's stage times to the history.
-func (v *view) record(now time.Time, read time.Duration, tm pipeline.Timing) {
+// Record adds an int8 frame's stage times to the history.
+func (v *Board) Record(now time.Time, read time.Duration, tm pipeline.Timing) {
 	sec := now.Unix()
 	v.mu.Lock()
 	p := &v.hist[sec%historySeconds]
@@ -256,8 +264,8 @@ func (v *view) record(now time.Time, read time.Duration, tm pipeline.Timing) {
 	v.mu.Unlock()
 }
 
-// recordFP32 adds a shadow inference time to the history.
-func (v *view) recordFP32(now time.Time, infer time.Duration) {
+// RecordFP32 adds a shadow inference time to the history.
+func (v *Board) RecordFP32(now time.Time, infer time.Duration) {
 	sec := now.Unix()
 	v.mu.Lock()
 	p := &v.hist[sec%historySeconds]
@@ -291,7 +299,7 @@ func meanMs(d time.Duration, n int) float64 {
 
 // history returns the points of the last historySeconds that have frames,
 // oldest first; the current (incomplete) second is left out.
-func (v *view) history(now time.Time) []HistoryPoint {
+func (v *Board) history(now time.Time) []HistoryPoint {
 	end := now.Unix()
 	out := []HistoryPoint{}
 	v.mu.Lock()
@@ -309,7 +317,7 @@ func (v *view) history(now time.Time) []HistoryPoint {
 
 // recent returns the int8 frame rate and the mean end-to-end and per-stage
 // milliseconds over the last complete seconds (up to 5).
-func (v *view) recent(now time.Time) (fps, total float64, stages map[string]float64) {
+func (v *Board) recent(now time.Time) (fps, total float64, stages map[string]float64) {
 	end := now.Unix()
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -328,8 +336,17 @@ func (v *view) recent(now time.Time) (fps, total float64, stages map[string]floa
 	return float64(n) / span, meanMs(read+pre+infer+post, n), stages
 }
 
-// addError keeps one of the stream's recent errors.
-func (v *view) addError(e errEntry) {
+// Error is one error shown on a stream's page (the daemon's /status
+// lists the same entries).
+type Error struct {
+	At    time.Time `json:"at"`
+	Class string    `json:"class,omitempty"`
+	Where string    `json:"where,omitempty"`
+	Error string    `json:"error"`
+}
+
+// AddError keeps one of the stream's recent errors.
+func (v *Board) AddError(e Error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.errs = append(v.errs, e)
@@ -339,10 +356,10 @@ func (v *view) addError(e errEntry) {
 }
 
 // errors returns the stream's recent errors, oldest first.
-func (v *view) errors() []errEntry {
+func (v *Board) errors() []Error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return append([]errEntry{}, v.errs...)
+	return append([]Error{}, v.errs...)
 }
 
 // encodeJPEG encodes img; the bytes are copied out of OpenCV's buffer.
@@ -355,18 +372,18 @@ func encodeJPEG(img gocv.Mat) ([]byte, error) {
 	return bytes.Clone(buf.GetBytes()), nil
 }
 
-// drawLive draws the int8 detections on a copy of the frame and stores it
-// as the stream's live image.
-func (s *Server) drawLive(it work, dets []postprocess.Detection, names []string) {
-	m := it.img.Clone()
+// DrawLive draws the int8 detections on a copy of img (frame is its
+// index in the stream) and stores it as the live image.
+func (v *Board) DrawLive(img gocv.Mat, frame int64, dets []postprocess.Detection, names []string) error {
+	m := img.Clone()
 	defer m.Close()
 	postprocess.Draw(&m, dets, names)
 	data, err := encodeJPEG(m)
 	if err != nil {
-		s.log.Warn("web view: encoding a frame", "stream", it.st.plan.Name, "err", err)
-		return
+		return fmt.Errorf("web view: encoding frame %d: %w", frame, err)
 	}
-	it.st.view.setLive(jpegFrame{data: data, at: time.Now(), frame: it.meta.src.Index})
+	v.setLive(jpegFrame{data: data, at: time.Now(), frame: frame})
+	return nil
 }
 
 // Compare colours: matched pairs green, int8-only orange, FP32-only magenta.
@@ -395,13 +412,13 @@ func drawBox(img *gocv.Mat, b postprocess.Box, col color.RGBA, thick int, label 
 	gocv.PutText(img, label, image.Pt(r.Min.X+1, y-3), gocv.FontHersheySimplex, scale, colBlack, 1)
 }
 
-// drawCompare draws int8 and FP32 detections of a shadowed frame together
+// DrawCompare draws int8 and FP32 detections of a shadowed frame together
 // (matched pairs thin green, both boxes; int8-only thick orange and
 // FP32-only thick magenta, labelled with their precision, class and
 // score), stores it as the stream's compare image and, when the frame is
 // among the worst disagreements, adds its thumbnail to the strip.
-func (s *Server) drawCompare(it work, names []string, i8, f32 []postprocess.Detection, a agreement.Frame, pairs []agreement.Pair) {
-	m := it.img.Clone()
+func (v *Board) DrawCompare(img gocv.Mat, frame int64, names []string, i8, f32 []postprocess.Detection, a agreement.Frame, pairs []agreement.Pair) error {
+	m := img.Clone()
 	defer m.Close()
 	thick := max(2, (m.Cols()+m.Rows())/500)
 	usedI := make([]bool, len(i8))
@@ -422,26 +439,26 @@ func (s *Server) drawCompare(it work, names []string, i8, f32 []postprocess.Dete
 		}
 	}
 	now := time.Now()
-	c := CompareCounts{Frame: it.meta.src.Index, At: now, Matched: a.Matched, Int8Only: a.Int8 - a.Matched, FP32Only: a.FP32 - a.Matched,
+	c := CompareCounts{Frame: frame, At: now, Matched: a.Matched, Int8Only: a.Int8 - a.Matched, FP32Only: a.FP32 - a.Matched,
 		Disagreement: a.Disagreement()}
 	legend := fmt.Sprintf("frame %d  matched %d  int8-only %d  fp32-only %d", c.Frame, c.Matched, c.Int8Only, c.FP32Only)
 	gocv.Rectangle(&m, image.Rect(0, 0, m.Cols(), 22), colBlack, -1)
 	gocv.PutText(&m, legend, image.Pt(6, 16), gocv.FontHersheySimplex, 0.5, colWhite, 1)
 	data, err := encodeJPEG(m)
 	if err != nil {
-		s.log.Warn("web view: encoding a compare frame", "stream", it.st.plan.Name, "err", err)
-		return
+		return fmt.Errorf("web view: encoding compare frame %d: %w", frame, err)
 	}
-	it.st.view.setCompare(jpegFrame{data: data, at: now, frame: it.meta.src.Index}, c)
-	if !it.st.view.qualifiesWorst(now, c.Disagreement) || m.Cols() == 0 {
-		return
+	v.setCompare(jpegFrame{data: data, at: now, frame: frame}, c)
+	if !v.qualifiesWorst(now, c.Disagreement) || m.Cols() == 0 {
+		return nil
 	}
 	small := gocv.NewMat()
 	defer small.Close()
 	gocv.Resize(m, &small, image.Pt(thumbWidth, max(1, m.Rows()*thumbWidth/m.Cols())), 0, 0, gocv.InterpolationArea)
 	thumb, err := encodeJPEG(small)
 	if err != nil {
-		return
+		return fmt.Errorf("web view: encoding a thumbnail of frame %d: %w", frame, err)
 	}
-	it.st.view.addWorst(c, thumb)
+	v.addWorst(c, thumb)
+	return nil
 }

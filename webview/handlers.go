@@ -1,6 +1,7 @@
-package serve
+package webview
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"io/fs"
@@ -20,22 +21,71 @@ import (
 // step), and the JSON and image endpoints under /api/streams. http.ui:
 // false answers 404 to all of it; /status and /metrics stay.
 
-//go:embed webui
-var webuiFiles embed.FS
+//go:embed assets
+var assets embed.FS
 
 // MJPEG frame rates: ?fps= defaults to mjpegDefaultFPS and is capped at
 // liveMaxFPS.
 const mjpegDefaultFPS = 5
 
-// uiRoutes registers the pages, assets and /api/streams endpoints.
-func (s *Server) uiRoutes(mux *http.ServeMux) {
-	static, err := fs.Sub(webuiFiles, "webui")
+// Streams is what the web view reads of the daemon, at request time.
+type Streams interface {
+	// Settings are the running plan's web view settings.
+	Settings() Settings
+	// Streams lists the running streams, sorted by name.
+	Streams() []Stream
+	// Stream returns the running stream of that name.
+	Stream(name string) (Stream, bool)
+}
+
+// Stream is one running stream as the web view sees it.
+type Stream interface {
+	// Info describes the stream now.
+	Info() Info
+	// Board is the stream's web view state.
+	Board() *Board
+	// Done is closed when the stream stops.
+	Done() <-chan struct{}
+}
+
+// Settings are the running plan's settings that the web view uses.
+type Settings struct {
+	// UI off answers 404 to every page and endpoint of the web view.
+	UI bool
+	// WriteTimeout bounds the write of each MJPEG part (the connection
+	// itself outlives it).
+	WriteTimeout time.Duration
+	Threads      int
+	Shadow       ShadowPlanState
+}
+
+// Info is a stream's figures at request time.
+type Info struct {
+	Name   string
+	Source string // credentials redacted
+	Up     bool
+	// LastError is the stream's last connection error, if any.
+	LastError Error
+	// Precision, Model (a path), Provider, ModelSHA and Batch describe
+	// what serves the stream; ShadowModel (a path) is its FP32 reference.
+	Precision, Model, Provider, ModelSHA string
+	Batch                                int
+	ShadowModel                          string
+	Shadowed                             int64 // shadowed frames
+	Agreement                            agreement.Figures
+}
+
+// Register adds the pages, assets and /api/streams endpoints to mux.
+// Long-lived responses (MJPEG) end when stop is done.
+func Register(mux *http.ServeMux, src Streams, stop context.Context) {
+	h := &handlers{src: src, stop: stop}
+	static, err := fs.Sub(assets, "assets")
 	if err != nil {
 		panic(err) // the embedded folder exists at build time
 	}
 	page := func(name string, needStream bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			if needStream && s.streamByName(r.PathValue("name")) == nil {
+			if _, ok := src.Stream(r.PathValue("name")); needStream && !ok {
 				http.NotFound(w, r)
 				return
 			}
@@ -43,7 +93,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 			http.ServeFileFS(w, r, static, name)
 		}
 	}
-	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.uiOnly(h)) }
+	handle := func(pattern string, f http.HandlerFunc) { mux.Handle(pattern, h.uiOnly(f)) }
 	handle("GET /{$}", page("index.html", false))
 	handle("GET /streams/{name}", page("stream.html", true))
 	handle("GET /streams/{name}/compare", page("compare.html", true))
@@ -56,20 +106,26 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		w.Header().Set("Cache-Control", "no-cache")
 		assets.ServeHTTP(w, r)
 	})
-	handle("GET /api/streams", s.handleStreams)
-	handle("GET /api/streams/{name}", s.withStream(s.handleStream))
-	handle("GET /api/streams/{name}/snapshot.jpg", s.withStream(s.handleSnapshot))
-	handle("GET /api/streams/{name}/mjpeg", s.withStream(s.handleMJPEG))
-	handle("GET /api/streams/{name}/compare.jpg", s.withStream(s.handleCompare))
-	handle("GET /api/streams/{name}/worst", s.withStream(s.handleWorst))
-	handle("GET /api/streams/{name}/worst/{file}", s.withStream(s.handleWorstThumb))
+	handle("GET /api/streams", h.handleStreams)
+	handle("GET /api/streams/{name}", h.withStream(h.handleStream))
+	handle("GET /api/streams/{name}/snapshot.jpg", h.withStream(h.handleSnapshot))
+	handle("GET /api/streams/{name}/mjpeg", h.withStream(h.handleMJPEG))
+	handle("GET /api/streams/{name}/compare.jpg", h.withStream(h.handleCompare))
+	handle("GET /api/streams/{name}/worst", h.withStream(h.handleWorst))
+	handle("GET /api/streams/{name}/worst/{file}", h.withStream(h.handleWorstThumb))
+}
+
+// handlers serve the web view.
+type handlers struct {
+	src  Streams
+	stop context.Context
 }
 
 // uiOnly answers 404 when the running plan has the web view off, and sets
 // the web view's security headers.
-func (s *Server) uiOnly(h http.Handler) http.Handler {
+func (h *handlers) uiOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p, _ := s.current(); !p.HTTP.UI {
+		if !h.src.Settings().UI {
 			http.NotFound(w, r)
 			return
 		}
@@ -79,26 +135,19 @@ func (s *Server) uiOnly(h http.Handler) http.Handler {
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:; script-src 'self'; style-src 'self'; "+
 			"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-		h.ServeHTTP(w, r)
+		next.ServeHTTP(w, r)
 	})
 }
 
-// streamByName returns a running stream, or nil.
-func (s *Server) streamByName(name string) *stream {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.streams[name]
-}
-
 // withStream resolves {name} to a running stream (404 otherwise).
-func (s *Server) withStream(h func(http.ResponseWriter, *http.Request, *stream)) http.HandlerFunc {
+func (h *handlers) withStream(f func(http.ResponseWriter, *http.Request, Stream)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		st := s.streamByName(r.PathValue("name"))
-		if st == nil {
+		st, ok := h.src.Stream(r.PathValue("name"))
+		if !ok {
 			http.Error(w, "no such stream", http.StatusNotFound)
 			return
 		}
-		h(w, r, st)
+		f(w, r, st)
 	}
 }
 
@@ -134,7 +183,7 @@ type streamDetail struct {
 	ModelSHA   string          `json:"model_sha256"`
 	History    []HistoryPoint  `json:"history"`
 	HistorySec int             `json:"history_seconds"`
-	Errors     []errEntry      `json:"errors"`
+	Errors     []Error         `json:"errors"`
 	Compare    *CompareCounts  `json:"compare,omitempty"`
 	Shadow     ShadowPlanState `json:"shadow"`
 }
@@ -147,13 +196,11 @@ type ShadowPlanState struct {
 	IoU     float32 `json:"iou"`
 }
 
-func (s *Server) streamView(st *stream, now time.Time) streamView {
-	_, mods := s.current()
-	status := st.status()
-	v := streamView{Name: status.Name, Source: status.Source, Up: status.Up, LastError: status.LastError, ErrorAt: status.ErrorAt,
-		Precision: mods.int8.precision, Model: filepath.Base(mods.int8.file.Path), Provider: mods.int8.det.Session.Provider,
-		ShadowModel: filepath.Base(mods.fp32.file.Path), Shadowed: st.shadowed.Load(), Agreement: st.agree.Figures(),
-		Watched: st.view.watching(now), Encoded: st.view.encodedCount()}
+func streamViewOf(st Stream, now time.Time) streamView {
+	in, b := st.Info(), st.Board()
+	v := streamView{Name: in.Name, Source: in.Source, Up: in.Up, LastError: in.LastError.Error, ErrorAt: in.LastError.At,
+		Precision: in.Precision, Model: filepath.Base(in.Model), Provider: in.Provider, ShadowModel: filepath.Base(in.ShadowModel),
+		Shadowed: in.Shadowed, Agreement: in.Agreement, Watched: b.Watching(now), Encoded: b.encodedCount()}
 	switch {
 	case v.Up:
 		v.Health = "up"
@@ -162,7 +209,7 @@ func (s *Server) streamView(st *stream, now time.Time) streamView {
 	default:
 		v.Health = "starting"
 	}
-	v.FPS, v.LatencyMs, v.StagesMs = st.view.recent(now)
+	v.FPS, v.LatencyMs, v.StagesMs = b.recent(now)
 	if a := v.Agreement; a.Frames > 0 && a.Precision+a.Recall > 0 {
 		f1 := 2 * a.Precision * a.Recall / (a.Precision + a.Recall)
 		v.F1 = &f1
@@ -179,27 +226,26 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
+func (h *handlers) handleStreams(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := []streamView{}
-	for _, st := range s.streamList() {
-		out = append(out, s.streamView(st, now))
+	for _, st := range h.src.Streams() {
+		out = append(out, streamViewOf(st, now))
 	}
 	writeJSON(w, map[string]any{"streams": out})
 }
 
-func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, st *stream) {
+func (h *handlers) handleStream(w http.ResponseWriter, r *http.Request, st Stream) {
 	now := time.Now()
-	p, mods := s.current()
-	d := streamDetail{streamView: s.streamView(st, now), Threads: p.Runtime.Threads, Batch: mods.int8.det.Batch,
-		ModelSHA: mods.int8.file.SHA256, History: st.view.history(now), HistorySec: historySeconds, Errors: st.view.errors(),
-		Shadow: ShadowPlanState{Enabled: p.Shadow.Enabled, EveryN: p.Shadow.EveryN, Budget: p.Shadow.Budget, IoU: p.Shadow.IoU}}
+	set, in, b := h.src.Settings(), st.Info(), st.Board()
+	d := streamDetail{streamView: streamViewOf(st, now), Threads: set.Threads, Batch: in.Batch,
+		ModelSHA: in.ModelSHA, History: b.history(now), HistorySec: historySeconds, Errors: b.errors(), Shadow: set.Shadow}
 	// Connection errors of a live source are kept by source's monitor:
 	// show the latest one too when the stream's own list lacks it.
-	if d.LastError != "" && (len(d.Errors) == 0 || d.Errors[len(d.Errors)-1].Error != d.LastError) {
-		d.Errors = append(d.Errors, errEntry{At: d.ErrorAt, Class: errStream, Error: d.LastError})
+	if e := in.LastError; e.Error != "" && (len(d.Errors) == 0 || d.Errors[len(d.Errors)-1].Error != e.Error) {
+		d.Errors = append(d.Errors, e)
 	}
-	if _, c, _ := st.view.latestCompare(); !c.At.IsZero() {
+	if _, c, _ := b.latestCompare(); !c.At.IsZero() {
 		d.Compare = &c
 	}
 	writeJSON(w, d)
@@ -208,7 +254,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request, st *stream
 // waitFresh waits (up to wait) for an image newer than viewLinger, as
 // one is encoded only while someone watches: the first request of a new
 // viewer starts the encoding and gets the next frame.
-func (s *Server) waitFresh(r *http.Request, st *stream, latest func() (jpegFrame, <-chan struct{}), wait time.Duration) jpegFrame {
+func (h *handlers) waitFresh(r *http.Request, st Stream, latest func() (jpegFrame, <-chan struct{}), wait time.Duration) jpegFrame {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
@@ -222,7 +268,7 @@ func (s *Server) waitFresh(r *http.Request, st *stream, latest func() (jpegFrame
 			return f // stale or none
 		case <-r.Context().Done():
 			return f
-		case <-st.done:
+		case <-st.Done():
 			return f
 		}
 	}
@@ -242,9 +288,9 @@ func noImage(w http.ResponseWriter, what string) {
 	http.Error(w, what, http.StatusServiceUnavailable)
 }
 
-func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request, st *stream) {
-	st.view.touch()
-	f := s.waitFresh(r, st, st.view.latestLive, 2*time.Second)
+func (h *handlers) handleSnapshot(w http.ResponseWriter, r *http.Request, st Stream) {
+	st.Board().touch()
+	f := h.waitFresh(r, st, st.Board().latestLive, 2*time.Second)
 	if f.data == nil {
 		noImage(w, "no frame yet")
 		return
@@ -252,53 +298,53 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request, st *stre
 	writeJPEG(w, f)
 }
 
-func (s *Server) handleCompare(w http.ResponseWriter, r *http.Request, st *stream) {
-	st.view.touch()
+func (h *handlers) handleCompare(w http.ResponseWriter, r *http.Request, st Stream) {
+	st.Board().touch()
 	latest := func() (jpegFrame, <-chan struct{}) {
-		f, _, ch := st.view.latestCompare()
+		f, _, ch := st.Board().latestCompare()
 		return f, ch
 	}
 	// Shadowed frames are one in shadow.every_n: wait a little longer.
-	f := s.waitFresh(r, st, latest, 4*time.Second)
+	f := h.waitFresh(r, st, latest, 4*time.Second)
 	if f.data == nil {
 		noImage(w, "no shadowed frame yet")
 		return
 	}
 	// The counts of exactly this image (it may have been replaced since).
-	f2, c, _ := st.view.latestCompare()
+	f2, c, _ := st.Board().latestCompare()
 	if f2.seq == f.seq {
-		h := w.Header()
-		h.Set("X-Yedge-Matched", strconv.Itoa(c.Matched))
-		h.Set("X-Yedge-Int8-Only", strconv.Itoa(c.Int8Only))
-		h.Set("X-Yedge-FP32-Only", strconv.Itoa(c.FP32Only))
-		h.Set("X-Yedge-Disagreement", strconv.FormatFloat(c.Disagreement, 'f', 3, 64))
+		hd := w.Header()
+		hd.Set("X-Yedge-Matched", strconv.Itoa(c.Matched))
+		hd.Set("X-Yedge-Int8-Only", strconv.Itoa(c.Int8Only))
+		hd.Set("X-Yedge-FP32-Only", strconv.Itoa(c.FP32Only))
+		hd.Set("X-Yedge-Disagreement", strconv.FormatFloat(c.Disagreement, 'f', 3, 64))
 		f = f2
 	}
 	writeJPEG(w, f)
 }
 
-func (s *Server) handleWorst(w http.ResponseWriter, r *http.Request, st *stream) {
-	st.view.touch()
-	list := st.view.worstList()
+func (h *handlers) handleWorst(w http.ResponseWriter, r *http.Request, st Stream) {
+	st.Board().touch()
+	list := st.Board().worstList()
 	type item struct {
 		worstFrame
 		URL string `json:"url"`
 	}
 	out := []item{}
 	for _, x := range list {
-		out = append(out, item{x, "/api/streams/" + st.plan.Name + "/worst/" + strconv.FormatInt(x.ID, 10) + ".jpg"})
+		out = append(out, item{x, "/api/streams/" + st.Info().Name + "/worst/" + strconv.FormatInt(x.ID, 10) + ".jpg"})
 	}
 	writeJSON(w, map[string]any{"n": worstN, "window_seconds": worstWindow.Seconds(), "frames": out})
 }
 
-func (s *Server) handleWorstThumb(w http.ResponseWriter, r *http.Request, st *stream) {
-	st.view.touch()
+func (h *handlers) handleWorstThumb(w http.ResponseWriter, r *http.Request, st Stream) {
+	st.Board().touch()
 	id, err := strconv.ParseInt(strings.TrimSuffix(r.PathValue("file"), ".jpg"), 10, 64)
 	if err != nil {
 		http.NotFound(w, r)
 		return
 	}
-	b, ok := st.view.worstThumb(id)
+	b, ok := st.Board().worstThumb(id)
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -312,7 +358,7 @@ func (s *Server) handleWorstThumb(w http.ResponseWriter, r *http.Request, st *st
 // forward by write_timeout before each frame. It ends when the client
 // goes, the stream stops, a reload turns http.ui off, or the server shuts
 // down.
-func (s *Server) handleMJPEG(w http.ResponseWriter, r *http.Request, st *stream) {
+func (h *handlers) handleMJPEG(w http.ResponseWriter, r *http.Request, st Stream) {
 	fps := float64(mjpegDefaultFPS)
 	if q := r.URL.Query().Get("fps"); q != "" {
 		v, err := strconv.ParseFloat(q, 64)
@@ -323,29 +369,29 @@ func (s *Server) handleMJPEG(w http.ResponseWriter, r *http.Request, st *stream)
 		fps = min(v, liveMaxFPS)
 	}
 	gap := time.Duration(float64(time.Second) / fps)
-	p, _ := s.current()
-	writeTimeout := p.HTTP.WriteTimeout
-	st.view.begin()
-	defer st.view.end()
+	writeTimeout := h.src.Settings().WriteTimeout
+	b := st.Board()
+	b.begin()
+	defer b.end()
 	rc := http.NewResponseController(w)
 	mw := multipart.NewWriter(w)
-	h := w.Header()
-	h.Set("Content-Type", "multipart/x-mixed-replace; boundary="+mw.Boundary())
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
+	hd := w.Header()
+	hd.Set("Content-Type", "multipart/x-mixed-replace; boundary="+mw.Boundary())
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Accel-Buffering", "no")
 	ctx := r.Context()
 	var last int64
 	var next time.Time
 	keepalive := time.NewTimer(time.Hour)
 	defer keepalive.Stop()
 	for {
-		if !sleepUntil(ctx, s.viewCtx, st.done, next) {
+		if !sleepUntil(ctx, h.stop, st.Done(), next) {
 			return
 		}
-		if p, _ := s.current(); !p.HTTP.UI {
+		if !h.src.Settings().UI {
 			return // turned off by a reload
 		}
-		f, ch := st.view.latestLive()
+		f, ch := b.latestLive()
 		if f.data == nil || f.seq == last {
 			// Wait for a new frame; resend the last one every 5 s so that
 			// a client that vanished is noticed and proxies stay open.
@@ -359,9 +405,9 @@ func (s *Server) handleMJPEG(w http.ResponseWriter, r *http.Request, st *stream)
 				}
 			case <-ctx.Done():
 				return
-			case <-s.viewCtx.Done():
+			case <-h.stop.Done():
 				return
-			case <-st.done:
+			case <-st.Done():
 				return
 			}
 		}
