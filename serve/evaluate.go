@@ -44,8 +44,9 @@ func (e *evaluator) start() bool {
 	s := e.s
 	// Add under mu, and not once Run is stopping (runCtx done, before Run
 	// waits for wg): an Add during that Wait would panic or outlive Run.
+	mods := s.life.models()
 	s.mu.Lock()
-	ctx, p, mods := s.runCtx, s.plan, s.models
+	ctx, p := s.runCtx, s.plan
 	if ctx != nil && ctx.Err() != nil {
 		s.mu.Unlock()
 		e.running.Store(false)

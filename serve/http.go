@@ -25,28 +25,33 @@ import (
 // memory of a scrape storm.
 const maxScrapesInFlight = 1024
 
-func (s *Server) routes() http.Handler {
+// httpAPI serves the daemon's HTTP API: /metrics, /healthz, /readyz,
+// /status, POST /eval, POST /models and /models/rollback, and mounts the
+// web view. /status reads every owner, so it keeps the composition root.
+type httpAPI struct{ s *Server }
+
+func (h *httpAPI) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", newScrapeCache(s.m.Handler(metrics.WithMaxRequestsInFlight(maxScrapesInFlight)), 250*time.Millisecond))
+	mux.Handle("GET /metrics", newScrapeCache(h.s.m.Handler(metrics.WithMaxRequestsInFlight(maxScrapesInFlight)), 250*time.Millisecond))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.HandleFunc("GET /status", s.handleStatus)
-	mux.HandleFunc("POST /eval", s.handleEval)
-	webview.Register(mux, viewStreams{s}, s.viewCtx)
-	mux.HandleFunc("POST /models", s.handlePushModel)
-	mux.HandleFunc("POST /models/rollback", s.handleRollback)
+	mux.HandleFunc("GET /readyz", h.handleReady)
+	mux.HandleFunc("GET /status", h.handleStatus)
+	mux.HandleFunc("POST /eval", h.handleEval)
+	webview.Register(mux, viewStreams{h.s}, h.s.viewCtx)
+	mux.HandleFunc("POST /models", h.handlePushModel)
+	mux.HandleFunc("POST /models/rollback", h.handleRollback)
 	// Bodies are small everywhere: cap them before any handler reads.
-	return s.limitBodies(mux)
+	return h.limitBodies(mux)
 }
 
-// limitBodies wraps h so that request bodies over http.max_body_bytes (of
-// the running plan) are refused.
-func (s *Server) limitBodies(h http.Handler) http.Handler {
+// limitBodies wraps next so that request bodies over http.max_body_bytes
+// (of the running plan) are refused.
+func (h *httpAPI) limitBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, _ := s.current()
+		p, _ := h.s.current()
 		limit := p.HTTP.MaxBodyBytes
 		if r.Method == http.MethodPost && r.URL.Path == "/models" {
 			limit = p.HTTP.MaxModelBytes // an ONNX model
@@ -56,25 +61,25 @@ func (s *Server) limitBodies(h http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		h.ServeHTTP(w, r)
+		next.ServeHTTP(w, r)
 	})
 }
 
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+func (h *httpAPI) handleReady(w http.ResponseWriter, r *http.Request) {
 	up := 0
-	for _, st := range s.streamList() {
+	for _, st := range h.s.streamList() {
 		if st.up() {
 			up++
 		}
 	}
 	switch {
-	case !s.ready.Load():
+	case !h.s.ready.Load():
 		http.Error(w, "not ready: models loading or shutting down", http.StatusServiceUnavailable)
 	case up == 0:
 		http.Error(w, "not ready: no stream is up", http.StatusServiceUnavailable)
 	default:
 		msg := "ready\n"
-		if err := s.storeErr(); err != nil {
+		if err := h.s.life.storeErr(); err != nil {
 			// Detection runs; model pushes do not: say so, ready still.
 			msg += "model store: " + err.Error() + "\n"
 		}
@@ -94,7 +99,7 @@ type modelStatus struct {
 	Serving bool `json:"serving"`
 }
 
-func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+func (h *httpAPI) handleStatus(w http.ResponseWriter, r *http.Request) {
 	type out struct {
 		Version   string                       `json:"version"`
 		Uptime    float64                      `json:"uptime_seconds"`
@@ -112,10 +117,10 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Pending   []string                     `json:"pending_restart,omitempty"`
 		Errors    []errEntry                   `json:"last_errors"`
 	}
-	p, mods := s.current()
-	o := out{Version: s.opts.Version, Uptime: time.Since(s.started).Seconds(), Ready: s.ready.Load(),
+	p, mods := h.s.current()
+	o := out{Version: h.s.opts.Version, Uptime: time.Since(h.s.started).Seconds(), Ready: h.s.ready.Load(),
 		Provider: p.Runtime.Provider, Threads: p.Runtime.Threads,
-		Agreement: map[string]agreement.Figures{}, EvalBusy: s.evals.running.Load(), Errors: s.errs.snapshot()}
+		Agreement: map[string]agreement.Figures{}, EvalBusy: h.s.evals.running.Load(), Errors: h.s.errs.snapshot()}
 	for i, m := range []*model{mods.int8, mods.fp32} {
 		if i == 1 && mods.fp32Serving() {
 			o.Models[0].Serving = true
@@ -124,18 +129,18 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		o.Models = append(o.Models, modelStatus{Precision: m.precision, Path: m.file.Path, SHA256: m.file.SHA256, Provider: m.info.provider,
 			Input: [2]int{m.info.height, m.info.width}, Batch: m.info.batch, Serving: i == 0})
 	}
-	for _, st := range s.streamList() {
+	for _, st := range h.s.streamList() {
 		o.Streams = append(o.Streams, st.status())
 		o.Agreement[st.plan.Name] = st.agree.Figures()
 	}
-	if r, ok := s.lat.ratio(); ok {
+	if r, ok := h.s.frames.lat.ratio(); ok {
 		o.Ratio = &r
 	}
-	o.Eval = s.evals.results()
-	o.Lifecycle = s.lifecycleStatus(mods)
-	s.mu.Lock()
-	o.Reload, o.Pending = s.reload, s.pending
-	s.mu.Unlock()
+	o.Eval = h.s.evals.results()
+	o.Lifecycle = h.s.life.lifecycleStatus(mods)
+	h.s.mu.Lock()
+	o.Reload, o.Pending = h.s.reload, h.s.pending
+	h.s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
@@ -144,8 +149,8 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 // authorized checks that POST endpoints are enabled and, with a token
 // configured, that the bearer token matches.
-func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	p, _ := s.current()
+func (h *httpAPI) authorized(w http.ResponseWriter, r *http.Request) bool {
+	p, _ := h.s.current()
 	if !p.HTTP.EnablePost {
 		http.Error(w, "POST endpoints are disabled (http.enable_post: false)", http.StatusForbidden)
 		return false
@@ -161,19 +166,19 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-func (s *Server) handleEval(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(w, r) {
+func (h *httpAPI) handleEval(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
 		return
 	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		bodyError(w, err)
 		return
 	}
-	if p, _ := s.current(); p.Eval.Data == "" {
+	if p, _ := h.s.current(); p.Eval.Data == "" {
 		http.Error(w, "no eval.data dataset configured", http.StatusConflict)
 		return
 	}
-	if !s.evals.start() {
+	if !h.s.evals.start() {
 		http.Error(w, "an evaluation is already running", http.StatusConflict)
 		return
 	}
@@ -205,21 +210,21 @@ func bodyError(w http.ResponseWriter, err error) {
 // A body that is not a model is 400 and leaves nothing in the store; a
 // store that cannot write is 507 (no space) or 500, logged and in
 // last_errors.
-func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(w, r) {
+func (h *httpAPI) handlePushModel(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
 		return
 	}
-	st := s.life.store
+	st := h.s.life.store
 	if st == nil {
 		_, _ = io.Copy(io.Discard, r.Body)
 		msg := "no model store (state_dir)"
-		if err := s.storeErr(); err != nil {
+		if err := h.s.life.storeErr(); err != nil {
 			msg += ": " + err.Error()
 		}
 		http.Error(w, msg, http.StatusConflict)
 		return
 	}
-	if !s.life.busy.CompareAndSwap(false, true) {
+	if !h.s.life.take() {
 		_, _ = io.Copy(io.Discard, r.Body)
 		http.Error(w, errBusy.Error(), http.StatusConflict)
 		return
@@ -227,7 +232,7 @@ func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
 	started := false
 	defer func() {
 		if !started {
-			s.life.busy.Store(false)
+			h.s.life.give()
 		}
 	}()
 	body := &rateReader{r: r.Body, rc: http.NewResponseController(w)}
@@ -242,23 +247,23 @@ func (s *Server) handlePushModel(w http.ResponseWriter, r *http.Request) {
 			bodyError(w, err)
 			return
 		}
-		s.storeFailed(w, "writing a pushed model", err)
+		h.storeFailed(w, "writing a pushed model", err)
 		return
 	}
 	if _, err := onnx.Load(path); err != nil {
 		if rerr := st.Remove(sha); rerr != nil {
-			s.log.Warn("model store: a refused push not removed", "sha256", short(sha), "err", rerr)
+			h.s.log.Warn("model store: a refused push not removed", "sha256", short(sha), "err", rerr)
 		}
-		s.log.Warn("pushed model refused", "sha256", short(sha), "err", err)
+		h.s.log.Warn("pushed model refused", "sha256", short(sha), "err", err)
 		http.Error(w, "not an ONNX model: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if err := s.start(ModelFile{Path: path, SHA256: sha}, "push"); err != nil {
+	if err := h.s.life.start(ModelFile{Path: path, SHA256: sha}, "push"); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
 	started = true
-	s.log.Info("model received", "sha256", short(sha), "path", path)
+	h.s.log.Info("model received", "sha256", short(sha), "path", path)
 	writeAccepted(w, sha, "received; it runs as a canary before it serves: see /status lifecycle")
 }
 
@@ -272,7 +277,7 @@ const (
 
 // rateReader reads a request body, pushing the connection's read deadline
 // pushRateWindow ahead each time pushMinBytes more have arrived; it keeps
-// the body's own error, to tell it from the store's.
+// the body's own error, to tell it from the store'h.s.
 type rateReader struct {
 	r   io.Reader
 	rc  *http.ResponseController
@@ -304,9 +309,9 @@ func (b *rateReader) Read(p []byte) (int, error) {
 
 // storeFailed answers a store failure with 507 (no space left) or 500,
 // logs it and records it in last_errors.
-func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
-	s.log.Error("model store: "+what+" failed", "err", err)
-	s.errs.add(errStore, "model store", err)
+func (h *httpAPI) storeFailed(w http.ResponseWriter, what string, err error) {
+	h.s.log.Error("model store: "+what+" failed", "err", err)
+	h.s.errs.add(errStore, "model store", err)
 	code := http.StatusInternalServerError
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		code = http.StatusInsufficientStorage
@@ -316,15 +321,15 @@ func (s *Server) storeFailed(w http.ResponseWriter, what string, err error) {
 
 // handleRollback returns to the previously promoted model, through a
 // canary like any new model.
-func (s *Server) handleRollback(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(w, r) {
+func (h *httpAPI) handleRollback(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(w, r) {
 		return
 	}
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
 		bodyError(w, err)
 		return
 	}
-	st := s.life.store
+	st := h.s.life.store
 	if st == nil {
 		http.Error(w, "no model store (state_dir)", http.StatusConflict)
 		return
@@ -334,7 +339,7 @@ func (s *Server) handleRollback(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no earlier promoted model in the store", http.StatusConflict)
 		return
 	}
-	if err := s.offer(ModelFile{Path: st.Path(e.SHA256), SHA256: e.SHA256}, "rollback"); err != nil {
+	if err := h.s.life.offer(ModelFile{Path: st.Path(e.SHA256), SHA256: e.SHA256}, "rollback"); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"gocv.io/x/gocv"
 
 	"github.com/yedge/yedge/agreement"
 	"github.com/yedge/yedge/metrics"
@@ -65,16 +68,39 @@ type decision struct {
 	ServingPrecision *float64 `json:"serving_precision,omitempty"`
 }
 
-// lifecycle is the server's model lifecycle state.
+// lifecycle owns the models: the serving pair, the int8 model prepared in
+// the background, the canary, the per-stream guard, the model store and
+// the phase. Its API to the rest of the daemon is narrow: which models
+// serve (models), a frame was shadowed (shadowed), between two frames
+// (betweenFrames), offer a model (offer, take/start for a push), swap
+// (setModels, at a reload's commit). It swaps models only between two
+// frames, holding the frame gate and having drained it.
 type lifecycle struct {
+	log  *slog.Logger
+	m    *metrics.Metrics
+	errs *errorLog
+	gate *frameGate
+	// plan returns the running plan; streams the running streams.
+	plan    func() Plan
+	streams func() []*stream
+	// prepare is Options.Prepare.
+	prepare func(ctx context.Context, progress func(done, total int)) (ModelFile, error)
+
 	busy  atomic.Bool    // a model is prepared, built or in canary
 	wg    sync.WaitGroup // preparations and builds in the background
 	store *modelstore.Store
-	// storeErr is why the store (state_dir set) could not be opened: shown
-	// in /status, /readyz and pushes' answers.
-	storeErr error
+	// stateDir is the store's folder; openErr is why the store could not
+	// be opened: shown in /status, /readyz and pushes' answers.
+	stateDir string
+	openErr  error
 
-	mu           sync.Mutex
+	mu sync.Mutex
+	// mods are the serving models; the loop reads them under the gate.
+	mods *models
+	// ctx is the daemon's run context (nil before Run); closed is set
+	// once Run waits for the background work, which then takes no more.
+	ctx          context.Context
+	closed       bool
 	phase        string
 	calibDone    int
 	calibTotal   int
@@ -103,11 +129,11 @@ func short(sha string) string {
 }
 
 // setPhase records the lifecycle phase.
-func (s *Server) setPhase(phase string) {
-	s.life.mu.Lock()
-	s.life.phase = phase
-	s.life.mu.Unlock()
-	s.m.SetPhase(phase)
+func (l *lifecycle) setPhase(phase string) {
+	l.mu.Lock()
+	l.phase = phase
+	l.mu.Unlock()
+	l.m.SetPhase(phase)
 }
 
 // fp32Serving reports whether the FP32 model fills the int8 slot.
@@ -126,38 +152,38 @@ func servingOf(st *stream, mods *models) (string, string) {
 
 // prepareInBackground runs Options.Prepare (quantization at start-up) and
 // offers its model as a canary, while FP32 serves.
-func (s *Server) prepareInBackground(ctx context.Context) {
-	if !s.life.busy.CompareAndSwap(false, true) {
+func (l *lifecycle) prepareInBackground(ctx context.Context) {
+	if !l.busy.CompareAndSwap(false, true) {
 		return
 	}
-	s.setPhase(metrics.PhaseCalibrating)
-	s.log.Info("preparing the int8 model in the background; FP32 serves meanwhile")
-	f, err := s.opts.Prepare(ctx, func(done, total int) {
-		s.life.mu.Lock()
-		s.life.calibDone, s.life.calibTotal = done, total
-		s.life.mu.Unlock()
-		s.m.CalibImages.WithLabelValues("done").Set(float64(done))
-		s.m.CalibImages.WithLabelValues("total").Set(float64(total))
+	l.setPhase(metrics.PhaseCalibrating)
+	l.log.Info("preparing the int8 model in the background; FP32 serves meanwhile")
+	f, err := l.prepare(ctx, func(done, total int) {
+		l.mu.Lock()
+		l.calibDone, l.calibTotal = done, total
+		l.mu.Unlock()
+		l.m.CalibImages.WithLabelValues("done").Set(float64(done))
+		l.m.CalibImages.WithLabelValues("total").Set(float64(total))
 	})
 	if err != nil {
 		if ctx.Err() == nil {
-			s.failCandidate("", "startup", fmt.Errorf("preparing the int8 model: %w", err))
+			l.failCandidate("", "startup", fmt.Errorf("preparing the int8 model: %w", err))
 		}
-		s.life.busy.Store(false)
-		s.setPhase(metrics.PhaseServing)
+		l.busy.Store(false)
+		l.setPhase(metrics.PhaseServing)
 		return
 	}
-	s.candidate(ctx, f, "startup")
+	l.runCandidate(ctx, f, "startup")
 }
 
 // offer loads f beside the serving models in the background and runs it
 // as a canary; errBusy when another model is on its way.
-func (s *Server) offer(f ModelFile, source string) error {
-	if !s.life.busy.CompareAndSwap(false, true) {
+func (l *lifecycle) offer(f ModelFile, source string) error {
+	if !l.busy.CompareAndSwap(false, true) {
 		return errBusy
 	}
-	if err := s.start(f, source); err != nil {
-		s.life.busy.Store(false)
+	if err := l.start(f, source); err != nil {
+		l.busy.Store(false)
 		return err
 	}
 	return nil
@@ -166,55 +192,50 @@ func (s *Server) offer(f ModelFile, source string) error {
 // start prepares f as the next candidate in the background; the caller
 // holds busy (offer, or a push that took it before reading its body) and
 // keeps it when start fails.
-func (s *Server) start(f ModelFile, source string) error {
-	s.mu.Lock()
-	ctx := s.runCtx
-	if ctx == nil || ctx.Err() != nil {
-		s.mu.Unlock()
+func (l *lifecycle) start(f ModelFile, source string) error {
+	ctx, ok := l.goBackground()
+	if !ok {
 		return errors.New("the server is not running")
 	}
-	s.life.wg.Add(1) // under mu, as evaluator.start: never during Run's Wait
-	s.mu.Unlock()
 	go func() {
-		defer s.life.wg.Done()
-		s.candidate(ctx, f, source)
+		defer l.wg.Done()
+		l.runCandidate(ctx, f, source)
 	}()
 	return nil
 }
 
-// candidate loads and warms up f (the caller holds busy), then installs it
+// runCandidate loads and warms up f (the caller holds busy), then installs it
 // as the canary, or directly when it is the store's promoted model at
 // start-up.
-func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
-	if st := s.life.store; st != nil && f.Path != st.Path(f.SHA256) {
+func (l *lifecycle) runCandidate(ctx context.Context, f ModelFile, source string) {
+	if st := l.store; st != nil && f.Path != st.Path(f.SHA256) {
 		// Every model the daemon receives lives in the store, rejected
 		// ones too (with the reason); a push is there already.
 		if _, _, err := st.AddFile(f.Path, source, ""); err != nil {
-			s.log.Warn("model store: model not recorded", "err", err)
+			l.log.Warn("model store: model not recorded", "err", err)
 		}
 	}
-	p, _ := s.current()
-	m, err := s.build(ctx, p, f)
+	m, err := l.build(ctx, l.plan(), f)
 	if err != nil {
 		if ctx.Err() == nil {
-			if st := s.life.store; st != nil && source == "push" {
+			if st := l.store; st != nil && source == "push" {
 				// A pushed file that is no model for this daemon is not
 				// kept: anyone with the token could fill the disk.
 				if rerr := st.Remove(f.SHA256); rerr != nil {
-					s.log.Warn("model store: a failed push not removed", "sha256", short(f.SHA256), "err", rerr)
+					l.log.Warn("model store: a failed push not removed", "sha256", short(f.SHA256), "err", rerr)
 				}
 			} else {
-				s.storeReject(f.SHA256, "not loaded: "+err.Error())
+				l.storeReject(f.SHA256, "not loaded: "+err.Error())
 			}
-			s.failCandidate(f.SHA256, source, err)
+			l.failCandidate(f.SHA256, source, err)
 		}
-		s.life.busy.Store(false)
-		s.setPhase(metrics.PhaseServing)
+		l.busy.Store(false)
+		l.setPhase(metrics.PhaseServing)
 		return
 	}
 	restored := false
-	if source == "startup" && s.life.store != nil {
-		if e, ok := s.life.store.Promoted(); ok && e.SHA256 == f.SHA256 {
+	if source == "startup" && l.store != nil {
+		if e, ok := l.store.Promoted(); ok && e.SHA256 == f.SHA256 {
 			restored = true
 		}
 	}
@@ -222,16 +243,16 @@ func (s *Server) candidate(ctx context.Context, f ModelFile, source string) {
 		m.det.Close()
 		return
 	}
-	s.installCanary(m, source, restored)
+	l.installCanary(m, source, restored)
 }
 
 // build loads and warms up an int8 model with the running plan.
-func (s *Server) build(ctx context.Context, p Plan, f ModelFile) (*model, error) {
-	s.setPhase(metrics.PhaseBuilding)
+func (l *lifecycle) build(ctx context.Context, p Plan, f ModelFile) (*model, error) {
+	l.setPhase(metrics.PhaseBuilding)
 	t0 := time.Now()
-	s.life.mu.Lock()
-	s.life.buildStart, s.life.candidate = t0, short(f.SHA256)
-	s.life.mu.Unlock()
+	l.mu.Lock()
+	l.buildStart, l.candidate = t0, short(f.SHA256)
+	l.mu.Unlock()
 	// yedge_model_build_seconds grows while the session (a TensorRT engine:
 	// minutes) is built.
 	stop := make(chan struct{})
@@ -243,113 +264,112 @@ func (s *Server) build(ctx context.Context, p Plan, f ModelFile) (*model, error)
 			case <-stop:
 				return
 			case <-tick.C:
-				s.m.ModelBuildSeconds.Set(time.Since(t0).Seconds())
+				l.m.ModelBuildSeconds.Set(time.Since(t0).Seconds())
 			}
 		}
 	}()
-	m, err := loadModel(ctx, p, metrics.PrecisionInt8, f, p.Models.Batch, true, s.log)
+	m, err := loadModel(ctx, p, metrics.PrecisionInt8, f, p.Models.Batch, true, l.log)
 	close(stop)
 	if err == nil {
 		// A model for other classes would rename every class of the
 		// records and metrics ("person" to "class0"): never a candidate.
-		_, mods := s.current()
-		if got, want := m.det.Layout.Classes, mods.int8.det.Layout.Classes; got != want {
+		if got, want := m.det.Layout.Classes, l.models().int8.det.Layout.Classes; got != want {
 			m.det.Close()
 			m, err = nil, fmt.Errorf("model %q has %d classes, the serving model has %d: a model for other classes is not served", f.Path, got, want)
 		}
 	}
 	el := time.Since(t0).Seconds()
-	s.life.mu.Lock()
-	s.life.buildSeconds, s.life.buildStart = el, time.Time{}
-	s.life.mu.Unlock()
-	s.m.ModelBuildSeconds.Set(el)
+	l.mu.Lock()
+	l.buildSeconds, l.buildStart = el, time.Time{}
+	l.mu.Unlock()
+	l.m.ModelBuildSeconds.Set(el)
 	if err == nil {
-		s.log.Info("int8 model built and warmed up", "model", f.Path, "sha256", short(f.SHA256), "seconds", el)
+		l.log.Info("int8 model built and warmed up", "model", f.Path, "sha256", short(f.SHA256), "seconds", el)
 	}
 	return m, err
 }
 
 // installCanary starts the canary of a built model, between two frames;
 // restored promotes it at once.
-func (s *Server) installCanary(m *model, source string, restored bool) {
-	s.procMu.Lock()
-	defer s.procMu.Unlock()
+func (l *lifecycle) installCanary(m *model, source string, restored bool) {
+	l.gate.mu.Lock()
+	defer l.gate.mu.Unlock()
 	if restored {
-		s.promote(m, source, &decision{At: time.Now(), Model: short(m.file.SHA256), Source: source, Result: "restored",
+		l.promote(m, source, &decision{At: time.Now(), Model: short(m.file.SHA256), Source: source, Result: "restored",
 			Reason: "the model store's promoted model, made from the same FP32 model and options"})
 		return
 	}
-	_, mods := s.current()
-	p, _ := s.current()
+	mods, p := l.models(), l.plan()
 	c := &canaryRun{m: m, source: source, started: time.Now(), want: max(1, p.Lifecycle.Canary.Frames), servingInt8: !mods.fp32Serving()}
-	s.life.mu.Lock()
-	s.life.canary = c
-	s.life.mu.Unlock()
-	s.m.CanaryFrames.Set(0)
-	s.setPhase(metrics.PhaseCanary)
-	s.log.Info("canary started", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "frames", c.want)
+	l.mu.Lock()
+	l.canary = c
+	l.mu.Unlock()
+	l.m.CanaryFrames.Set(0)
+	l.setPhase(metrics.PhaseCanary)
+	l.log.Info("canary started", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "frames", c.want)
 }
 
 // storeReject records a rejection in the store (if the model is there).
-func (s *Server) storeReject(sha, reason string) {
-	if st := s.life.store; st != nil {
+func (l *lifecycle) storeReject(sha, reason string) {
+	if st := l.store; st != nil {
 		if err := st.Reject(sha, reason); err != nil {
-			s.log.Debug("model store: rejection not recorded", "err", err)
+			l.log.Debug("model store: rejection not recorded", "err", err)
 		}
 	}
 }
 
 // failCandidate records a model that could not be prepared or loaded.
-func (s *Server) failCandidate(sha, source string, err error) {
-	s.m.Canaries.WithLabelValues("failed").Inc()
-	s.errs.add(errReload, "model", err)
-	s.log.Error("new int8 model not loaded; the serving model stays", "source", source, "err", err)
-	s.life.mu.Lock()
-	s.life.last = &decision{At: time.Now(), Model: short(sha), Source: source, Result: "failed", Reason: err.Error()}
-	s.life.mu.Unlock()
+func (l *lifecycle) failCandidate(sha, source string, err error) {
+	l.m.Canaries.WithLabelValues("failed").Inc()
+	l.errs.add(errReload, "model", err)
+	l.log.Error("new int8 model not loaded; the serving model stays", "source", source, "err", err)
+	l.mu.Lock()
+	l.last = &decision{At: time.Now(), Model: short(sha), Source: source, Result: "failed", Reason: err.Error()}
+	l.mu.Unlock()
 }
 
 // currentCanary returns the running canary (the loop holds procMu).
-func (s *Server) currentCanary() *canaryRun {
-	s.life.mu.Lock()
-	defer s.life.mu.Unlock()
-	return s.life.canary
+func (l *lifecycle) currentCanary() *canaryRun {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.canary
 }
 
 // runCanary runs the canary on a shadowed frame: fp32 are the FP32
 // detections, serving the serving int8 model's agreement with them (nil
 // when FP32 serves the frame).
-func (s *Server) runCanary(ctx context.Context, c *canaryRun, it work, fp32 []postprocess.Detection, serving *agreement.Frame) {
-	dets, _, err := c.m.det.Detect(ctx, it.img)
+func (l *lifecycle) runCanary(ctx context.Context, c *canaryRun, img gocv.Mat, fp32 []postprocess.Detection, serving *agreement.Frame) error {
+	dets, _, err := c.m.det.Detect(ctx, img)
 	if err != nil {
-		s.frameFailed(it.st, "canary", err)
-		return
+		return err
 	}
-	s.life.mu.Lock()
+	l.mu.Lock()
 	c.canary.Add(agreement.Match(dets, fp32, canaryIoU))
 	if serving != nil {
 		c.serving.Add(*serving)
 	}
 	r, pr := c.canary.Rates()
 	n := c.canary.Frames
-	s.life.mu.Unlock()
-	s.m.CanaryFrames.Set(float64(n))
-	s.m.CanaryRecall.Set(r)
-	s.m.CanaryPrecision.Set(pr)
+	l.mu.Unlock()
+	l.m.CanaryFrames.Set(float64(n))
+	l.m.CanaryRecall.Set(r)
+	l.m.CanaryPrecision.Set(pr)
+	return nil
 }
 
-// decideCanary promotes or rejects the canary once it has run on its
-// frames; the loop calls it between frames, holding procMu.
-func (s *Server) decideCanary(p Plan) {
-	s.life.mu.Lock()
-	c := s.life.canary
+// betweenFrames is the frame loop's hook between two takes of frames
+// (it holds the gate): the canary is promoted or rejected once it has run
+// on its frames.
+func (l *lifecycle) betweenFrames(p Plan) {
+	l.mu.Lock()
+	c := l.canary
 	if c == nil || c.canary.Frames < c.want {
-		s.life.mu.Unlock()
+		l.mu.Unlock()
 		return
 	}
-	s.life.canary = nil
-	s.life.mu.Unlock()
-	s.drain() // the canary and the serving model may still run frames
+	l.canary = nil
+	l.mu.Unlock()
+	l.gate.drain() // the canary and the serving model may still run frames
 	cp := p.Lifecycle.Canary
 	r, pr := c.canary.Rates()
 	d := &decision{At: time.Now(), Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.Frames, Recall: r, Precision: pr}
@@ -372,61 +392,60 @@ func (s *Server) decideCanary(p Plan) {
 	}
 	if len(why) == 0 {
 		d.Result = "promoted"
-		s.m.Canaries.WithLabelValues("promoted").Inc()
-		s.promote(c.m, c.source, d)
+		l.m.Canaries.WithLabelValues("promoted").Inc()
+		l.promote(c.m, c.source, d)
 		return
 	}
 	d.Result, d.Reason = "rejected", strings.Join(why, "; ")
-	s.m.Canaries.WithLabelValues("rejected").Inc()
+	l.m.Canaries.WithLabelValues("rejected").Inc()
 	c.m.det.Close()
-	s.releaseFP32(p)
-	s.storeReject(c.m.file.SHA256, d.Reason)
-	s.log.Warn("canary rejected; the serving model stays", "model", c.m.file.Path, "sha256", d.Model, "reason", d.Reason,
+	l.releaseFP32(p)
+	l.storeReject(c.m.file.SHA256, d.Reason)
+	l.log.Warn("canary rejected; the serving model stays", "model", c.m.file.Path, "sha256", d.Model, "reason", d.Reason,
 		"recall", r, "precision", pr, "frames", d.Frames)
-	s.life.mu.Lock()
-	s.life.last = d
-	s.life.mu.Unlock()
-	s.life.busy.Store(false)
-	s.setPhase(metrics.PhaseServing)
+	l.mu.Lock()
+	l.last = d
+	l.mu.Unlock()
+	l.busy.Store(false)
+	l.setPhase(metrics.PhaseServing)
 }
 
 // promote swaps m in as the serving int8 model (the caller holds procMu:
 // between two frames), brings every stream the guard moved to FP32 back to
 // int8, and records the promotion.
-func (s *Server) promote(m *model, source string, d *decision) {
-	s.drain()
-	s.mu.Lock()
-	old := s.models
-	s.models = &models{int8: m, fp32: old.fp32}
-	s.mu.Unlock()
-	s.m.SetModelInfo(m.precision, m.file.Path, m.file.SHA256, m.det.Session.Provider)
+func (l *lifecycle) promote(m *model, source string, d *decision) {
+	l.gate.drain()
+	l.mu.Lock()
+	old := l.mods
+	l.mods = &models{int8: m, fp32: old.fp32}
+	l.mu.Unlock()
+	l.m.SetModelInfo(m.precision, m.file.Path, m.file.SHA256, m.det.Session.Provider)
 	if !old.fp32Serving() {
 		old.int8.det.Close()
 	}
-	for _, st := range s.streamList() {
+	for _, st := range l.streams() {
 		if st.guard.fallback.Swap(false) {
 			st.count(st.guardTransitions(), metrics.PrecisionInt8, 1)
-			s.log.Info("guard: stream back to int8 after a passing canary", "stream", st.plan.Name)
+			l.log.Info("guard: stream back to int8 after a passing canary", "stream", st.plan.Name)
 		}
 		st.guard.mu.Lock()
 		st.guard.lowSince = time.Time{}
 		st.guard.mu.Unlock()
 		st.agree.Reset()
 	}
-	if st := s.life.store; st != nil && d.Result != "restored" {
+	if st := l.store; st != nil && d.Result != "restored" {
 		if err := st.Promote(m.file.SHA256); err != nil {
-			s.log.Warn("model store: promotion not recorded", "err", err)
+			l.log.Warn("model store: promotion not recorded", "err", err)
 		}
 	}
-	p, _ := s.current()
-	s.releaseFP32(p)
-	s.log.Info("int8 model promoted", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "result", d.Result,
+	l.releaseFP32(l.plan())
+	l.log.Info("int8 model promoted", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "result", d.Result,
 		"recall", d.Recall, "precision", d.Precision, "frames", d.Frames)
-	s.life.mu.Lock()
-	s.life.last = d
-	s.life.mu.Unlock()
-	s.life.busy.Store(false)
-	s.setPhase(metrics.PhaseServing)
+	l.mu.Lock()
+	l.last = d
+	l.mu.Unlock()
+	l.busy.Store(false)
+	l.setPhase(metrics.PhaseServing)
 }
 
 // releaseFP32 closes the on-demand FP32 model while nothing needs it under
@@ -434,18 +453,18 @@ func (s *Server) promote(m *model, source string, d *decision) {
 // FP32 not serving. The caller holds procMu and has drained the frames in
 // flight (between two frames). The next user loads it again: the shadow
 // worker on a canary's first frame, or a reload that turns the shadow on.
-func (s *Server) releaseFP32(p Plan) {
-	_, mods := s.current()
-	if p.Shadow.Enabled || mods.fp32Serving() || s.currentCanary() != nil {
+func (l *lifecycle) releaseFP32(p Plan) {
+	mods := l.models()
+	if p.Shadow.Enabled || mods.fp32Serving() || l.currentCanary() != nil {
 		return
 	}
-	for _, st := range s.streamList() {
+	for _, st := range l.streams() {
 		if st.guard.fallback.Load() {
 			return
 		}
 	}
 	if mods.fp32.release() {
-		s.log.Info("FP32 model closed: the shadow is off and no canary or guard fallback needs it", "model", mods.fp32.file.Path)
+		l.log.Info("FP32 model closed: the shadow is off and no canary or guard fallback needs it", "model", mods.fp32.file.Path)
 	}
 }
 
@@ -463,7 +482,7 @@ func (st *stream) guardTransitions() map[string]int64 {
 // checkGuard moves a stream to FP32 when the serving int8 model's rolling
 // agreement has stayed below the guard for Guard.For, over at least
 // guardMinFrames shadowed frames.
-func (s *Server) checkGuard(p Plan, st *stream) {
+func (l *lifecycle) checkGuard(p Plan, st *stream) {
 	g := p.Lifecycle.Guard
 	if g.For <= 0 {
 		return
@@ -489,8 +508,8 @@ func (s *Server) checkGuard(p Plan, st *stream) {
 	st.guard.fallback.Store(true)
 	st.count(st.guardTransitions(), metrics.PrecisionFP32, 1)
 	st.agree.Reset()
-	s.errs.add(errFrame, st.plan.Name+" guard", errors.New(st.guard.reason))
-	s.log.Warn("guard: stream falls back to FP32; a passing canary brings it back to int8", "stream", st.plan.Name, "reason", st.guard.reason)
+	l.errs.add(errFrame, st.plan.Name+" guard", errors.New(st.guard.reason))
+	l.log.Warn("guard: stream falls back to FP32; a passing canary brings it back to int8", "stream", st.plan.Name, "reason", st.guard.reason)
 }
 
 // lifecycleStatus is the /status lifecycle section.
@@ -541,21 +560,21 @@ type storeStatus struct {
 	Models   []modelstore.Entry `json:"models"`
 }
 
-func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
+func (l *lifecycle) lifecycleStatus(mods *models) lifecycleStatus {
 	out := lifecycleStatus{Streams: map[string]streamServes{}}
-	s.life.mu.Lock()
-	out.Phase = s.life.phase
-	if s.life.calibTotal > 0 {
-		out.Calibration = &progress{Done: s.life.calibDone, Total: s.life.calibTotal}
+	l.mu.Lock()
+	out.Phase = l.phase
+	if l.calibTotal > 0 {
+		out.Calibration = &progress{Done: l.calibDone, Total: l.calibTotal}
 	}
-	if s.life.candidate != "" {
-		b := &buildStatus{Model: s.life.candidate, Seconds: s.life.buildSeconds}
-		if !s.life.buildStart.IsZero() {
-			b.Seconds, b.Running = time.Since(s.life.buildStart).Seconds(), true
+	if l.candidate != "" {
+		b := &buildStatus{Model: l.candidate, Seconds: l.buildSeconds}
+		if !l.buildStart.IsZero() {
+			b.Seconds, b.Running = time.Since(l.buildStart).Seconds(), true
 		}
 		out.Build = b
 	}
-	if c := s.life.canary; c != nil {
+	if c := l.canary; c != nil {
 		r, p := c.canary.Rates()
 		cs := &canaryStatus{Model: short(c.m.file.SHA256), Source: c.source, Frames: c.canary.Frames, Want: c.want, Recall: r, Precision: p}
 		if c.servingInt8 && c.serving.Frames > 0 {
@@ -564,15 +583,15 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 		}
 		out.Canary = cs
 	}
-	out.Last = s.life.last
-	s.life.mu.Unlock()
-	for _, st := range s.streamList() {
+	out.Last = l.last
+	l.mu.Unlock()
+	for _, st := range l.streams() {
 		prec, model := servingOf(st, mods)
 		st.guard.mu.Lock()
 		out.Streams[st.plan.Name] = streamServes{Precision: prec, Model: model, Fallback: st.guard.fallback.Load(), Reason: st.guard.reason, FallbackAt: st.guard.at}
 		st.guard.mu.Unlock()
 	}
-	if st := s.life.store; st != nil {
+	if st := l.store; st != nil {
 		idx := st.Snapshot()
 		ss := &storeStatus{Dir: st.Dir(), Models: idx.Models}
 		if err := st.Check(); err != nil {
@@ -582,8 +601,8 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 			ss.Promoted = idx.History[n-1]
 		}
 		out.Store = ss
-	} else if err := s.storeErr(); err != nil {
-		out.Store = &storeStatus{Dir: s.startPlan.Lifecycle.StateDir, Error: err.Error()}
+	} else if err := l.storeErr(); err != nil {
+		out.Store = &storeStatus{Dir: l.stateDir, Error: err.Error()}
 	}
 	return out
 }
@@ -591,9 +610,164 @@ func (s *Server) lifecycleStatus(mods *models) lifecycleStatus {
 // storeErr is why state_dir's model store cannot be used: it did not open,
 // or its index cannot be read now; nil when it works or no state_dir is
 // set.
-func (s *Server) storeErr() error {
-	if st := s.life.store; st != nil {
+func (l *lifecycle) storeErr() error {
+	if st := l.store; st != nil {
 		return st.Check()
 	}
-	return s.life.storeErr
+	return l.openErr
+}
+
+// models returns the serving models.
+func (l *lifecycle) models() *models {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mods
+}
+
+// setModels installs loaded models (at start, or a reload's commit, which
+// holds the gate) and reports them.
+func (l *lifecycle) setModels(m *models, threads int) {
+	l.mu.Lock()
+	l.mods = m
+	l.mu.Unlock()
+	for _, x := range []*model{m.int8, m.fp32} {
+		if x == m.int8 && m.fp32Serving() {
+			l.m.ModelInfo.Reset()
+			l.log.Info("FP32 serves until the int8 model is ready")
+			continue
+		}
+		l.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.info.provider)
+		l.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.info.provider,
+			"threads", threads, "batch", x.info.batch)
+	}
+}
+
+// openStore opens the model store in dir; a store that cannot be opened
+// is logged and kept as openErr (pushes are refused, detection runs).
+func (l *lifecycle) openStore(dir string, lim modelstore.Limits) {
+	l.stateDir = dir
+	if dir == "" {
+		return
+	}
+	st, err := modelstore.Open(dir, lim)
+	if err != nil {
+		l.openErr = err
+		l.errs.add(errStore, "model store", err)
+		l.log.Error("no model store: pushed models are refused", "err", err)
+		return
+	}
+	l.store = st
+	for _, r := range st.Repairs() {
+		l.log.Warn("model store: "+r, "state_dir", dir)
+	}
+}
+
+// run starts the lifecycle's background work under ctx (the daemon's
+// run): the int8 model's preparation when FP32 serves in its slot.
+func (l *lifecycle) run(ctx context.Context) {
+	l.mu.Lock()
+	l.ctx = ctx
+	l.mu.Unlock()
+	if l.prepare == nil || !l.models().fp32Serving() {
+		return
+	}
+	if ctx, ok := l.goBackground(); ok {
+		go func() {
+			defer l.wg.Done()
+			l.prepareInBackground(ctx)
+		}()
+	}
+}
+
+// goBackground counts one more background job (the caller runs it and
+// calls wg.Done) and returns the context it runs under; false before the
+// daemon runs and once it stops.
+func (l *lifecycle) goBackground() (context.Context, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx == nil || l.ctx.Err() != nil || l.closed {
+		return nil, false
+	}
+	l.wg.Add(1) // under mu: never during close's Wait
+	return l.ctx, true
+}
+
+// close waits for the background work (a model in preparation or being
+// built gives up with the run context), then closes a running canary's
+// model between two frames. The serving models stay: the caller closes
+// them after the last frame.
+func (l *lifecycle) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.wg.Wait()
+	l.gate.mu.Lock()
+	if c := l.currentCanary(); c != nil {
+		c.m.det.Close()
+	}
+	l.gate.mu.Unlock()
+}
+
+// take reserves the lifecycle for a new model (a push takes it before
+// reading the body); false when another model is on its way.
+func (l *lifecycle) take() bool { return l.busy.CompareAndSwap(false, true) }
+
+// give hands back what take reserved when no model came of it.
+func (l *lifecycle) give() {
+	l.busy.Store(false)
+	l.setPhase(metrics.PhaseServing)
+}
+
+// prepareCanary builds a reload's new int8 model beside the serving one,
+// taking the lifecycle for its canary (give hands it back when the reload
+// fails later).
+func (l *lifecycle) prepareCanary(ctx context.Context, p Plan) (*model, error) {
+	if !l.take() {
+		return nil, errBusy
+	}
+	f := p.Models.Int8
+	if st := l.store; st != nil {
+		if _, _, err := st.AddFile(f.Path, "reload", ""); err != nil {
+			l.log.Warn("model store: model not recorded", "err", err)
+		}
+	}
+	m, err := l.build(ctx, p, f)
+	if err != nil {
+		l.storeReject(f.SHA256, "not loaded: "+err.Error())
+		l.give()
+		return nil, err
+	}
+	return m, nil
+}
+
+// fallsBack reports whether the guard moved st to FP32 while int8 serves
+// (mods are the models its frames are taken under).
+func (l *lifecycle) fallsBack(st *stream, mods *models) bool {
+	return !mods.fp32Serving() && st.guard.fallback.Load()
+}
+
+// canaryRunning reports whether a canary runs (and so wants shadowed
+// frames, also of streams FP32 serves).
+func (l *lifecycle) canaryRunning() bool { return l.currentCanary() != nil }
+
+// shadowed is the frame loop's hook for a shadowed frame of st: a running
+// canary runs on img and is scored against the FP32 detections, beside the
+// serving int8 model's (int8, nil when FP32 served the frame), and the
+// guard judges the stream's rolling window. The error is the canary's.
+func (l *lifecycle) shadowed(ctx context.Context, p Plan, st *stream, img gocv.Mat, int8, fp32 []postprocess.Detection) error {
+	if int8 != nil {
+		defer l.checkGuard(p, st)
+	}
+	c := l.currentCanary()
+	if c == nil {
+		return nil
+	}
+	var serving *agreement.Frame
+	if int8 != nil {
+		// The serving model's agreement on the canary's frames, at the
+		// canary's IoU.
+		a := agreement.Match(int8, fp32, canaryIoU)
+		serving = &a
+	}
+	return l.runCanary(ctx, c, img, fp32, serving)
 }

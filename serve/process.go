@@ -3,8 +3,10 @@ package serve
 import (
 	"context"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,10 +58,34 @@ type shadowWork struct {
 	it       *item
 }
 
-// procLoop is the state of the processing loop: the recycled frame
-// buffers and the jobs taken but not yet handed to the stages.
-type procLoop struct {
-	s        *Server
+// frameLoop is the processing loop. It schedules frames: the latest frame
+// of every stream, round robin, through the stages (pipeline.Stages), and
+// sampled ones to the FP32 shadow. What is not scheduling it leaves to the
+// owners it calls: the lifecycle (which model serves a stream, between two
+// frames, a frame was shadowed), each stream's web view board, the sinks
+// and the metrics. The composition root (Server) wires it.
+type frameLoop struct {
+	log     *slog.Logger
+	m       *metrics.Metrics
+	errs    *errorLog
+	gate    *frameGate
+	life    *lifecycle
+	current func() (Plan, *models)
+	streams func() []*stream
+	sinks   func() *sinkSet
+	// ping tells the service manager the loop is alive, every pingEvery
+	// (0: never).
+	ping      func()
+	pingEvery time.Duration
+	// wake is signalled by a stream that published a frame.
+	wake chan struct{}
+
+	shadowTime atomic.Int64 // nanoseconds spent in the shadow
+	workTime   atomic.Int64 // nanoseconds spent processing
+	lat        latencyPair
+
+	// The state of a run: the recycled frame buffers and the jobs taken
+	// but not yet handed to the stages.
 	ctx      context.Context
 	mu       sync.Mutex
 	free     []*item
@@ -78,7 +104,7 @@ type procLoop struct {
 // get returns a free frame buffer. The buffers in flight are bounded by
 // the detectors' slots (pipeline.PipelineSlots each) and the one frame
 // the shadow worker holds, so this allocates only while warming up.
-func (l *procLoop) get() *item {
+func (l *frameLoop) get() *item {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n := len(l.free); n > 0 {
@@ -92,7 +118,7 @@ func (l *procLoop) get() *item {
 }
 
 // unget gives back a frame buffer that took no frame.
-func (l *procLoop) unget(it *item) {
+func (l *frameLoop) unget(it *item) {
 	it.st = nil
 	l.mu.Lock()
 	l.free = append(l.free, it)
@@ -101,14 +127,14 @@ func (l *procLoop) unget(it *item) {
 
 // put gives a frame buffer back and ends its part in the frames in
 // flight.
-func (l *procLoop) put(it *item) {
+func (l *frameLoop) put(it *item) {
 	l.unget(it)
-	l.s.inflight.Done()
+	l.gate.inflight.Done()
 }
 
 // newJob returns a recycled job of items on model m (mods.int8, or
 // mods.fp32 for fallback) and its detector d.
-func (l *procLoop) newJob(p Plan, mods *models, m *model, d *pipeline.Detector, fallback bool, items []*item) *pipeline.Job {
+func (l *frameLoop) newJob(p Plan, mods *models, m *model, d *pipeline.Detector, fallback bool, items []*item) *pipeline.Job {
 	l.mu.Lock()
 	var t *jobTag
 	if n := len(l.jobs); n > 0 {
@@ -131,7 +157,7 @@ func (l *procLoop) newJob(p Plan, mods *models, m *model, d *pipeline.Detector, 
 }
 
 // stageMetrics looks the pipeline metrics' series up once per stage.
-func (l *procLoop) stageMetrics(m *metrics.Metrics) {
+func (l *frameLoop) stageMetrics(m *metrics.Metrics) {
 	l.busy, l.wait = map[string]prometheus.Counter{}, map[string]prometheus.Observer{}
 	for _, st := range []string{pipeline.StagePreprocess, pipeline.StageInfer, pipeline.StagePostprocess, pipeline.StageSink, pipeline.StageShadow} {
 		l.busy[st] = m.PipelineBusy.WithLabelValues(st)
@@ -139,20 +165,20 @@ func (l *procLoop) stageMetrics(m *metrics.Metrics) {
 	}
 }
 
-// loop is the processing loop: the latest frame of every stream goes
+// run is the processing loop: the latest frame of every stream goes
 // through preprocess, inference (batched when the model allows) and
 // postprocess with the sinks as concurrent stages (pipeline.Stages), and
 // sampled frames to the FP32 shadow on a worker of its own, which never
 // delays int8: a sample that finds it busy is dropped. Frames in flight
 // are finished when ctx ends.
-func (s *Server) loop(ctx context.Context) error {
-	l := &procLoop{s: s, ctx: ctx, shadow: make(chan shadowWork, 1)}
+func (l *frameLoop) run(ctx context.Context) error {
+	l.ctx, l.shadow = ctx, make(chan shadowWork, 1)
 	defer func() {
 		for _, it := range l.all {
 			it.img.Close()
 		}
 	}()
-	l.stageMetrics(s.m)
+	l.stageMetrics(l.m)
 	stats := pipeline.NewStageStats()
 	stats.OnObserve = func(stage string, busy, wait time.Duration) {
 		l.busy[stage].Add(busy.Seconds())
@@ -164,7 +190,7 @@ func (s *Server) loop(ctx context.Context) error {
 		defer shadowDone.Done()
 		for w := range l.shadow {
 			t0 := time.Now()
-			s.shadowFrame(w)
+			l.shadowFrame(w)
 			l.busy[pipeline.StageShadow].Add(time.Since(t0).Seconds())
 			l.put(w.it)
 		}
@@ -176,7 +202,7 @@ func (s *Server) loop(ctx context.Context) error {
 		Next:    l.next,
 		Deliver: l.deliver,
 		Fail: func(j *pipeline.Job, i int, stage string, err error) {
-			s.frameFailed(j.Tag.(*jobTag).items[i].st, stage, err)
+			l.frameFailed(j.Tag.(*jobTag).items[i].st, stage, err)
 		},
 		Done: l.done,
 	}.Run(context.WithoutCancel(ctx))
@@ -189,27 +215,26 @@ func (s *Server) loop(ctx context.Context) error {
 // model's batch, and returns them as jobs: one on the int8 model, and
 // those of streams the guard moved to FP32 on the FP32 model. Between two
 // takes it lets the canary be decided. It returns io.EOF once ctx ends.
-func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
-	s := l.s
+func (l *frameLoop) next(context.Context) (*pipeline.Job, error) {
 	for {
 		if len(l.pending) > 0 {
 			j := l.pending[0]
 			l.pending = l.pending[1:]
 			return j, nil
 		}
-		if s.opts.WatchdogEvery > 0 && time.Since(l.lastPing) >= s.opts.WatchdogEvery {
-			s.notify("WATCHDOG=1")
+		if l.pingEvery > 0 && time.Since(l.lastPing) >= l.pingEvery {
+			l.ping()
 			l.lastPing = time.Now()
 		}
 		if l.ctx.Err() != nil {
 			return nil, io.EOF
 		}
-		s.procMu.Lock()
-		p, _ := s.current()
-		s.decideCanary(p)
-		p, mods := s.current()
+		l.gate.mu.Lock()
+		p, _ := l.current()
+		l.life.betweenFrames(p)
+		p, mods := l.current()
 		batch := max(1, mods.int8.det.Batch)
-		list := s.streamList()
+		list := l.streams()
 		var main, fb []*item
 		for k := 0; k < len(list) && len(main)+len(fb) < batch; k++ {
 			st := list[(l.rr+k)%len(list)]
@@ -220,18 +245,18 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 				continue
 			}
 			it.st, it.meta = st, meta
-			s.inflight.Add(1)
-			if !mods.fp32Serving() && st.guard.fallback.Load() {
+			l.gate.inflight.Add(1)
+			if l.life.fallsBack(st, mods) {
 				fb = append(fb, it)
 			} else {
 				main = append(main, it)
 			}
 		}
 		l.rr++
-		s.procMu.Unlock()
+		l.gate.mu.Unlock()
 		if len(main)+len(fb) == 0 {
 			select {
-			case <-s.wake:
+			case <-l.wake:
 			case <-l.ctx.Done():
 			case <-time.After(200 * time.Millisecond):
 			}
@@ -248,7 +273,7 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 		fd, err := mods.fp32.detector(l.ctx)
 		if err != nil {
 			for _, it := range fb {
-				s.frameFailed(it.st, pipeline.StageInfer, err)
+				l.frameFailed(it.st, pipeline.StageInfer, err)
 				l.put(it)
 			}
 			continue
@@ -262,18 +287,17 @@ func (l *procLoop) next(context.Context) (*pipeline.Job, error) {
 }
 
 // deliver hands one decoded frame downstream and offers it to the shadow.
-func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection) error {
-	s := l.s
+func (l *frameLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection) error {
 	tag := j.Tag.(*jobTag)
 	it := tag.items[i]
 	tm := j.Timing[i]
-	s.deliver(it.work, tag.m.precision, j.Det.Names, dets, tm)
-	s.workTime.Add(int64(tm.Preprocess + tm.Postprocess + tm.Infer/time.Duration(len(tag.items))))
-	canary := s.currentCanary() != nil
+	l.serveFrame(it.work, tag.m.precision, j.Det.Names, dets, tm)
+	l.workTime.Add(int64(tm.Preprocess + tm.Postprocess + tm.Infer/time.Duration(len(tag.items))))
+	canary := l.life.canaryRunning()
 	if tag.fallback && !canary {
 		return nil // FP32 served the frame: only a canary has use for it
 	}
-	if !s.shouldShadow(tag.p.Shadow, it.st, canary) {
+	if !l.shouldShadow(tag.p.Shadow, it.st, canary) {
 		return nil
 	}
 	it.dets = append(it.dets[:0], dets...)
@@ -282,14 +306,14 @@ func (l *procLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection)
 	case l.shadow <- shadowWork{p: tag.p, mods: tag.mods, fallback: tag.fallback, it: it}:
 		tag.shadowed[i] = true // from here on the shadow worker owns it
 	default:
-		s.m.PipelineDropped.WithLabelValues(pipeline.StageShadow).Inc()
+		l.m.PipelineDropped.WithLabelValues(pipeline.StageShadow).Inc()
 	}
 	return nil
 }
 
 // done gives back the job's frames not held by the shadow worker, and
 // the job.
-func (l *procLoop) done(j *pipeline.Job) {
+func (l *frameLoop) done(j *pipeline.Job) {
 	tag := j.Tag.(*jobTag)
 	for i, it := range tag.items {
 		if !tag.shadowed[i] {
@@ -303,48 +327,46 @@ func (l *procLoop) done(j *pipeline.Job) {
 }
 
 // frameFailed counts a frame lost in a stage.
-func (s *Server) frameFailed(st *stream, stage string, err error) {
+func (l *frameLoop) frameFailed(st *stream, stage string, err error) {
 	st.count(st.failed, stage, 1)
 	st.board.AddError(errEntry{At: time.Now(), Class: errFrame, Where: stage, Error: err.Error()})
-	s.errs.add(errFrame, st.plan.Name+" "+stage, err)
-	s.log.Warn("frame failed", "stream", st.plan.Name, "stage", stage, "err", err)
+	l.errs.add(errFrame, st.plan.Name+" "+stage, err)
+	l.log.Warn("frame failed", "stream", st.plan.Name, "stage", stage, "err", err)
 }
 
-// deliver hands one served frame's detections to everything downstream:
+// serveFrame hands one served frame's detections to everything downstream:
 // stage metrics, counters, the web view and the sinks. The int8 path and a
 // stream the guard moved to FP32 share it.
-func (s *Server) deliver(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
-	s.observe(it.st, precision, it.meta.read, tm)
+func (l *frameLoop) serveFrame(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
+	l.observe(it.st, precision, it.meta.read, tm)
 	now := time.Now()
 	it.st.board.Record(now, it.meta.read, tm)
 	if it.st.board.WantLive(now) {
 		if err := it.st.board.DrawLive(it.img, it.meta.src.Index, dets, names); err != nil {
-			s.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
+			l.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
 		}
 	}
 	it.st.count(it.st.inferred, precision, 1)
 	for _, x := range dets {
 		it.st.count(it.st.detections, postprocess.Name(names, x.Class), 1)
 	}
-	s.writeSinks(it, precision, names, dets, tm)
+	l.writeSinks(it, precision, names, dets, tm)
 }
 
 // observe records a frame's stage times.
-func (s *Server) observe(st *stream, precision string, read time.Duration, tm pipeline.Timing) {
+func (l *frameLoop) observe(st *stream, precision string, read time.Duration, tm pipeline.Timing) {
 	if read > 0 {
-		s.m.ObserveStage(st.plan.Name, precision, metrics.StageRead, read)
+		l.m.ObserveStage(st.plan.Name, precision, metrics.StageRead, read)
 	}
-	s.m.ObserveStage(st.plan.Name, precision, metrics.StagePreprocess, tm.Preprocess)
-	s.m.ObserveStage(st.plan.Name, precision, metrics.StageInfer, tm.Infer)
-	s.m.ObserveStage(st.plan.Name, precision, metrics.StagePostprocess, tm.Postprocess)
+	l.m.ObserveStage(st.plan.Name, precision, metrics.StagePreprocess, tm.Preprocess)
+	l.m.ObserveStage(st.plan.Name, precision, metrics.StageInfer, tm.Infer)
+	l.m.ObserveStage(st.plan.Name, precision, metrics.StagePostprocess, tm.Postprocess)
 }
 
 // writeSinks writes one frame's record (the schema of sinks.Record, as
 // `yedge detect --out` writes it).
-func (s *Server) writeSinks(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
-	s.mu.Lock()
-	k := s.sinks
-	s.mu.Unlock()
+func (l *frameLoop) writeSinks(it work, precision string, names []string, dets []postprocess.Detection, tm pipeline.Timing) {
+	k := l.sinks()
 	if k.empty() {
 		return
 	}
@@ -355,7 +377,7 @@ func (s *Server) writeSinks(it work, precision string, names []string, dets []po
 // shouldShadow applies the shadow policy: every EveryN-th inferred frame of
 // each stream, and with a budget, only while the FP32 share of compute time
 // is below it.
-func (s *Server) shouldShadow(sh ShadowPlan, st *stream, canary bool) bool {
+func (l *frameLoop) shouldShadow(sh ShadowPlan, st *stream, canary bool) bool {
 	if canary {
 		// A canary runs on every EveryN-th frame, shadow or not.
 		return st.shouldShadow(sh.EveryN)
@@ -363,8 +385,8 @@ func (s *Server) shouldShadow(sh ShadowPlan, st *stream, canary bool) bool {
 	if !sh.Enabled || !st.shouldShadow(sh.EveryN) {
 		return false
 	}
-	work := s.workTime.Load()
-	return sh.Budget <= 0 || work <= 0 || float64(s.shadowTime.Load())/float64(work) <= sh.Budget
+	work := l.workTime.Load()
+	return sh.Budget <= 0 || work <= 0 || float64(l.shadowTime.Load())/float64(work) <= sh.Budget
 }
 
 // shadowHook, when set (by tests), runs at the start of every shadowed
@@ -376,31 +398,31 @@ var shadowHook func()
 // agreement to the stream's rolling window; a running canary runs on the
 // frame too, and the guard judges the window. While FP32 serves the frame
 // (everywhere, or for a stream the guard moved), only the canary runs.
-func (s *Server) shadowFrame(w shadowWork) {
+func (l *frameLoop) shadowFrame(w shadowWork) {
 	if shadowHook != nil {
 		shadowHook()
 	}
 	ctx := context.Background() // the frame is finished even at shutdown
 	p, mods, it := w.p, w.mods, w.it
-	c := s.currentCanary()
 	if w.fallback || mods.fp32Serving() {
-		if c != nil {
-			s.runCanary(ctx, c, it.work, it.dets, nil)
+		// FP32 served the frame: its detections are the reference.
+		if err := l.life.shadowed(ctx, p, it.st, it.img, nil, it.dets); err != nil {
+			l.frameFailed(it.st, "canary", err)
 		}
 		return
 	}
 	fd, err := mods.fp32.detector(ctx) // loads a closed on-demand FP32 model
 	if err != nil {
-		s.frameFailed(it.st, "shadow", err)
+		l.frameFailed(it.st, "shadow", err)
 		return
 	}
 	t0 := time.Now()
 	fp32Dets, tm, err := fd.Detect(ctx, it.img)
 	if err != nil {
-		s.frameFailed(it.st, "shadow", err)
+		l.frameFailed(it.st, "shadow", err)
 		return
 	}
-	s.observe(it.st, metrics.PrecisionFP32, 0, tm)
+	l.observe(it.st, metrics.PrecisionFP32, 0, tm)
 	it.st.count(it.st.inferred, metrics.PrecisionFP32, 1)
 	it.st.shadowed.Add(1)
 	int8Dets := it.dets
@@ -410,20 +432,16 @@ func (s *Server) shadowFrame(w shadowWork) {
 	it.st.board.RecordFP32(now, tm.Infer)
 	if it.st.board.Watching(now) {
 		if err := it.st.board.DrawCompare(it.img, it.meta.src.Index, fd.Names, int8Dets, fp32Dets, fa, pairs); err != nil {
-			s.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
+			l.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
 		}
 	}
-	if c != nil {
-		// The serving model's agreement on the canary's frames, at the
-		// canary's IoU.
-		sa := agreement.Match(int8Dets, fp32Dets, canaryIoU)
-		s.runCanary(ctx, c, it.work, fp32Dets, &sa)
+	if err := l.life.shadowed(ctx, p, it.st, it.img, int8Dets, fp32Dets); err != nil {
+		l.frameFailed(it.st, "canary", err)
 	}
-	s.checkGuard(p, it.st)
-	s.shadowTime.Add(int64(time.Since(t0)))
-	s.lat.add(it.infer, tm.Infer)
-	if r, ok := s.lat.ratio(); ok {
-		s.m.LatencyRatio.Set(r)
+	l.shadowTime.Add(int64(time.Since(t0)))
+	l.lat.add(it.infer, tm.Infer)
+	if r, ok := l.lat.ratio(); ok {
+		l.m.LatencyRatio.Set(r)
 	}
 }
 

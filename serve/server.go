@@ -52,7 +52,25 @@ type Options struct {
 	LogLevel *slog.LevelVar
 }
 
-// Server is a running daemon.
+// Server is a running daemon: the composition root that wires its owners
+// and applies reloads across them. The owners are the model lifecycle
+// (lifecycle.go: models, canary, guard, store), the frame loop
+// (process.go: scheduling frames through the stages, the shadow), the
+// streams (stream.go: one reader each), the sinks, the evaluator, the
+// HTTP API (http.go) and the web view (package webview, through
+// viewStreams).
+//
+// The lock story, outermost first; a goroutine takes them only in this
+// order:
+//   - reloadMu serializes a reload with Run's start and stop of the
+//     streams.
+//   - gate.mu is the frame path's gate: the loop holds it while it takes
+//     frames; whoever swaps models, sinks or streams holds it and drains
+//     the frames in flight (gate.inflight) first.
+//   - The leaf locks guard plain state and are held for no call into
+//     another owner: Server.mu (plan, sinks, streams, reload status),
+//     lifecycle.mu, and each stream's and board's own (a stream's guard
+//     lock may take its counters' lock and the error log's).
 type Server struct {
 	opts Options
 	log  *slog.Logger
@@ -61,14 +79,12 @@ type Server struct {
 
 	// reloadMu serializes Reload with Run's start and stop of the streams.
 	reloadMu sync.Mutex
-	// procMu is held by the loop from taking frames to the end of their
-	// processing; a reload swaps models, sinks and streams holding it, so
-	// that no frame is processed half with the old and half with the new.
-	procMu sync.Mutex
+	// gate is the frame path's gate: a reload swaps models, sinks and
+	// streams holding it, between two frames.
+	gate frameGate
 	// mu guards the state below, which a reload replaces.
 	mu      sync.Mutex
 	plan    Plan
-	models  *models
 	sinks   *sinkSet
 	streams map[string]*stream
 	runCtx  context.Context
@@ -78,20 +94,13 @@ type Server struct {
 	// only a restart applies (RestartKeys) keep its values.
 	startPlan Plan
 
-	wake       chan struct{}
-	ready      atomic.Bool
-	started    time.Time
-	lat        latencyPair
-	shadowTime atomic.Int64 // nanoseconds spent in the shadow
-	workTime   atomic.Int64 // nanoseconds spent processing
-	// inflight counts the frames taken from the streams and not yet
-	// finished (delivered, and shadowed when sampled). Frames are added
-	// only under procMu; whoever swaps or closes a model holds procMu and
-	// waits for it to reach zero first (drain).
-	inflight sync.WaitGroup
+	ready   atomic.Bool
+	started time.Time
 
+	// The owners: the model lifecycle, the frame loop and the evaluator.
+	life     *lifecycle
+	frames   *frameLoop
 	evals    evaluator
-	life     lifecycle
 	httpSrv  *http.Server
 	listener net.Listener
 	// viewCtx ends the web view's long-lived responses (MJPEG) when the
@@ -118,8 +127,13 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	}
 	m := metrics.New(o.Version, o.Revision)
 	s := &Server{opts: o, log: log, m: m, errs: &errorLog{m: m}, plan: p, streams: map[string]*stream{},
-		wake: make(chan struct{}, 1), started: time.Now(), startPlan: p}
+		started: time.Now(), startPlan: p}
 	s.evals.s = s
+	s.life = &lifecycle{log: log, m: m, errs: s.errs, gate: &s.gate, prepare: o.Prepare, streams: s.streamList,
+		plan: func() Plan { p, _ := s.current(); return p }}
+	s.frames = &frameLoop{log: log, m: m, errs: s.errs, gate: &s.gate, life: s.life, current: s.current, streams: s.streamList,
+		sinks: func() *sinkSet { s.mu.Lock(); defer s.mu.Unlock(); return s.sinks },
+		ping:  func() { s.notify("WATCHDOG=1") }, pingEvery: o.WatchdogEvery, wake: make(chan struct{}, 1)}
 	s.viewCtx, s.stopViews = context.WithCancel(context.Background())
 	m.Watch(s)
 	if err := m.SetDevice(p.Device.ID, p.Device.Labels); err != nil {
@@ -130,19 +144,9 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 		s.stopViews()
 		return nil, err
 	}
-	s.setModels(mods)
-	s.setPhase(metrics.PhaseServing)
-	if d := p.Lifecycle.StateDir; d != "" {
-		if s.life.store, err = modelstore.Open(d, modelstore.Limits{Keep: p.Lifecycle.Keep, MaxBytes: p.Lifecycle.MaxBytes}); err != nil {
-			s.life.storeErr = err
-			s.errs.add(errStore, "model store", err)
-			log.Error("no model store: pushed models are refused", "err", err)
-		} else {
-			for _, r := range s.life.store.Repairs() {
-				log.Warn("model store: "+r, "state_dir", d)
-			}
-		}
-	}
+	s.life.setModels(mods, p.Runtime.Threads)
+	s.life.setPhase(metrics.PhaseServing)
+	s.life.openStore(p.Lifecycle.StateDir, modelstore.Limits{Keep: p.Lifecycle.Keep, MaxBytes: p.Lifecycle.MaxBytes})
 	if s.sinks, err = openSinks(p.Sinks, s.errs, log); err != nil {
 		mods.close()
 		s.stopViews()
@@ -161,28 +165,13 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 	return s, nil
 }
 
-// setModels installs loaded models and reports them.
-func (s *Server) setModels(m *models) {
-	s.models = m
-	for _, x := range []*model{m.int8, m.fp32} {
-		if x == m.int8 && m.fp32Serving() {
-			s.m.ModelInfo.Reset()
-			s.log.Info("FP32 serves until the int8 model is ready")
-			continue
-		}
-		s.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.info.provider)
-		s.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.info.provider,
-			"threads", s.plan.Runtime.Threads, "batch", x.info.batch)
-	}
-}
-
 // Addr is the bound HTTP address.
 func (s *Server) Addr() string { return s.listener.Addr().String() }
 
 // newHTTPServer configures the HTTP server: every phase of a request is
 // bounded, so that slow clients cannot hold connections.
 func (s *Server) newHTTPServer(h HTTPPlan) *http.Server {
-	return &http.Server{Handler: s.routes(), ReadTimeout: h.ReadTimeout, ReadHeaderTimeout: h.ReadHeaderTimeout,
+	return &http.Server{Handler: (&httpAPI{s}).routes(), ReadTimeout: h.ReadTimeout, ReadHeaderTimeout: h.ReadHeaderTimeout,
 		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: 16 << 10}
 }
 
@@ -203,8 +192,9 @@ func (s *Server) Metrics() *metrics.Metrics { return s.m }
 // current returns the running plan and models.
 func (s *Server) current() (Plan, *models) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.plan, s.models
+	p := s.plan
+	s.mu.Unlock()
+	return p, s.life.models()
 }
 
 // StreamStats implements metrics.Stats.
@@ -253,7 +243,7 @@ func (s *Server) streamList() []*stream {
 
 // startStream starts one stream's reader under ctx.
 func (s *Server) startStream(ctx context.Context, p StreamPlan, window int) {
-	st := newStream(p, window, s.log, s.errs, s.wake)
+	st := newStream(p, window, s.log, s.errs, s.frames.wake)
 	s.mu.Lock()
 	s.streams[p.Name] = st
 	s.mu.Unlock()
@@ -325,9 +315,6 @@ type prepared struct {
 	mods   *models
 	sinks  *sinkSet
 	canary *model
-	// life is set when the reload took the lifecycle (Server.life.busy)
-	// for a new int8 model.
-	life bool
 }
 
 // discard closes what a reload prepared and gives the lifecycle back: a
@@ -339,10 +326,7 @@ func (s *Server) discard(p *prepared) {
 	}
 	if p.canary != nil {
 		p.canary.det.Close()
-	}
-	if p.life {
-		s.life.busy.Store(false)
-		s.setPhase(metrics.PhaseServing)
+		s.life.give() // the canary's reservation
 	}
 }
 
@@ -370,17 +354,7 @@ func (s *Server) prepareReload(ctx context.Context, next Plan, ch Change) (*prep
 		}
 	}
 	if ch.Int8 && next.Models.Int8.Path != "" {
-		if !s.life.busy.CompareAndSwap(false, true) {
-			return fail(errBusy)
-		}
-		p.life = true
-		if st := s.life.store; st != nil {
-			if _, _, err := st.AddFile(next.Models.Int8.Path, "reload", ""); err != nil {
-				s.log.Warn("model store: model not recorded", "err", err)
-			}
-		}
-		if p.canary, err = s.build(ctx, next, next.Models.Int8); err != nil {
-			s.storeReject(next.Models.Int8.SHA256, "not loaded: "+err.Error())
+		if p.canary, err = s.life.prepareCanary(ctx, next); err != nil {
 			return fail(err)
 		}
 	}
@@ -397,10 +371,11 @@ func (s *Server) prepareReload(ctx context.Context, next Plan, ch Change) (*prep
 // swap at once; then the canary starts, removed and changed streams stop,
 // new and changed ones start, and what was replaced is closed.
 func (s *Server) commitReload(runCtx context.Context, cur, next Plan, ch Change, p *prepared) {
-	s.procMu.Lock()
-	s.drain()
+	s.gate.mu.Lock()
+	s.gate.drain()
+	oldMods := s.life.models()
 	s.mu.Lock()
-	oldMods, oldSinks := s.models, s.sinks
+	oldSinks := s.sinks
 	if p.sinks != nil {
 		s.sinks = p.sinks
 	}
@@ -423,18 +398,18 @@ func (s *Server) commitReload(runCtx context.Context, cur, next Plan, ch Change,
 	if s.opts.LogLevel != nil {
 		s.opts.LogLevel.Set(next.Process.LogLevel)
 	}
-	if p.mods != nil {
-		s.setModels(p.mods)
-	}
 	s.mu.Unlock()
+	if p.mods != nil {
+		s.life.setModels(p.mods, next.Runtime.Threads)
+	}
 	for _, name := range ch.Removed {
 		s.m.ForgetStream(name)
 	}
-	s.releaseFP32(next)
-	s.procMu.Unlock()
+	s.life.releaseFP32(next)
+	s.gate.mu.Unlock()
 
 	if p.canary != nil {
-		s.installCanary(p.canary, "reload", false)
+		s.life.installCanary(p.canary, "reload", false)
 	}
 	for _, st := range stopping {
 		st.stop()
@@ -524,14 +499,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if p.Eval.Data != "" && p.Eval.OnStart {
 		s.evals.start()
 	}
-	if _, mods := s.current(); s.opts.Prepare != nil && mods.fp32Serving() {
-		s.life.wg.Add(1)
-		go func() {
-			defer s.life.wg.Done()
-			s.prepareInBackground(readerCtx)
-		}()
-	}
-	err := s.loop(ctx)
+	s.life.run(readerCtx)
+	err := s.frames.run(ctx)
 	// Shutdown: readers first, then the sinks and HTTP.
 	s.notify("STOPPING=1")
 	s.ready.Store(false)
@@ -546,15 +515,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.reloadMu.Unlock()
 	s.evals.wait()
-	s.life.wg.Wait() // a model in preparation or being built gives up
-	s.procMu.Lock()
-	if c := s.currentCanary(); c != nil {
-		c.m.det.Close()
-	}
-	s.procMu.Unlock()
+	s.life.close()
 	s.mu.Lock()
-	sinks, mods, shutdown := s.sinks, s.models, s.plan.ShutdownTimeout
+	sinks, shutdown := s.sinks, s.plan.ShutdownTimeout
 	s.mu.Unlock()
+	mods := s.life.models()
 	sinks.close(s.log)
 	sctx, cancel := context.WithTimeout(context.Background(), max(shutdown, time.Second))
 	defer cancel()
@@ -569,9 +534,20 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// frameGate is the frame path's gate. The loop holds mu from taking the
+// frames of the streams until they are handed to the stages, and counts
+// each frame in inflight until it is finished (delivered, and shadowed
+// when sampled). Whoever swaps or closes models, sinks or streams holds mu
+// and drains first, so that no frame is processed half with the old and
+// half with the new.
+type frameGate struct {
+	mu       sync.Mutex
+	inflight sync.WaitGroup
+}
+
 // drain waits until every frame in flight is finished; the caller holds
-// procMu, so that no new frame is taken meanwhile.
-func (s *Server) drain() { s.inflight.Wait() }
+// mu, so that no new frame is taken meanwhile.
+func (g *frameGate) drain() { g.inflight.Wait() }
 
 func (s *Server) notify(state string) {
 	if s.opts.Notify != nil {
