@@ -1,25 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"path/filepath"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	"gocv.io/x/gocv"
 
-	"github.com/yedge/yedge/onnx"
-	"github.com/yedge/yedge/pipeline"
+	"github.com/yedge/yedge/detect"
 	"github.com/yedge/yedge/postprocess"
-	"github.com/yedge/yedge/quant"
-	"github.com/yedge/yedge/sinks"
 	"github.com/yedge/yedge/source"
 )
 
@@ -99,21 +91,10 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	if err := f.validate(); err != nil {
 		return err
 	}
-	var spec source.Spec
-	switch {
-	case f.source != "" && f.camera >= 0:
-		return withCode(exitUsage, errors.New("give either --source or --camera, not both"))
-	case f.camera >= 0:
-		spec = source.CameraSpec(f.camera)
-	case f.source != "":
-		spec, err = source.Parse(f.source)
-		if err != nil {
-			return withCode(exitSource, err)
-		}
-	default:
-		return withCode(exitUsage, errors.New("no source: give --source or --camera"))
+	spec, err := f.spec()
+	if err != nil {
+		return err
 	}
-	spec.Reconnect, spec.Loop = f.reconnect, f.loop
 	cfg, err := f.detectorConfig(g, postprocess.DeployOptions())
 	if err != nil {
 		return err
@@ -121,311 +102,122 @@ func runDetect(ctx context.Context, g *globalFlags, f *detectFlags, stdout, stde
 	if cfg.Interp, err = f.interp.value(); err != nil {
 		return err
 	}
-	cfg.Logger = log
-	// The outputs are created before any work: one that cannot be is an
-	// error naming its path, not a warning after the run.
-	saver, err := newSaver(f.save, spec)
+	out, err := openOut(f.out, stdout)
 	if err != nil {
 		return err
 	}
-	defer saver.Close()
-	// Output: stdout or a file, flushed after every frame so that a stop
-	// loses nothing written so far. The file is opened now (so that one
-	// that cannot be created fails before any work) but emptied only once
-	// the model and the source are open: a run that fails at the start leaves an earlier
-	// output as it was, and removes the empty file it created.
-	out := stdout
-	var outFile *os.File
-	removeOut := false
-	if f.out != "" {
-		_, statErr := os.Stat(f.out)
-		outFile, err = os.OpenFile(f.out, os.O_WRONLY|os.O_CREATE, 0o644)
-		if err != nil {
-			return fmt.Errorf("--out %q: cannot create the file: %w", f.out, unwrapPathError(err))
-		}
-		defer outFile.Close()
-		removeOut = statErr != nil
-		defer func() {
-			if removeOut {
-				os.Remove(f.out) // the empty file this failed run created
-			}
-		}()
-		out = outFile
-	}
+	defer out.close()
 	if err := g.initRuntime(log); err != nil {
 		return err
 	}
-	det, err := pipeline.New(cfg)
-	if err != nil {
-		return modelCode(err)
+	sum, err := detect.Run(ctx, detect.Options{Detector: cfg, Source: spec, MaxFrames: f.maxFrames, Records: out.w,
+		Save: f.save, Opened: out.keep, Logger: log})
+	if sum != nil {
+		sum.Write(stderr)
 	}
-	defer det.Close()
-	precision := modelPrecision(f.model)
+	return detectCode(err, f.out)
+}
 
-	bw := bufio.NewWriter(out)
-	defer bw.Flush()
-	// The same record and encoder as the daemon's sinks.
-	sink := sinks.NewWriter("detect", bw)
+// spec is the source of --source or --camera, with --reconnect and --loop.
+func (f *detectFlags) spec() (source.Spec, error) {
+	var spec source.Spec
+	var err error
+	switch {
+	case f.source != "" && f.camera >= 0:
+		return spec, withCode(exitUsage, errors.New("give either --source or --camera, not both"))
+	case f.camera >= 0:
+		spec = source.CameraSpec(f.camera)
+	case f.source != "":
+		if spec, err = source.Parse(f.source); err != nil {
+			return spec, withCode(exitSource, err)
+		}
+	default:
+		return spec, withCode(exitUsage, errors.New("no source: give --source or --camera"))
+	}
+	spec.Reconnect, spec.Loop = f.reconnect, f.loop
+	return spec, nil
+}
 
-	src, err := source.Open(ctx, spec, log)
-	if err != nil {
+// detectCode names detect's outputs by their flags (out is --out) and
+// maps its errors to exit codes.
+func detectCode(err error, out string) error {
+	if oe, ok := errors.AsType[*detect.OutputError](err); ok {
+		msg := fmt.Errorf("--save %q: %w", oe.Path, oe.Err)
+		if oe.Output == detect.OutputRecords {
+			if out == "" {
+				out = "stdout"
+			}
+			msg = fmt.Errorf("writing detections to %s: %w", out, oe.Err)
+		}
+		if oe.Usage {
+			return withCode(exitUsage, msg)
+		}
+		return msg
+	}
+	if _, ok := errors.AsType[*detect.SourceError](err); ok {
 		return withCode(exitSource, err)
 	}
-	defer src.Close()
-	if outFile != nil {
-		// Only a regular file is emptied: /dev/null or a FIFO cannot be
-		// truncated and need not be.
-		if st, err := outFile.Stat(); err == nil && st.Mode().IsRegular() {
-			if err := outFile.Truncate(0); err != nil {
-				return fmt.Errorf("--out %q: %w", f.out, unwrapPathError(err))
-			}
-		}
-		removeOut = false
-	}
-
-	// Capture and decode, preprocess, inference, and postprocess with the
-	// outputs run as concurrent stages: files keep every frame in order, a
-	// live source only its latest.
-	var st runSummary
-	stats := pipeline.NewStageStats()
-	feed := pipeline.NewFeed(ctx, src, src.Live(), stats)
-	defer feed.Close()
-	jobs := feed.Jobs(det, f.maxFrames)
-	start := time.Now()
-	stages := pipeline.Stages{
-		Stats: stats,
-		Next: func(ctx context.Context) (*pipeline.Job, error) {
-			j, err := jobs(ctx)
-			if err != nil {
-				if errors.Is(err, io.EOF) || ctx.Err() != nil {
-					return nil, io.EOF
-				}
-				return nil, withCode(exitSource, err)
-			}
-			return j, nil
-		},
-		Deliver: func(j *pipeline.Job, _ int, dets []postprocess.Detection) error {
-			fr := j.Tag.(*pipeline.FeedFrame)
-			tm := j.Timing[0]
-			img := fr.Img
-			st.frames++
-			st.dets += int64(len(dets))
-			if fr.Frame.Corrupt {
-				st.corrupt++
-			}
-			rec := sinks.NewRecord(sinks.Frame{Frame: fr.Frame, Stream: src.Name(), Width: img.Cols(), Height: img.Rows(), Read: fr.Read},
-				precision, det.Names, dets, sinks.Stages(tm))
-			if err := sink.Write(rec); err != nil {
-				return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
-			}
-			if err := sink.Flush(); err != nil {
-				return fmt.Errorf("writing detections to %s: %w", outName(f.out), err)
-			}
-			if saver.active() {
-				postprocess.Draw(&img, dets, det.Names)
-				if err := saver.Write(img, fr.Frame); err != nil {
-					return err // an output the user asked for cannot be written
-				}
-			}
-			return nil
-		},
-		Fail: func(j *pipeline.Job, _ int, stage string, err error) {
-			st.failed++
-			log.Warn("frame failed", "frame", j.Tag.(*pipeline.FeedFrame).Frame.Index, "stage", stage, "err", err)
-		},
-		Done: feed.Done,
-	}
-	var runErr error
-	if err := stages.Run(ctx); err != nil && ctx.Err() == nil { // Ctrl-C is a clean stop
-		runErr = err
-	}
-	st.elapsed = time.Since(start)
-	st.skipped = src.Skipped()
-	if err := saver.Close(); err != nil && runErr == nil {
-		runErr = err
-	}
-	st.write(stderr, det, src.Name(), stats)
-	if runErr == nil && st.frames == 0 {
-		switch {
-		case ctx.Err() != nil:
-			runErr = ctx.Err() // interrupted before a result: 130
-		case st.failed > 0:
-			runErr = fmt.Errorf("source %s: detection failed on all %d frames", src.Name(), st.failed)
-		default:
-			// "Nothing happened" is not success: a source without a single
-			// readable frame is a source error.
-			runErr = withCode(exitSource, fmt.Errorf("source %s: no frame could be read (0 frames processed)", src.Name()))
-		}
-	}
-	return runErr
+	return modelCode(err)
 }
 
-// outName names detect's JSON-lines destination in errors.
-func outName(out string) string {
-	if out == "" {
-		return "stdout"
-	}
-	return out
-}
-
-// modelPrecision is the record's precision: "int8" for a Q/DQ model, else
-// "fp32" (also when the model cannot be read here; pipeline.New has
-// already loaded it).
-func modelPrecision(path string) string {
-	m, err := onnx.Load(path)
-	if err == nil && quant.IsQDQ(m) {
-		return "int8"
-	}
-	return "fp32"
-}
-
-// runSummary counts the run's frames for the end-of-run report; the
-// stage times are the stages' own (pipeline.StageStats).
-type runSummary struct {
-	frames, failed, skipped, dets int64
-	corrupt                       int64 // frames flagged corrupt (processed, flagged in their record)
-	elapsed                       time.Duration
-}
-
-func (s *runSummary) write(w io.Writer, d *pipeline.Detector, name string, stats *pipeline.StageStats) {
-	fps := 0.0
-	if s.elapsed > 0 {
-		fps = float64(s.frames) / s.elapsed.Seconds()
-	}
-	fig, _ := stats.Figures()
-	fmt.Fprintf(w, "\nsource %s: %d frames in %.1fs (%.1f fps), %d detections, %d failed, %d skipped, %d corrupt, %d dropped (live: replaced by a newer frame)\n",
-		name, s.frames, s.elapsed.Seconds(), fps, s.dets, s.failed, s.skipped, s.corrupt, fig[pipeline.StageRead].Dropped)
-	fmt.Fprintf(w, "model %s on %s, input %dx%d, stages run concurrently\n", d.Path(), d.Provider(), d.Height, d.Width)
-	fmt.Fprintf(w, "%-12s %10s %10s %14s %6s\n", "stage", "mean ms", "p95 ms", "queue wait ms", "busy")
-	for _, n := range []string{pipeline.StageRead, pipeline.StagePreprocess, pipeline.StageInfer, pipeline.StagePostprocess} {
-		f := fig[n]
-		fmt.Fprintf(w, "%-12s %10.2f %10.2f %14.2f %5.0f%%\n", n, f.MeanMs, f.P95Ms, f.WaitMedianMs, 100*f.Busy)
-	}
-	if f, ok := fig[pipeline.StageSink]; ok {
-		fmt.Fprintf(w, "%-12s %10.2f %10s %14s %5.0f%%\n", "output", f.MeanMs, "", "", 100*f.Busy)
-	}
-}
-
-// saver writes annotated frames to a folder of JPEGs or a video file. Every
-// failure to write is an error naming the path: an output the user asked
-// for is never silently missing.
-type saver struct {
-	dir     string
+// outFile is detect's JSON-lines destination: stdout or --out. The file
+// is opened before any work (one that cannot be created fails first) but
+// emptied only once the model and the source are open (keep): a run that
+// fails at the start leaves an earlier output as it was, and removes the
+// empty file it created.
+type outFile struct {
+	w       io.Writer
 	path    string
-	fps     float64
-	writer  *gocv.VideoWriter
-	created bool // path did not exist before: an empty one is ours to remove
-	frames  int
+	f       *os.File
+	created bool
+	kept    bool
 }
 
-var videoExt = map[string]string{".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
-
-// newSaver prepares the --save output and checks now that it can be
-// created: a video file is opened for writing, a folder is created.
-func newSaver(path string, spec source.Spec) (*saver, error) {
-	s := &saver{}
+func openOut(path string, stdout io.Writer) (*outFile, error) {
+	o := &outFile{w: stdout, path: path}
 	if path == "" {
-		return s, nil
+		return o, nil
 	}
-	if _, ok := videoExt[strings.ToLower(filepath.Ext(path))]; ok {
-		dir := filepath.Dir(path)
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, withCode(exitUsage, fmt.Errorf("--save %q: folder %q does not exist", path, dir))
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("--out %q: cannot create the file: %w", path, unwrapPathError(err))
+	}
+	o.f, o.w, o.created = f, f, statErr != nil
+	return o, nil
+}
+
+// keep empties a regular --out file for this run's records (/dev/null
+// or a FIFO cannot be truncated and need not be).
+func (o *outFile) keep() error {
+	if o.f == nil {
+		return nil
+	}
+	if st, err := o.f.Stat(); err == nil && st.Mode().IsRegular() {
+		if err := o.f.Truncate(0); err != nil {
+			return fmt.Errorf("--out %q: %w", o.path, unwrapPathError(err))
 		}
-		_, statErr := os.Stat(path)
-		fd, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("--save %q: cannot create the file: %w", path, unwrapPathError(err))
-		}
-		fd.Close()
-		s.path, s.fps, s.created = path, 10, statErr != nil
-		return s, nil
 	}
-	// A folder: it must not be the source folder (annotated frames would
-	// replace the images).
-	if spec.Kind == source.Folder {
-		if err := refuseOverwrite("save", path, spec.URI); err != nil {
-			return nil, err
-		}
+	o.kept = true
+	return nil
+}
+
+// close closes the file, and removes it when this run created it and
+// never kept it.
+func (o *outFile) close() {
+	if o.f == nil {
+		return
 	}
-	if err := os.MkdirAll(path, 0o755); err != nil {
-		return nil, fmt.Errorf("--save %q: cannot create the folder: %w", path, unwrapPathError(err))
+	o.f.Close()
+	if o.created && !o.kept {
+		os.Remove(o.path) // the empty file this failed run created
 	}
-	s.dir = path
-	return s, nil
 }
 
 // unwrapPathError drops the path from an *os.PathError (the caller names it).
 func unwrapPathError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
+	if pe, ok := errors.AsType[*os.PathError](err); ok {
 		return pe.Err
 	}
 	return err
-}
-
-func (s *saver) active() bool { return s.dir != "" || s.path != "" }
-
-// Write saves one annotated frame.
-func (s *saver) Write(img gocv.Mat, fr source.Frame) error {
-	if s.dir != "" {
-		name := fmt.Sprintf("frame_%06d.jpg", fr.Index)
-		if fr.Name != "" {
-			name = strings.TrimSuffix(filepath.Base(fr.Name), filepath.Ext(fr.Name)) + ".jpg"
-		}
-		p := filepath.Join(s.dir, name)
-		if err := refuseOverwrite("save", p, fr.Name); err != nil {
-			return err
-		}
-		if !gocv.IMWrite(p, img) {
-			return fmt.Errorf("--save: cannot write %q", p)
-		}
-		s.frames++
-		return nil
-	}
-	if s.writer == nil {
-		w, err := gocv.VideoWriterFile(s.path, videoExt[strings.ToLower(filepath.Ext(s.path))], s.fps, img.Cols(), img.Rows(), true)
-		if err != nil {
-			return fmt.Errorf("--save %q: cannot open the video writer: %w", s.path, err)
-		}
-		s.writer = w
-		if !w.IsOpened() {
-			return fmt.Errorf("--save %q: OpenCV cannot open a video writer for this file (codec %s)", s.path, videoExt[strings.ToLower(filepath.Ext(s.path))])
-		}
-	}
-	if err := s.writer.Write(img); err != nil {
-		return fmt.Errorf("--save %q: %w", s.path, err)
-	}
-	s.frames++
-	return nil
-}
-
-// Close finishes the video and checks that the file was really written
-// (it exists and is not empty). Closing twice returns nil.
-func (s *saver) Close() error {
-	if s.path == "" {
-		return nil
-	}
-	path := s.path
-	s.path = ""
-	if s.writer != nil {
-		err := s.writer.Close()
-		s.writer = nil
-		if err != nil {
-			return fmt.Errorf("--save %q: %w", path, err)
-		}
-	}
-	st, err := os.Stat(path)
-	switch {
-	case s.frames == 0:
-		if s.created && err == nil && st.Size() == 0 {
-			os.Remove(path) // the empty file this run created
-		}
-		return nil
-	case err != nil:
-		return fmt.Errorf("--save %q: the video was not written: %w", path, unwrapPathError(err))
-	case st.Size() == 0:
-		return fmt.Errorf("--save %q: the video file is empty after %d frames", path, s.frames)
-	}
-	return nil
 }
