@@ -55,13 +55,6 @@ type Summary struct {
 	Stats                               *pipeline.StageStats
 }
 
-// SourceError is a failure of the source: it could not be opened, or not a
-// single frame could be read.
-type SourceError struct{ Err error }
-
-func (e *SourceError) Error() string { return e.Err.Error() }
-func (e *SourceError) Unwrap() error { return e.Err }
-
 // OutputError is a failure of an output the caller asked for: Output is
 // the option at fault (OutputRecords, OutputSave), Path its file or
 // folder. Usage marks an output that cannot be one (no such folder, an
@@ -108,7 +101,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	defer det.Close()
 	src, err := source.Open(ctx, o.Source, log)
 	if err != nil {
-		return nil, &SourceError{err}
+		return nil, &pipeline.SourceError{Err: err}
 	}
 	defer src.Close()
 	if o.Opened != nil {
@@ -164,7 +157,7 @@ func (r *run) stages(ctx context.Context) error {
 				if errors.Is(err, io.EOF) || ctx.Err() != nil {
 					return nil, io.EOF
 				}
-				return nil, &SourceError{err}
+				return nil, &pipeline.SourceError{Err: err}
 			}
 			return j, nil
 		},
@@ -217,7 +210,7 @@ func (r *run) nothingDone(ctx context.Context) error {
 	case r.sum.Failed > 0:
 		return fmt.Errorf("source %s: detection failed on all %d frames", r.src.Name(), r.sum.Failed)
 	}
-	return &SourceError{fmt.Errorf("source %s: no frame could be read (0 frames processed)", r.src.Name())}
+	return &pipeline.SourceError{Err: fmt.Errorf("source %s: no frame could be read (0 frames processed)", r.src.Name())}
 }
 
 // Precision is a record's precision for a model file: "int8" for a Q/DQ

@@ -130,7 +130,7 @@ func TestRunErrors(t *testing.T) {
 			return ok && oe.Usage && strings.Contains(err.Error(), "/nonexistent")
 		}},
 		{"not a video", notVideo, func(*detect.Options) {}, func(err error) bool {
-			_, ok := errors.AsType[*detect.SourceError](err)
+			_, ok := errors.AsType[*pipeline.SourceError](err)
 			return ok && strings.Contains(err.Error(), "bad.avi")
 		}},
 		{"opened refuses", folder, func(o *detect.Options) { o.Opened = func() error { return stop } }, func(err error) bool {

@@ -58,6 +58,13 @@ type ModelError struct{ Err error }
 func (e *ModelError) Error() string { return e.Err.Error() }
 func (e *ModelError) Unwrap() error { return e.Err }
 
+// SourceError marks a failure of the source a run reads: it could not be
+// opened, or not a single frame could be read.
+type SourceError struct{ Err error }
+
+func (e *SourceError) Error() string { return e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
+
 // Timing is the time spent in each stage for one frame (or one batch).
 type Timing struct {
 	Preprocess, Infer, Postprocess time.Duration

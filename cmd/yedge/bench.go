@@ -7,16 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
-	"text/tabwriter"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"gocv.io/x/gocv"
 
+	"github.com/yedge/yedge/bench"
 	"github.com/yedge/yedge/pipeline"
-	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/source"
 )
 
@@ -28,13 +25,6 @@ const (
 
 // defaultPipelineFrames is --frames of bench --pipeline when not given.
 const defaultPipelineFrames = 300
-
-// Size and seed of the synthetic frames used when bench has no --source.
-const (
-	benchNoiseWidth  = 768
-	benchNoiseHeight = 576
-	benchNoiseSeed   = 0x9e3779b97f4a7c15
-)
 
 type benchFlags struct {
 	models   []string
@@ -115,28 +105,53 @@ every model's.`,
 	return c
 }
 
-// benchReport is the JSON output of bench.
-type benchReport struct {
-	Threads         int                    `json:"threads"`
-	Warmup          int                    `json:"warmup"`
-	Runs            int                    `json:"runs"`
-	Frames          int                    `json:"frames"`
-	Source          string                 `json:"source"`
-	Results         []pipeline.BenchResult `json:"results"`
-	SpeedupInfer    *float64               `json:"speedup_infer,omitempty"`
-	SpeedupEndToEnd *float64               `json:"speedup_end_to_end,omitempty"`
-	frameW, frameH  int
-	speedups        [][2]float64 // infer and end to end, of each later model vs the first
-}
-
 func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr io.Writer) error {
 	log, err := g.logger(stderr)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
-	models := append(append([]string{}, f.models...), f.list...)
-	if len(models) == 0 {
-		return withCode(exitUsage, errors.New("no model: give --model (repeatable) or --models A,B"))
+	o, err := f.options(log)
+	if err != nil {
+		return err
+	}
+	if err := g.initRuntime(log); err != nil {
+		return err
+	}
+	o.Runtime = g.runtimeOptions()
+	var rep interface{ WriteTable(io.Writer) error }
+	if f.pipeline {
+		rep, err = bench.RunPipeline(ctx, o)
+	} else {
+		if f.progress {
+			bar := progressbar.NewOptions(f.warmup+f.runs, progressbar.OptionSetWriter(stderr),
+				progressbar.OptionSetDescription("bench"), progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
+			o.Progress = func(done, total int) { _ = bar.Set(done) }
+			defer func() { _ = bar.Finish() }()
+		}
+		rep, err = bench.Run(ctx, o)
+	}
+	if err != nil {
+		return modelCode(err)
+	}
+	if f.jsonOut {
+		e := json.NewEncoder(stdout)
+		e.SetIndent("", "  ")
+		return e.Encode(rep)
+	}
+	return rep.WriteTable(stdout)
+}
+
+// options checks bench's flags and maps them to the bench's options (the
+// runtime's come from the global flags).
+func (f *benchFlags) options(log *slog.Logger) (bench.Options, error) {
+	o := bench.Options{Models: append(append([]string{}, f.models...), f.list...), Frames: f.frames, Warmup: f.warmup,
+		Runs: f.runs, FullGraph: []bool{f.fullGraph}, Logger: log}
+	if f.bothDecodes {
+		o.FullGraph = []bool{false, true}
+	}
+	if len(o.Models) == 0 {
+		return o, withCode(exitUsage, errors.New("no model: give --model (repeatable) or --models A,B"))
 	}
 	maxFrames := maxBenchFrames
 	if f.pipeline {
@@ -147,265 +162,29 @@ func runBench(ctx context.Context, g *globalFlags, f *benchFlags, stdout, stderr
 		intInRange("warmup", int64(f.warmup), 0, maxBenchRuns, ""),
 		intInRange("runs", int64(f.runs), 1, maxBenchRuns, ""),
 	); err != nil {
-		return err
+		return o, err
 	}
-	for _, m := range models {
+	for _, m := range o.Models {
 		if m == "" {
-			return withCode(exitUsage, errors.New("--model: empty model path"))
+			return o, withCode(exitUsage, errors.New("--model: empty model path"))
 		}
 	}
-	h, w, err := parseImgszFlag(f.imgsz)
-	if err != nil {
-		return err
+	var err error
+	if o.Height, o.Width, err = parseImgszFlag(f.imgsz); err != nil {
+		return o, err
 	}
-	interp, err := f.interp.value()
-	if err != nil {
-		return err
+	if o.Interp, err = f.interp.value(); err != nil {
+		return o, err
 	}
-	var spec source.Spec
 	if f.source != "" {
-		spec, err = source.Parse(f.source)
+		spec, err := source.Parse(f.source)
 		if err != nil {
-			return withCode(exitSource, err)
+			return o, withCode(exitSource, err)
 		}
+		o.Source = &spec
 	}
 	if f.pipeline && f.source == "" {
-		return withCode(exitUsage, errors.New("--pipeline needs --source (a video file, which loops, or a live source)"))
+		return o, withCode(exitUsage, errors.New("--pipeline needs --source (a video file, which loops, or a live source)"))
 	}
-	if err := g.initRuntime(log); err != nil {
-		return err
-	}
-	var dets []*pipeline.Detector
-	defer func() {
-		for _, d := range dets {
-			d.Close()
-		}
-	}()
-	for _, m := range models {
-		for _, full := range benchDecodes(f) {
-			d, err := pipeline.New(pipeline.Config{Model: m, Runtime: g.runtimeOptions(), Height: h, Width: w,
-				Post: postprocess.DeployOptions(), Logger: log, FullGraph: full, Interp: interp})
-			if err != nil {
-				return modelCode(err)
-			}
-			dets = append(dets, d)
-		}
-	}
-
-	if f.pipeline {
-		return benchPipeline(ctx, dets, spec, f, log, stdout)
-	}
-	rep := &benchReport{Warmup: f.warmup, Runs: f.runs, Source: "synthetic noise"}
-	var frames []gocv.Mat
-	defer func() {
-		for i := range frames {
-			frames[i].Close()
-		}
-	}()
-	if f.source != "" {
-		var name string
-		frames, name, err = readBenchFrames(ctx, spec, f.frames, log)
-		if err != nil {
-			return err
-		}
-		rep.Source = name
-	} else {
-		frames = noiseFrames(f.frames, benchNoiseWidth, benchNoiseHeight, benchNoiseSeed)
-	}
-	rep.Frames = len(frames)
-	rep.frameW, rep.frameH = frames[0].Cols(), frames[0].Rows()
-
-	var progress pipeline.Progress
-	if f.progress {
-		bar := progressbar.NewOptions(f.warmup+f.runs, progressbar.OptionSetWriter(stderr),
-			progressbar.OptionSetDescription("bench"), progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
-		progress = func(done, total int) { _ = bar.Set(done) }
-		defer func() { _ = bar.Finish() }()
-	}
-	warmup := f.warmup
-	if warmup == 0 {
-		warmup = -1 // pipeline.Bench reads 0 as the default
-	}
-	res, err := pipeline.Bench(ctx, dets, pipeline.BenchConfig{Warmup: warmup, Runs: f.runs, Frames: frames}, progress)
-	if err != nil {
-		return err
-	}
-	rep.Results = res
-	rep.Threads = res[0].Threads
-	for _, r := range res[1:] {
-		rep.speedups = append(rep.speedups, [2]float64{
-			ratio(res[0].Infer.MedianMs, r.Infer.MedianMs),
-			ratio(res[0].EndToEnd.MedianMs, r.EndToEnd.MedianMs),
-		})
-	}
-	if len(rep.speedups) == 1 {
-		rep.SpeedupInfer, rep.SpeedupEndToEnd = &rep.speedups[0][0], &rep.speedups[0][1]
-	}
-	if f.jsonOut {
-		e := json.NewEncoder(stdout)
-		e.SetIndent("", "  ")
-		return e.Encode(rep)
-	}
-	return rep.writeTable(stdout)
-}
-
-// ratio returns a/b, or 0 when b is not positive.
-func ratio(a, b float64) float64 {
-	if b <= 0 {
-		return 0
-	}
-	return a / b
-}
-
-// readBenchFrames reads up to n frames from spec and returns clones of them
-// (which the caller closes) and the source name.
-func readBenchFrames(ctx context.Context, spec source.Spec, n int, log *slog.Logger) ([]gocv.Mat, string, error) {
-	src, err := source.Open(ctx, spec, log)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
-		}
-		return nil, "", withCode(exitSource, err)
-	}
-	defer src.Close()
-	img := gocv.NewMat()
-	defer img.Close()
-	var frames []gocv.Mat
-	for len(frames) < n {
-		_, err := src.Read(ctx, &img)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			for i := range frames {
-				frames[i].Close()
-			}
-			if ctx.Err() != nil {
-				return nil, "", ctx.Err()
-			}
-			return nil, "", withCode(exitSource, err)
-		}
-		frames = append(frames, img.Clone())
-	}
-	if len(frames) == 0 {
-		return nil, "", withCode(exitSource, fmt.Errorf("source %s: no frame could be read", src.Name()))
-	}
-	if len(frames) < n {
-		log.Info("source has fewer frames than --frames; cycling those", "source", src.Name(), "frames", len(frames))
-	}
-	return frames, src.Name(), nil
-}
-
-// noiseFrames returns n BGR frames of uniform random noise, the same for
-// the same seed.
-func noiseFrames(n, w, h int, seed uint64) []gocv.Mat {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	frames := make([]gocv.Mat, n)
-	for i := range frames {
-		frames[i] = gocv.NewMatWithSize(h, w, gocv.MatTypeCV8UC3)
-		b, err := frames[i].DataPtrUint8()
-		if err != nil {
-			panic(err) // a new continuous 8-bit Mat always has a data pointer
-		}
-		for j := 0; j < len(b); j += 8 {
-			v := rng.Uint64()
-			for k := 0; k < 8 && j+k < len(b); k++ {
-				b[j+k] = byte(v >> (8 * k))
-			}
-		}
-	}
-	return frames
-}
-
-// benchDecodes lists the FullGraph settings each model is timed with.
-func benchDecodes(f *benchFlags) []bool {
-	if f.bothDecodes {
-		return []bool{false, true}
-	}
-	return []bool{f.fullGraph}
-}
-
-// writeTable prints the human-readable report.
-func (r *benchReport) writeTable(w io.Writer) error {
-	fmt.Fprintf(w, "bench: %d runs per model after %d warm-up, interleaved; %d frame(s) of %dx%d from %s\n",
-		r.Runs, r.Warmup, r.Frames, r.frameW, r.frameH, r.Source)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "model\tdecode\tprovider\tthreads\tinput\tinfer median ms\tinfer p95 ms\tend-to-end median ms\tend-to-end p95 ms")
-	for _, x := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dx%d\t%.2f\t%.2f\t%.2f\t%.2f\n", x.Model, x.Decode, x.Provider, x.Threads,
-			x.Input[0], x.Input[1], x.Infer.MedianMs, x.Infer.P95Ms, x.EndToEnd.MedianMs, x.EndToEnd.P95Ms)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for i, s := range r.speedups {
-		a, b := r.Results[0].Model+" ("+r.Results[0].Decode+")", r.Results[i+1].Model+" ("+r.Results[i+1].Decode+")"
-		fmt.Fprintf(w, "speed-up of %s vs %s (inference):  %.2fx\n", b, a, s[0])
-		fmt.Fprintf(w, "speed-up of %s vs %s (end to end): %.2fx\n", b, a, s[1])
-	}
-	if len(r.speedups) > 0 {
-		fmt.Fprintln(w, "(speed-up of B vs A = median(A) / median(B); above 1: B is faster)")
-	}
-	return nil
-}
-
-// pipelineReport is the JSON output of bench --pipeline: the first
-// model's figures at the top, every model's in Results.
-type pipelineReport struct {
-	Source  string `json:"source"`
-	Frames  int    `json:"frames"`
-	Warmup  int    `json:"warmup"`
-	Threads int    `json:"threads"`
-	pipeline.PipelineResult
-	Results []pipeline.PipelineResult `json:"results"`
-}
-
-// benchPipeline runs bench --pipeline.
-func benchPipeline(ctx context.Context, dets []*pipeline.Detector, spec source.Spec, f *benchFlags, log *slog.Logger, stdout io.Writer) error {
-	spec.Loop = true // a file long enough for any --frames
-	name := ""
-	open := func(ctx context.Context) (pipeline.FrameReader, func() error, error) {
-		src, err := source.Open(ctx, spec, log)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, nil, ctx.Err()
-			}
-			return nil, nil, withCode(exitSource, err)
-		}
-		name = src.Name()
-		return src, src.Close, nil
-	}
-	live := spec.Kind.Live()
-	rep := &pipelineReport{Frames: f.frames, Warmup: f.warmup}
-	for _, d := range dets {
-		r, err := pipeline.BenchPipeline(ctx, d, open, live, f.warmup, f.frames)
-		if err != nil {
-			return err
-		}
-		rep.Results = append(rep.Results, r)
-	}
-	rep.Source = name
-	rep.PipelineResult = rep.Results[0]
-	rep.Threads = rep.Results[0].Threads
-	if f.jsonOut {
-		e := json.NewEncoder(stdout)
-		e.SetIndent("", "  ")
-		return e.Encode(rep)
-	}
-	fmt.Fprintf(stdout, "bench --pipeline: %d frames after %d warm-up from %s, stages concurrent\n", rep.Frames, rep.Warmup, rep.Source)
-	for _, r := range rep.Results {
-		fmt.Fprintf(stdout, "\nmodel %s (%s, %d threads, input %dx%d): %.1f fps pipelined, inference median %.2f ms\n",
-			r.Model, r.Provider, r.Threads, r.Input[0], r.Input[1], r.PipelineFPS, r.InferMedianMs)
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "stage\tmedian ms\tp95 ms\tqueue wait ms\tbusy\tdropped")
-		for _, n := range r.Order {
-			x := r.Stages[n]
-			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f%%\t%d\n", n, x.MedianMs, x.P95Ms, x.WaitMedianMs, 100*x.Busy, x.Dropped)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o, nil
 }

@@ -154,9 +154,6 @@ func detectCode(err error, out string) error {
 		}
 		return msg
 	}
-	if _, ok := errors.AsType[*detect.SourceError](err); ok {
-		return withCode(exitSource, err)
-	}
 	return modelCode(err)
 }
 

@@ -231,12 +231,16 @@ func usageArgs(c *cobra.Command) {
 	}
 }
 
-// modelCode maps pipeline errors to exit codes.
+// modelCode maps the typed errors of the pipeline and its runners
+// (model, source, runtime, input size) to exit codes.
 func modelCode(err error) error {
 	var me *pipeline.ModelError
+	var se *pipeline.SourceError
 	switch {
 	case errors.As(err, &me):
 		return withCode(exitModel, err)
+	case errors.As(err, &se):
+		return withCode(exitSource, err)
 	case errors.Is(err, onnxrt.ErrProviderUnavailable):
 		return withCode(exitRuntime, err)
 	case errors.Is(err, pipeline.ErrInputTooLarge):
