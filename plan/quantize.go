@@ -12,7 +12,7 @@ import (
 
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnxrt"
-	"github.com/yedge/yedge/pipeline/calib"
+	"github.com/yedge/yedge/ptq"
 	"github.com/yedge/yedge/quant"
 )
 
@@ -58,18 +58,17 @@ func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt onnxrt.Options,
 	}
 	log.Info("quantizing at start-up", "fp32", fp32, "target", q.Target, "method", q.Method, "calib", q.Calib,
 		"input", fmt.Sprintf("%dx%d", q.Height, q.Width))
-	inputs, err := calib.NewImageInputs(q.Calib, q.Images, q.Height, q.Width)
+	// The same recipe as `yedge quantize`, with the plan's resolved
+	// options and a calibration cache per FP32 model in the cache folder.
+	keepHead := q.KeepHead
+	job, err := ptq.Open(ptq.Recipe{Model: fp32, Calib: q.Calib, Images: q.Images, Height: q.Height, Width: q.Width,
+		Target: q.Target, Method: q.Method, KeepHead: &keepHead, Exclude: exclude,
+		Cache: filepath.Join(q.CacheDir, "calib-"+m.SHA256()[:16]+".json"), Runtime: rt, Progress: progress, Logger: log})
 	if err != nil {
 		return "", err
 	}
-	defer inputs.Close()
-	o := quant.Options{Target: q.Target, Method: q.Method, Exclude: exclude, KeepHead: q.KeepHead,
-		CachePath: filepath.Join(q.CacheDir, "calib-"+m.SHA256()[:16]+".json"), Preprocess: inputs.Describe(), Logger: log}
-	o.Calibrate.Runtime = rt
-	o.Calibrate.Runtime.Provider = onnxrt.ProviderCPU
-	o.Calibrate.Logger = log
-	o.Calibrate.Progress = progress
-	res, err := quant.Quantize(ctx, m, inputs, o)
+	defer job.Close()
+	res, err := job.Run(ctx)
 	if err != nil {
 		return "", err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,8 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/yedge/yedge/onnx"
-	"github.com/yedge/yedge/pipeline"
-	"github.com/yedge/yedge/pipeline/calib"
+	"github.com/yedge/yedge/ptq"
 	"github.com/yedge/yedge/quant"
 )
 
@@ -83,23 +83,6 @@ The output is written atomically: an interrupted run leaves no partial file.`,
 	return c
 }
 
-// modelInputSize reads H and W of the model's first input; dynamic dims
-// take the requested size or 640.
-func modelInputSize(m *onnx.Model, imgsz string) (int, int, error) {
-	rh, rw, err := parseImgszFlag(imgsz)
-	if err != nil {
-		return 0, 0, err
-	}
-	h, w, err := pipeline.InputSize(m, rh, rw)
-	if err != nil {
-		return 0, 0, withCode(exitModel, err)
-	}
-	if err := pipeline.CheckInputSize(1, h, w); err != nil {
-		return 0, 0, withCode(exitModel, fmt.Errorf("model %q: %w", m.Path, err))
-	}
-	return h, w, nil
-}
-
 // maxCalibImages bounds --calib-images.
 const maxCalibImages = 100000
 
@@ -140,84 +123,35 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
-	if err := f.validate(); err != nil {
-		return err
-	}
-	target, err := quant.ParseTarget(f.target)
-	if err != nil {
-		return withCode(exitUsage, err)
-	}
-	method := quant.DefaultMethod(target)
-	if f.method != "" {
-		if method, err = quant.ParseCalibMethod(f.method); err != nil {
-			return withCode(exitUsage, err)
-		}
-	}
-	keepHead := quant.DefaultKeepHead(target)
-	if c.Flags().Changed("keep-head") {
-		keepHead = f.keepHead
-	}
-	var exclude *regexp.Regexp
-	if f.exclude != "" {
-		if exclude, err = regexp.Compile(f.exclude); err != nil {
-			return withCode(exitUsage, fmt.Errorf("--exclude: %w", err))
-		}
-	}
-	if dir := filepath.Dir(f.out); dir != "" {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return withCode(exitUsage, fmt.Errorf("--out %q: folder %q does not exist", f.out, dir))
-		}
-	}
-	m, err := onnx.Load(f.model)
-	if err != nil {
-		return withCode(exitModel, err)
-	}
-	if quant.IsQDQ(m) {
-		return withCode(exitModel, fmt.Errorf("model %q is already quantized (Q/DQ): yedge does not quantize twice; run it as it is (see `yedge inspect`)", f.model))
-	}
-	h, w, err := modelInputSize(m, f.imgsz)
+	r, err := f.recipe(c, log)
 	if err != nil {
 		return err
 	}
-	var inputs *calib.ImageInputs
-	if f.calib != "" {
-		if inputs, err = calib.NewImageInputs(f.calib, f.calibImages, h, w); err != nil {
-			return withCode(exitUsage, err)
-		}
-		defer inputs.Close()
-	} else if f.cache == "" {
-		return withCode(exitUsage, errors.New("give --calib DIR (calibration images) or an existing --calib-cache"))
+	job, err := ptq.Open(r)
+	if err != nil {
+		return quantizeCode(err)
 	}
+	defer job.Close()
 	if err := g.initRuntime(log); err != nil {
 		return err
 	}
-	opts := quant.Options{Target: target, Method: method, Percentile: f.percentile, Exclude: exclude, KeepHead: keepHead,
-		CachePath: f.cache, Preprocess: fmt.Sprintf("letterbox %dx%d", h, w), Logger: log}
-	opts.Calibrate.Runtime = g.runtimeOptions()
-	opts.Calibrate.Runtime.Provider = "cpu"
-	opts.Calibrate.Logger = log
-	var src quant.InputSource
-	if inputs != nil {
-		src = inputs
-		if f.progress {
-			bar := progressbar.NewOptions(inputs.Len(), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("calibrate"),
-				progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
-			opts.Calibrate.Progress = func(done, total int) { _ = bar.Set(done) }
-			defer func() { _ = bar.Finish() }()
-		}
+	if f.progress && job.Images() > 0 {
+		bar := progressbar.NewOptions(job.Images(), progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("calibrate"),
+			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100e6))
+		job.Options.Calibrate.Progress = func(done, total int) { _ = bar.Set(done) }
+		defer func() { _ = bar.Finish() }()
 	}
+	job.Options.Calibrate.Runtime = g.runtimeOptions()
+	job.Options.Calibrate.Runtime.Provider = "cpu"
 	if f.sensitivity || f.autoExclude > 0 || f.maxDrop > 0 {
-		names, err := runSensitivity(ctx, g, f, m, src, opts, h, w, stdout, log)
+		names, err := runSensitivity(ctx, g, f, job.Model, job.Source(), job.Options, job.Height, job.Width, stdout, log)
 		if err != nil {
 			return err
 		}
-		opts.ExcludeNodes = names
+		job.Options.ExcludeNodes = names
 	}
-	res, err := quant.Quantize(ctx, m, src, opts)
+	res, err := job.Run(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		return err
 	}
 	// Checked again just before writing: the output could have been made a
@@ -233,15 +167,66 @@ func runQuantize(ctx context.Context, g *globalFlags, f *quantizeFlags, c *cobra
 			return err
 		}
 	}
+	writeQuantized(stdout, f.out, job, res)
+	return nil
+}
+
+// recipe checks quantize's flags and maps them to the recipe; the
+// per-target defaults are the recipe's, unless a flag is given.
+func (f *quantizeFlags) recipe(c *cobra.Command, log *slog.Logger) (ptq.Recipe, error) {
+	r := ptq.Recipe{Model: f.model, Calib: f.calib, Images: f.calibImages, Percentile: f.percentile, Cache: f.cache, Logger: log}
+	if err := f.validate(); err != nil {
+		return r, err
+	}
+	var err error
+	if r.Target, err = quant.ParseTarget(f.target); err != nil {
+		return r, withCode(exitUsage, err)
+	}
+	if f.method != "" {
+		if r.Method, err = quant.ParseCalibMethod(f.method); err != nil {
+			return r, withCode(exitUsage, err)
+		}
+	}
+	if c.Flags().Changed("keep-head") {
+		r.KeepHead = &f.keepHead
+	}
+	if f.exclude != "" {
+		if r.Exclude, err = regexp.Compile(f.exclude); err != nil {
+			return r, withCode(exitUsage, fmt.Errorf("--exclude: %w", err))
+		}
+	}
+	if dir := filepath.Dir(f.out); dir != "" {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return r, withCode(exitUsage, fmt.Errorf("--out %q: folder %q does not exist", f.out, dir))
+		}
+	}
+	r.Height, r.Width, err = parseImgszFlag(f.imgsz)
+	return r, err
+}
+
+// quantizeCode maps the recipe's errors to exit codes: a calibration
+// input at fault is a usage error.
+func quantizeCode(err error) error {
+	if errors.Is(err, ptq.ErrNoCalibration) {
+		return withCode(exitUsage, errors.New("give --calib DIR (calibration images) or an existing --calib-cache"))
+	}
+	if _, ok := errors.AsType[*ptq.CalibError](err); ok {
+		return withCode(exitUsage, err)
+	}
+	return modelCode(err)
+}
+
+// writeQuantized reports what was written.
+func writeQuantized(w io.Writer, out string, job *ptq.Job, res *quant.Result) {
 	r := onnx.Inspect(res.Model)
 	skipped := ""
-	if inputs != nil && !res.CacheHit && inputs.Corrupt()+inputs.Unreadable() > 0 {
-		skipped = fmt.Sprintf(" (%d corrupt and %d unreadable images skipped)", inputs.Corrupt(), inputs.Unreadable())
+	if s := job.Skipped(); s != "" && !res.CacheHit {
+		skipped = " (" + s + ")"
 	}
-	fmt.Fprintf(stdout, "wrote %s: target %s, calibrator %s, %d calibration images%s%s\n", f.out, target, method, res.Images, skipped, cacheNote(res.CacheHit))
-	fmt.Fprintf(stdout, "  %s\n", res.Analysis.Summary())
-	fmt.Fprintf(stdout, "  QuantizeLinear=%d DequantizeLinear=%d per-channel=%d\n", r.Quant.QuantizeLinear, r.Quant.DequantizeLinear, r.Quant.PerChannel)
-	return nil
+	o := job.Options
+	fmt.Fprintf(w, "wrote %s: target %s, calibrator %s, %d calibration images%s%s\n", out, o.Target, o.Method, res.Images, skipped, cacheNote(res.CacheHit))
+	fmt.Fprintf(w, "  %s\n", res.Analysis.Summary())
+	fmt.Fprintf(w, "  QuantizeLinear=%d DequantizeLinear=%d per-channel=%d\n", r.Quant.QuantizeLinear, r.Quant.DequantizeLinear, r.Quant.PerChannel)
 }
 
 func cacheNote(hit bool) string {
