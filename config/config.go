@@ -78,6 +78,8 @@ type Config struct {
 	lines map[string]int
 	// tags maps the key path of every scalar value to its YAML tag.
 	tags map[string]string
+	// parsed are the string keys parsed once (values.go).
+	parsed parsed
 }
 
 // DeviceConfig identifies the device in a fleet. It is exported once, as

@@ -105,6 +105,7 @@ func parse(data []byte, name, base string) (c *Config, err error) {
 	c.Path = name
 	c.lines, c.tags = pos.lines, pos.tags
 	c.resolvePaths(base)
+	c.parseValues()
 	c.applyDefaults()
 	return c, nil
 }
@@ -556,10 +557,13 @@ func boolPtr(b bool) *bool { return &b }
 
 // applyDefaults fills in the defaults of the keys the file leaves out.
 func (c *Config) applyDefaults() {
-	setS := func(p *string, path, v string) {
+	// setS sets a string key's default; it reports whether it did.
+	setS := func(p *string, path, v string) bool {
 		if !c.has(path) && *p == "" {
 			*p = v
+			return true
 		}
+		return false
 	}
 	setB := func(p **bool, v bool) {
 		if *p == nil {
@@ -572,14 +576,21 @@ func (c *Config) applyDefaults() {
 	setS(&c.LogFormat, "log_format", "text")
 	setS(&c.Device.ID, "device.id", DefaultDeviceID())
 
+	pv := &c.parsed
 	if q := c.Model.Quantize; q != nil {
-		setS(&q.Target, "model.quantize.target", string(quant.TargetTensorRT))
-		if t, err := quant.ParseTarget(q.Target); err == nil {
-			setS(&q.Method, "model.quantize.method", string(quant.DefaultMethod(t)))
-			setB(&q.KeepHead, quant.DefaultKeepHead(t))
+		if setS(&q.Target, "model.quantize.target", string(quant.TargetTensorRT)) {
+			pv.target = quant.TargetTensorRT
+		}
+		if _, bad := pv.errs["model.quantize.target"]; !bad {
+			if setS(&q.Method, "model.quantize.method", string(quant.DefaultMethod(pv.target))) {
+				pv.method = quant.DefaultMethod(pv.target)
+			}
+			setB(&q.KeepHead, quant.DefaultKeepHead(pv.target))
 		}
 	}
-	setS(&c.Model.Interp, "model.interp", preprocess.DeployInterp.String())
+	if setS(&c.Model.Interp, "model.interp", preprocess.DeployInterp.String()) {
+		pv.interp = preprocess.DeployInterp
+	}
 	if !c.has("model.batch") {
 		c.Model.Batch = max(1, min(len(c.Streams), DefaultMaxBatch))
 	}
@@ -590,7 +601,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Streams {
 		s := &c.Streams[i]
 		setB(&s.Reconnect.Enabled, true)
-		if spec, err := source.Parse(s.URI); err == nil && spec.Kind.Live() && !c.has(fmt.Sprintf("streams[%d].read_timeout", i)) {
+		if pv.sources[i].Kind.Live() && !c.has(fmt.Sprintf("streams[%d].read_timeout", i)) {
 			s.ReadTimeout = Duration(source.DefaultLiveReadTimeout)
 		}
 	}

@@ -15,9 +15,6 @@ import (
 
 	"github.com/yedge/yedge/internal/fsx"
 	"github.com/yedge/yedge/onnxrt"
-	"github.com/yedge/yedge/pipeline"
-	"github.com/yedge/yedge/preprocess"
-	"github.com/yedge/yedge/quant"
 	"github.com/yedge/yedge/source"
 )
 
@@ -257,17 +254,9 @@ func (v *validator) model() {
 		} else {
 			v.dir("model.quantize.calib", q.Calib)
 		}
-		if _, err := quant.ParseTarget(q.Target); err != nil {
-			v.add("model.quantize.target", "%v", err)
-		}
-		if _, err := quant.ParseCalibMethod(q.Method); err != nil {
-			v.add("model.quantize.method", "%v", err)
-		}
-		if q.Exclude != "" {
-			if _, err := regexp.Compile(q.Exclude); err != nil {
-				v.add("model.quantize.exclude", "not a regular expression: %v", err)
-			}
-		}
+		v.parsed("model.quantize.target")
+		v.parsed("model.quantize.method")
+		v.parsed("model.quantize.exclude")
 		if q.CacheDir == "" {
 			v.add("model.quantize.cache_dir", "required when model.quantize is set: the folder of the calibration cache and the produced int8 model")
 		} else {
@@ -275,12 +264,8 @@ func (v *validator) model() {
 			v.outsideState("model.quantize.cache_dir", q.CacheDir)
 		}
 	}
-	if _, _, err := pipeline.ParseSize(m.ImgSize); err != nil {
-		v.add("model.imgsz", "%v", err)
-	}
-	if _, err := preprocess.ParseInterp(m.Interp); err != nil {
-		v.add("model.interp", "%v", err)
-	}
+	v.parsed("model.imgsz")
+	v.parsed("model.interp")
 	if m.Names != "" {
 		v.file("model.names", m.Names)
 	}
@@ -328,13 +313,21 @@ func (v *validator) streams() {
 	}
 }
 
-// uri checks a stream URI with source.Parse (or as camera:N).
+// parsed reports the parse error of a string key (parseValues), if any.
+func (v *validator) parsed(key string) {
+	if err := v.c.parsed.errs[key]; err != nil {
+		v.add(key, "%v", err)
+	}
+}
+
+// uri reports a stream URI that is empty, or that source.Parse refused
+// when the file was read (parseValues).
 func (v *validator) uri(key, uri string) {
 	if strings.TrimSpace(uri) == "" {
 		v.add(key, "required: a video file, camera index, camera:N, /dev/videoN, rtsp/http/rtmp/... URL or GStreamer pipeline")
 		return
 	}
-	if _, err := source.Parse(uri); err != nil {
+	if err := v.c.parsed.errs[key]; err != nil {
 		msg := err.Error()
 		if strings.Contains(msg, "unsupported URL scheme") {
 			msg += " (want rtsp, rtsps, http, https, rtmp, rtmps, udp, tcp, srt or file)"

@@ -13,6 +13,7 @@ package plan
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,10 +31,8 @@ import (
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/pipeline/calib"
 	"github.com/yedge/yedge/postprocess"
-	"github.com/yedge/yedge/preprocess"
 	"github.com/yedge/yedge/quant"
 	"github.com/yedge/yedge/serve"
-	"github.com/yedge/yedge/source"
 )
 
 // Overrides are the command-line flags that override the configuration
@@ -74,7 +73,10 @@ type Quantize struct {
 	Target   quant.Target
 	Method   quant.CalibMethod
 	KeepHead bool
+	// Exclude is the expression as written (it identifies the model made
+	// with it); exclude is it compiled, when the file was read.
 	Exclude  string
+	exclude  *regexp.Regexp
 	CacheDir string
 	// Height and Width are the calibration input size: the serving size.
 	Height, Width int
@@ -98,6 +100,9 @@ func Load(path string, o Overrides) (*Daemon, error) {
 // It reads the model files (their content hashes, their input size) and
 // the token file.
 func Build(cfg *config.Config, o Overrides) (*Daemon, error) {
+	if err := cfg.ParseErr(); err != nil {
+		return nil, err // Load reports these with their lines
+	}
 	d := &Daemon{Library: pick(o.Library, ""), LibraryConfig: cfg.ONNXRuntime.Library, LogLevel: pick(o.LogLevel, cfg.LogLevel),
 		LogFormat: pick(o.LogFormat, cfg.LogFormat), ConfigPath: cfg.Path}
 	p := &d.Serve
@@ -111,11 +116,8 @@ func Build(cfg *config.Config, o Overrides) (*Daemon, error) {
 	t := cfg.Thresholds
 	p.Post = postprocess.DeployOptions()
 	p.Post.Conf, p.Post.IoU, p.Post.MaxDet = float32(t.Conf), float32(t.IoU), t.MaxDet
-	for _, s := range cfg.Streams {
-		spec, err := source.Parse(s.URI)
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", s.Name, err)
-		}
+	for i, s := range cfg.Streams {
+		spec := cfg.Source(i) // parsed when the file was read; validated
 		r := s.Reconnect
 		spec.Reconnect = *r.Enabled
 		spec.MinBackoff, spec.MaxBackoff, spec.MaxRetries = r.MinBackoff.Std(), r.MaxBackoff.Std(), r.MaxRetries
@@ -141,7 +143,7 @@ func Build(cfg *config.Config, o Overrides) (*Daemon, error) {
 	}
 	p.Process = serve.ProcessPlan{LogLevel: lvl, LogFormat: d.LogFormat, Library: cmp.Or(d.Library, d.LibraryConfig)}
 	if d.Quantize != nil {
-		p.Process.Quantize = fmt.Sprintf("%+v", *d.Quantize)
+		p.Process.Quantize = d.Quantize.describe()
 	}
 	var err error
 	p.HTTP, err = httpPlan(cfg.HTTP)
@@ -173,20 +175,13 @@ func runtimeOptions(pr config.ProviderConfig, o Overrides) onnxrt.Options {
 // start-up.
 func (d *Daemon) buildModels(cfg *config.Config) error {
 	p := &d.Serve
-	h, w, err := pipeline.ParseSize(cfg.Model.ImgSize)
-	if err != nil {
-		return fmt.Errorf("model.%w", err)
-	}
+	h, w := cfg.InputSize()
 	fp32, fm, err := modelFile(cfg.Model.FP32)
 	if err != nil {
 		return err
 	}
-	interp, err := preprocess.ParseInterp(cfg.Model.Interp)
-	if err != nil {
-		return fmt.Errorf("model.interp: %w", err)
-	}
 	p.Models = serve.ModelsPlan{FP32: fp32, Height: h, Width: w, Batch: cfg.Model.Batch, Names: cfg.Model.Names,
-		FullGraph: cfg.Model.FullGraph, Interp: interp}
+		FullGraph: cfg.Model.FullGraph, Interp: cfg.Interp()}
 	batchOf := fm // the int8 model made at start-up has the FP32 model's input
 	if cfg.Model.INT8 != "" {
 		if p.Models.Int8, batchOf, err = modelFile(cfg.Model.INT8); err != nil {
@@ -204,8 +199,8 @@ func (d *Daemon) buildModels(cfg *config.Config) error {
 		if err != nil {
 			return err
 		}
-		d.Quantize = &Quantize{Calib: q.Calib, Images: q.Images, Target: quant.Target(q.Target), Method: quant.CalibMethod(q.Method),
-			KeepHead: *q.KeepHead, Exclude: q.Exclude, CacheDir: q.CacheDir, Height: qh, Width: qw}
+		d.Quantize = &Quantize{Calib: q.Calib, Images: q.Images, Target: cfg.QuantizeTarget(), Method: cfg.QuantizeMethod(),
+			KeepHead: *q.KeepHead, Exclude: q.Exclude, exclude: cfg.QuantizeExclude(), CacheDir: q.CacheDir, Height: qh, Width: qw}
 	}
 	return nil
 }
@@ -368,14 +363,9 @@ func (d *Daemon) Summary() string {
 	return b.String()
 }
 
-// compileExclude compiles the exclude expression ("" matches nothing).
-func compileExclude(expr string) (*regexp.Regexp, error) {
-	if expr == "" {
-		return nil, nil
-	}
-	re, err := regexp.Compile(expr)
-	if err != nil {
-		return nil, fmt.Errorf("model.quantize.exclude: %w", err)
-	}
-	return re, nil
+// describe is q's options in one string (the compiled expression left
+// out), compared across reloads.
+func (q *Quantize) describe() string {
+	b, _ := json.Marshal(q)
+	return string(b)
 }

@@ -43,10 +43,6 @@ func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt onnxrt.Options,
 	if err != nil {
 		return "", err
 	}
-	exclude, err := compileExclude(q.Exclude)
-	if err != nil {
-		return "", err
-	}
 	sum, _ := hex.DecodeString(quantizeKey(m.SHA256(), q))
 	if err := os.MkdirAll(q.CacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("model.quantize.cache_dir: %w", err)
@@ -62,7 +58,7 @@ func ensureInt8(ctx context.Context, fp32 string, q Quantize, rt onnxrt.Options,
 	// options and a calibration cache per FP32 model in the cache folder.
 	keepHead := q.KeepHead
 	job, err := ptq.Open(ptq.Recipe{Model: fp32, Calib: q.Calib, Images: q.Images, Height: q.Height, Width: q.Width,
-		Target: q.Target, Method: q.Method, KeepHead: &keepHead, Exclude: exclude,
+		Target: q.Target, Method: q.Method, KeepHead: &keepHead, Exclude: q.exclude,
 		Cache: filepath.Join(q.CacheDir, "calib-"+m.SHA256()[:16]+".json"), Runtime: rt, Progress: progress, Logger: log})
 	if err != nil {
 		return "", err
