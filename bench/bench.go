@@ -61,6 +61,9 @@ func (o *Options) logger() *slog.Logger {
 // detectors loads every model with every decode, in order; the caller
 // closes them.
 func (o *Options) detectors() ([]*pipeline.Detector, error) {
+	if len(o.Models) == 0 || len(o.FullGraph) == 0 {
+		return nil, errors.New("bench: no model to time")
+	}
 	var dets []*pipeline.Detector
 	for _, m := range o.Models {
 		for _, full := range o.FullGraph {
@@ -101,9 +104,6 @@ type Report struct {
 // first alternating from run to run, so that machine drift affects all
 // models alike.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	if len(o.Models) == 0 || len(o.FullGraph) == 0 {
-		return nil, errors.New("bench: no model to time")
-	}
 	dets, err := o.detectors()
 	if err != nil {
 		return nil, err

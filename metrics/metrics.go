@@ -11,8 +11,9 @@
 //   - label values for "stage" are the Stage* constants, for "precision"
 //     the Precision* constants.
 //
-// The daemon creates one *Metrics with New, updates its fields from the
-// pipeline, and serves Handler on the metrics listener (:9464 by default,
+// The daemon creates one *Metrics with New, observes its histograms frame
+// by frame, registers its owners' figures with Watch (read at scrape
+// time), and serves Handler on the metrics listener (:9464 by default,
 // see deploy/prometheus/prometheus.yml). deploy/grafana and
 // deploy/prometheus/alerts.yml reference only the names returned by Names;
 // deploy's tests enforce that.
@@ -147,81 +148,18 @@ type Metrics struct {
 	// the device's identity (config.DeviceConfig), one series per daemon.
 	// New sets device_id to the hostname; SetDevice replaces it.
 	DeviceInfo *DeviceInfo
-	// ModelInfo is yedge_model_info{precision,model,sha256,provider}, 1 for
-	// each loaded model; provider is the execution provider actually in use
-	// (after any fallback). Use SetModelInfo to replace a model's series.
-	ModelInfo *prometheus.GaugeVec
-
-	// PipelineBusy is yedge_pipeline_busy_seconds_total{stage}: the time
-	// each concurrent stage of the daemon's pipeline (preprocess, infer,
-	// postprocess, sink, shadow) was busy; its rate is the stage's busy
-	// share, and the stage near 1 is the bottleneck.
-	PipelineBusy *prometheus.CounterVec
 	// PipelineWait is yedge_pipeline_queue_wait_seconds{stage}: how long a
 	// frame waited before a stage (for preprocess: for a free buffer).
 	PipelineWait *prometheus.HistogramVec
-	// PipelineDropped is yedge_pipeline_dropped_total{stage}: frames a
-	// stage dropped rather than delay the int8 path (shadow: a sampled
-	// frame skipped while the FP32 worker was busy).
-	PipelineDropped *prometheus.CounterVec
-
 	// StageSeconds is yedge_stage_duration_seconds{stream,precision,stage}:
 	// per-frame time of each stage (read|preprocess|infer|postprocess).
 	StageSeconds *prometheus.HistogramVec
 
-	// The per-stream and per-sink series (yedge_frames_read_total,
-	// yedge_frames_inferred_total, yedge_frames_skipped_total,
-	// yedge_frames_failed_total, yedge_stream_up,
-	// yedge_stream_reconnects_total, yedge_detections_total,
-	// yedge_shadow_frames_total, yedge_agreement_*, yedge_sink_*) are read
-	// from the daemon's own counters at scrape time: see Watch.
-
-	// LatencyRatio is yedge_int8_fp32_latency_ratio: median int8 inference
-	// latency over median FP32 inference latency (rolling window); below 1
-	// means int8 is faster.
-	LatencyRatio prometheus.Gauge
-
-	// EvalMAP50 is yedge_eval_map50{precision}: mAP@0.5 of the last
-	// evaluation run.
-	EvalMAP50 *prometheus.GaugeVec
-	// EvalMAP5095 is yedge_eval_map50_95{precision}: mAP@0.5:0.95 of the
-	// last evaluation run.
-	EvalMAP5095 *prometheus.GaugeVec
-	// EvalTimestamp is yedge_eval_timestamp_seconds{precision}: Unix time of
-	// the last evaluation run.
-	EvalTimestamp *prometheus.GaugeVec
-
-	// Reloads is yedge_reload_total{result}: configuration reloads by
-	// result (applied, unchanged, rejected).
-	Reloads *prometheus.CounterVec
-	// Errors is yedge_errors_total{class}: errors by class (stream, frame,
-	// sink, reload, eval), each also listed in /status last_errors.
-	Errors *prometheus.CounterVec
-
-	// Ready is yedge_ready: 1 once models and engines are loaded and the
-	// daemon has told systemd READY=1, 0 before and while shutting down.
-	Ready prometheus.Gauge
-
-	// ModelPhase is yedge_model_phase{phase}: 1 for the current model
-	// lifecycle phase (Phases), 0 for the others.
-	ModelPhase *prometheus.GaugeVec
-	// CalibImages is yedge_calibration_images{state}: calibration images
-	// done and total of the quantization in progress (or the last one).
-	CalibImages *prometheus.GaugeVec
-	// ModelBuildSeconds is yedge_model_build_seconds: time spent loading
-	// and warming up the new int8 model (session, engine build), updated
-	// every second while it runs, final once it is done.
-	ModelBuildSeconds prometheus.Gauge
-	// Canaries is yedge_canary_total{result}: canary decisions (promoted,
-	// rejected, failed: the model could not be loaded).
-	Canaries *prometheus.CounterVec
-	// CanaryFrames, CanaryRecall and CanaryPrecision are the running (or
-	// last) canary's shadowed frames and its agreement with FP32.
-	CanaryFrames, CanaryRecall, CanaryPrecision prometheus.Gauge
-
-	// yedge_serving_info{stream,precision,model}, yedge_guard_fallback{stream}
-	// and yedge_guard_transitions_total{stream,to} are read from the
-	// streams at scrape time (see Watch).
+	// Every other yedge_ series (per stream, per sink, and the daemon's:
+	// readiness, models, lifecycle, canary, reloads, errors, evaluation,
+	// pipeline busy time and drops, latency ratio) is read from the
+	// daemon's owners at scrape time: see Watch. Only the histograms above
+	// are pushed, frame by frame.
 }
 
 // New creates a registry with the Go and process collectors and every yedge
@@ -237,9 +175,6 @@ func New(version, revision string) *Metrics {
 	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	}
-	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-	}
 
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
@@ -248,9 +183,6 @@ func New(version, revision string) *Metrics {
 			"Build information of the running yedge binary; always 1.",
 			"version", "revision", "goversion"),
 		DeviceInfo: newDeviceInfo(),
-		ModelInfo: gauge(NameModelInfo,
-			"Loaded model per precision with its file SHA-256 and the execution provider in use; always 1.",
-			"precision", "model", "sha256", "provider"),
 
 		StageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    NameStageSeconds,
@@ -258,87 +190,20 @@ func New(version, revision string) *Metrics {
 			Buckets: StageBuckets(),
 		}, []string{"stream", "precision", "stage"}),
 
-		PipelineBusy: counter(NamePipelineBusy,
-			"Time each concurrent pipeline stage (preprocess, infer, postprocess, sink, shadow) was busy; rate() is its busy share.", "stage"),
 		PipelineWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    NamePipelineWait,
 			Help:    "Time a frame waited in the queue before a pipeline stage.",
 			Buckets: StageBuckets(),
 		}, []string{"stage"}),
-		PipelineDropped: counter(NamePipelineDropped,
-			"Frames a pipeline stage dropped rather than delay int8 (shadow: sample skipped while the FP32 worker was busy).", "stage"),
-
-		LatencyRatio: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: NameLatencyRatio,
-			Help: "Median int8 inference latency divided by median FP32 inference latency over the rolling window.",
-		}),
-
-		EvalMAP50: gauge(NameEvalMAP50,
-			"mAP at IoU 0.5 of the last evaluation run.", "precision"),
-		EvalMAP5095: gauge(NameEvalMAP5095,
-			"mAP averaged over IoU 0.5 to 0.95 of the last evaluation run.", "precision"),
-		EvalTimestamp: gauge(NameEvalTimestamp,
-			"Unix time of the last evaluation run.", "precision"),
-
-		Reloads: counter(NameReloads,
-			"Configuration reloads (SIGHUP) by result: applied, unchanged or rejected.", "result"),
-		Errors: counter(NameErrors,
-			"Errors by class (stream, frame, sink, reload, eval); the last ones are in /status.", "class"),
-
-		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: NameReady,
-			Help: "1 once models and engines are loaded and frames are served, else 0.",
-		}),
-
-		ModelPhase: gauge(NameModelPhase,
-			"1 for the current model lifecycle phase (serving, calibrating, building, canary), 0 for the others.", "phase"),
-		CalibImages: gauge(NameCalibImages,
-			"Calibration images of the quantization in progress or the last one, by state (done, total).", "state"),
-		ModelBuildSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameModelBuildSeconds,
-			Help: "Time spent loading and warming up the new int8 model (session and engine build)."}),
-		Canaries: counter(NameCanaries,
-			"Canary decisions on new int8 models by result (promoted, rejected, failed).", "result"),
-		CanaryFrames: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameCanaryFrames,
-			Help: "Shadowed frames the running or last canary ran on."}),
-		CanaryRecall: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameCanaryRecall,
-			Help: "Share of FP32 detections matched by the running or last canary model."}),
-		CanaryPrecision: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameCanaryPrecision,
-			Help: "Share of the running or last canary model's detections matched by FP32."}),
 	}
 
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.BuildInfo, m.DeviceInfo, m.ModelInfo, m.StageSeconds,
-		m.PipelineBusy, m.PipelineWait, m.PipelineDropped,
-		m.LatencyRatio,
-		m.EvalMAP50, m.EvalMAP5095, m.EvalTimestamp,
-		m.Reloads, m.Errors,
-		m.Ready,
-		m.ModelPhase, m.CalibImages, m.ModelBuildSeconds, m.Canaries, m.CanaryFrames, m.CanaryRecall, m.CanaryPrecision,
+		m.BuildInfo, m.DeviceInfo, m.StageSeconds, m.PipelineWait,
 	)
-	m.SetPhase(PhaseServing)
 	m.BuildInfo.WithLabelValues(version, revision, runtime.Version()).Set(1)
 	return m
-}
-
-// SetModelInfo sets yedge_model_info for one precision to 1, first deleting
-// any earlier series of that precision, so a model or provider swapped at
-// reload does not leave a stale series behind.
-func (m *Metrics) SetModelInfo(precision, model, sha256, provider string) {
-	m.ModelInfo.DeletePartialMatch(prometheus.Labels{"precision": precision})
-	m.ModelInfo.WithLabelValues(precision, model, sha256, provider).Set(1)
-}
-
-// SetPhase sets yedge_model_phase to 1 for phase and 0 for the others.
-func (m *Metrics) SetPhase(phase string) {
-	for _, p := range Phases() {
-		v := 0.0
-		if p == phase {
-			v = 1
-		}
-		m.ModelPhase.WithLabelValues(p).Set(v)
-	}
 }
 
 // ObserveStage records d in yedge_stage_duration_seconds for one stream,

@@ -20,6 +20,13 @@ type fakeStats struct {
 	mu      sync.Mutex
 	streams []StreamStats
 	sinks   []SinkStats
+	daemon  DaemonStats
+}
+
+func (f *fakeStats) DaemonStats() DaemonStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.daemon
 }
 
 func (f *fakeStats) StreamStats() []StreamStats {
@@ -46,9 +53,12 @@ func (f *fakeStats) remove(name string) {
 
 // touchAll gives every metric at least one series, for two streams.
 func touchAll(m *Metrics) *fakeStats {
-	m.SetModelInfo(PrecisionInt8, "yolov5n-int8.onnx", "abc", "tensorrt")
-	m.SetModelInfo(PrecisionFP32, "yolov5n.onnx", "def", "cuda")
 	fs := &fakeStats{sinks: []SinkStats{{Name: "jsonl", Written: 1, Errors: 1}}}
+	fs.daemon = DaemonStats{Ready: true, Phase: PhaseServing, CalibDone: 8, CalibTotal: 8, LatencyRatio: 0.5,
+		Models: []ModelInfo{{PrecisionInt8, "yolov5n-int8.onnx", "abc", "tensorrt"}, {PrecisionFP32, "yolov5n.onnx", "def", "cuda"}},
+		Eval:   []EvalStats{{Precision: PrecisionInt8, MAP50: 0.45, MAP50_95: 0.27, At: time.Unix(1.7e9, 0)}},
+		Reloads: map[string]int64{"applied": 1}, Errors: map[string]int64{"stream": 1}, Canaries: map[string]int64{"promoted": 1},
+		Busy: map[string]float64{StageInfer: 0.02}, Dropped: map[string]int64{"shadow": 1}}
 	for _, s := range []string{"cam1", "cam2"} {
 		for _, st := range []string{StageRead, StagePreprocess, StageInfer, StagePostprocess} {
 			m.ObserveStage(s, PrecisionInt8, st, 4*time.Millisecond)
@@ -59,18 +69,7 @@ func touchAll(m *Metrics) *fakeStats {
 			Precision: PrecisionInt8, Model: "0123456789ab", Transitions: map[string]int64{PrecisionFP32: 1}})
 	}
 	m.Watch(fs)
-	m.LatencyRatio.Set(0.5)
-	m.EvalMAP50.WithLabelValues(PrecisionInt8).Set(0.45)
-	m.EvalMAP5095.WithLabelValues(PrecisionInt8).Set(0.27)
-	m.EvalTimestamp.WithLabelValues(PrecisionInt8).Set(1.7e9)
-	m.Reloads.WithLabelValues("applied").Inc()
-	m.Errors.WithLabelValues("stream").Inc()
-	m.Ready.Set(1)
-	m.CalibImages.WithLabelValues("done").Set(8)
-	m.Canaries.WithLabelValues("promoted").Inc()
-	m.PipelineBusy.WithLabelValues(StageInfer).Add(0.02)
 	m.PipelineWait.WithLabelValues(StageInfer).Observe(0.001)
-	m.PipelineDropped.WithLabelValues("shadow").Inc()
 	return fs
 }
 
@@ -251,17 +250,35 @@ func TestForgetStream(t *testing.T) {
 	}
 }
 
-func TestSetModelInfoReplaces(t *testing.T) {
+// TestDaemonStatsAtScrape: the daemon-wide series are what the owners say
+// at the scrape, no more: a replaced model or a phase left leaves no
+// stale series.
+func TestDaemonStatsAtScrape(t *testing.T) {
 	m := New("v", "r")
-	m.SetModelInfo(PrecisionInt8, "a.onnx", "111", "tensorrt")
-	m.SetModelInfo(PrecisionInt8, "a.onnx", "111", "cpu") // fell back
-	m.SetModelInfo(PrecisionFP32, "b.onnx", "222", "cuda")
-	if n := testutil.CollectAndCount(m.ModelInfo); n != 2 {
-		t.Errorf("model info series %d, want 2", n)
+	fs := touchAll(m)
+	fs.mu.Lock()
+	fs.daemon.Models = []ModelInfo{{PrecisionFP32, "b.onnx", "222", "cpu"}}
+	fs.daemon.Phase = PhaseCanary
+	fs.mu.Unlock()
+	if n := testutil.CollectAndCount(m.Registry, NameModelInfo); n != 1 {
+		t.Errorf("model info series %d, want 1", n)
 	}
-	if got := testutil.ToFloat64(m.ModelInfo.WithLabelValues(PrecisionInt8, "a.onnx", "111", "cpu")); got != 1 {
-		t.Errorf("int8 model info = %v, want 1", got)
+	text := scrape(t, m)
+	for _, want := range []string{`yedge_model_info{model="b.onnx",precision="fp32",provider="cpu",sha256="222"} 1`,
+		`yedge_model_phase{phase="canary"} 1`, `yedge_model_phase{phase="serving"} 0`, `yedge_ready 1`,
+		`yedge_reload_total{result="applied"} 1`, `yedge_int8_fp32_latency_ratio 0.5`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scrape lacks %s", want)
+		}
 	}
+}
+
+// scrape returns the registry's text exposition.
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }
 
 func TestHandlerConcurrentScrapes(t *testing.T) {

@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"sort"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -52,13 +50,15 @@ type Stats interface {
 	StreamStats() []StreamStats
 	// SinkStats returns the counters of every open sink.
 	SinkStats() []SinkStats
+	// DaemonStats returns the daemon-wide figures.
+	DaemonStats() DaemonStats
 }
 
 // Watch registers a collector that reads the per-stream and per-sink
 // series from s at every scrape, so that they are never copied by a loop
 // and a removed stream's series vanish with it.
 func (m *Metrics) Watch(s Stats) {
-	m.Registry.MustRegister(&statsCollector{src: s, descs: newStatsDescs()})
+	m.Registry.MustRegister(&statsCollector{src: s, descs: newStatsDescs(), daemon: newDaemonDescs()})
 }
 
 type statsDescs struct {
@@ -95,8 +95,9 @@ func newStatsDescs() statsDescs {
 }
 
 type statsCollector struct {
-	src   Stats
-	descs statsDescs
+	src    Stats
+	descs  statsDescs
+	daemon daemonDescs
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -104,6 +105,9 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, x := range []*prometheus.Desc{d.read, d.inferred, d.skipped, d.failed, d.up, d.reconnects, d.detections, d.shadow,
 		d.agreePrecision, d.agreeRecall, d.agreeIoU, d.agreeScore, d.agreeCount, d.sinkWritten, d.sinkErrors,
 		d.serving, d.fallback, d.transitions} {
+		ch <- x
+	}
+	for _, x := range c.daemon.all() {
 		ch <- x
 	}
 }
@@ -117,12 +121,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
 	}
 	byKey := func(desc *prometheus.Desc, stream string, m map[string]int64) {
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range sortedKeys(m) {
 			counter(desc, m[k], stream, k)
 		}
 	}
@@ -160,4 +159,5 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(d.sinkWritten, s.Written, s.Name)
 		counter(d.sinkErrors, s.Errors, s.Name)
 	}
+	c.daemon.collect(ch, c.src.DaemonStats())
 }

@@ -1,11 +1,11 @@
 package serve
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/webview"
 )
 
@@ -27,18 +27,21 @@ type errEntry = webview.Error
 // errorLog keeps the last errors of every class for /status and counts
 // them in yedge_errors_total{class}. It is safe for concurrent use.
 type errorLog struct {
-	m    *metrics.Metrics
-	mu   sync.Mutex
-	list []errEntry
+	mu     sync.Mutex
+	list   []errEntry
+	counts map[string]int64 // by class: yedge_errors_total
 }
 
 // errorLogSize is how many errors /status shows.
 const errorLogSize = 20
 
 func (l *errorLog) add(class, where string, err error) {
-	l.m.Errors.WithLabelValues(class).Inc()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.counts == nil {
+		l.counts = map[string]int64{}
+	}
+	l.counts[class]++
 	msg := class + ": " + err.Error()
 	if where != "" {
 		msg = class + " " + where + ": " + err.Error()
@@ -47,6 +50,13 @@ func (l *errorLog) add(class, where string, err error) {
 	if len(l.list) > errorLogSize {
 		l.list = slices.Delete(l.list, 0, len(l.list)-errorLogSize)
 	}
+}
+
+// classes returns the error counts by class.
+func (l *errorLog) classes() map[string]int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return maps.Clone(l.counts)
 }
 
 // snapshot returns the errors, oldest first (never nil, for JSON []).

@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/yedge/yedge/eval"
+	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/pipeline"
 	"github.com/yedge/yedge/postprocess"
 	"github.com/yedge/yedge/preprocess"
@@ -32,6 +34,8 @@ type evaluator struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	res     map[string]evalStatus
+	// ok are the last successful evaluations: yedge_eval_*.
+	ok []metrics.EvalStats
 }
 
 // start evaluates both precisions on the plan's dataset in the background,
@@ -104,9 +108,6 @@ func (e *evaluator) run(ctx context.Context, p Plan, mods []*model) {
 			d.Close()
 			if err == nil {
 				st = evalStatus{MAP50: res.MAP50, MAP50_95: res.MAP50_95, P: res.Precision, R: res.Recall, Images: res.Images, At: time.Now()}
-				s.m.EvalMAP50.WithLabelValues(m.precision).Set(res.MAP50)
-				s.m.EvalMAP5095.WithLabelValues(m.precision).Set(res.MAP50_95)
-				s.m.EvalTimestamp.WithLabelValues(m.precision).Set(float64(time.Now().Unix()))
 				s.log.Info("eval done", "precision", m.precision, "map50", res.MAP50, "map50_95", res.MAP50_95, "images", res.Images)
 			}
 		}
@@ -123,6 +124,10 @@ func (e *evaluator) run(ctx context.Context, p Plan, mods []*model) {
 			e.res = map[string]evalStatus{}
 		}
 		e.res[m.precision] = st
+		if st.Error == "" {
+			e.ok = append(slices.DeleteFunc(e.ok, func(x metrics.EvalStats) bool { return x.Precision == m.precision }),
+				metrics.EvalStats{Precision: m.precision, MAP50: st.MAP50, MAP50_95: st.MAP50_95, At: st.At})
+		}
 		e.mu.Unlock()
 	}
 }

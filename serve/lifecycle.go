@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,6 @@ type decision struct {
 // frames, holding the frame gate and having drained it.
 type lifecycle struct {
 	log  *slog.Logger
-	m    *metrics.Metrics
 	errs *errorLog
 	gate *frameGate
 	// plan returns the running plan; streams the running streams.
@@ -106,9 +106,16 @@ type lifecycle struct {
 	calibTotal   int
 	buildStart   time.Time
 	buildSeconds float64
-	candidate    string     // short hash of the model built or in canary
-	canary       *canaryRun // also read by the loop, under procMu
-	last         *decision
+	// decisions counts canary decisions by result; canaryFig is the
+	// running (or last) canary's frames, recall and precision.
+	decisions map[string]int64
+	canaryFig struct {
+		frames            int
+		recall, precision float64
+	}
+	candidate string     // short hash of the model built or in canary
+	canary    *canaryRun // also read by the loop, under procMu
+	last      *decision
 }
 
 // guardState is a stream's guard.
@@ -133,7 +140,6 @@ func (l *lifecycle) setPhase(phase string) {
 	l.mu.Lock()
 	l.phase = phase
 	l.mu.Unlock()
-	l.m.SetPhase(phase)
 }
 
 // fp32Serving reports whether the FP32 model fills the int8 slot.
@@ -162,8 +168,6 @@ func (l *lifecycle) prepareInBackground(ctx context.Context) {
 		l.mu.Lock()
 		l.calibDone, l.calibTotal = done, total
 		l.mu.Unlock()
-		l.m.CalibImages.WithLabelValues("done").Set(float64(done))
-		l.m.CalibImages.WithLabelValues("total").Set(float64(total))
 	})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -254,22 +258,8 @@ func (l *lifecycle) build(ctx context.Context, p Plan, f ModelFile) (*model, err
 	l.buildStart, l.candidate = t0, short(f.SHA256)
 	l.mu.Unlock()
 	// yedge_model_build_seconds grows while the session (a TensorRT engine:
-	// minutes) is built.
-	stop := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				l.m.ModelBuildSeconds.Set(time.Since(t0).Seconds())
-			}
-		}
-	}()
+	// minutes) is built: it is read from buildStart at scrape time.
 	m, err := loadModel(ctx, p, metrics.PrecisionInt8, f, p.Models.Batch, true, l.log)
-	close(stop)
 	if err == nil {
 		// A model for other classes would rename every class of the
 		// records and metrics ("person" to "class0"): never a candidate.
@@ -282,7 +272,6 @@ func (l *lifecycle) build(ctx context.Context, p Plan, f ModelFile) (*model, err
 	l.mu.Lock()
 	l.buildSeconds, l.buildStart = el, time.Time{}
 	l.mu.Unlock()
-	l.m.ModelBuildSeconds.Set(el)
 	if err == nil {
 		l.log.Info("int8 model built and warmed up", "model", f.Path, "sha256", short(f.SHA256), "seconds", el)
 	}
@@ -304,7 +293,9 @@ func (l *lifecycle) installCanary(m *model, source string, restored bool) {
 	l.mu.Lock()
 	l.canary = c
 	l.mu.Unlock()
-	l.m.CanaryFrames.Set(0)
+	l.mu.Lock()
+	l.canaryFig.frames, l.canaryFig.recall, l.canaryFig.precision = 0, 0, 0
+	l.mu.Unlock()
 	l.setPhase(metrics.PhaseCanary)
 	l.log.Info("canary started", "model", m.file.Path, "sha256", short(m.file.SHA256), "source", source, "frames", c.want)
 }
@@ -320,7 +311,7 @@ func (l *lifecycle) storeReject(sha, reason string) {
 
 // failCandidate records a model that could not be prepared or loaded.
 func (l *lifecycle) failCandidate(sha, source string, err error) {
-	l.m.Canaries.WithLabelValues("failed").Inc()
+	l.decided("failed")
 	l.errs.add(errReload, "model", err)
 	l.log.Error("new int8 model not loaded; the serving model stays", "source", source, "err", err)
 	l.mu.Lock()
@@ -351,9 +342,9 @@ func (l *lifecycle) runCanary(ctx context.Context, c *canaryRun, img gocv.Mat, f
 	r, pr := c.canary.Rates()
 	n := c.canary.Frames
 	l.mu.Unlock()
-	l.m.CanaryFrames.Set(float64(n))
-	l.m.CanaryRecall.Set(r)
-	l.m.CanaryPrecision.Set(pr)
+	l.mu.Lock()
+	l.canaryFig.frames, l.canaryFig.recall, l.canaryFig.precision = n, r, pr
+	l.mu.Unlock()
 	return nil
 }
 
@@ -392,12 +383,12 @@ func (l *lifecycle) betweenFrames(p Plan) {
 	}
 	if len(why) == 0 {
 		d.Result = "promoted"
-		l.m.Canaries.WithLabelValues("promoted").Inc()
+		l.decided("promoted")
 		l.promote(c.m, c.source, d)
 		return
 	}
 	d.Result, d.Reason = "rejected", strings.Join(why, "; ")
-	l.m.Canaries.WithLabelValues("rejected").Inc()
+	l.decided("rejected")
 	c.m.det.Close()
 	l.releaseFP32(p)
 	l.storeReject(c.m.file.SHA256, d.Reason)
@@ -419,7 +410,6 @@ func (l *lifecycle) promote(m *model, source string, d *decision) {
 	old := l.mods
 	l.mods = &models{int8: m, fp32: old.fp32}
 	l.mu.Unlock()
-	l.m.SetModelInfo(m.precision, m.file.Path, m.file.SHA256, m.det.Session.Provider)
 	if !old.fp32Serving() {
 		old.int8.det.Close()
 	}
@@ -632,11 +622,9 @@ func (l *lifecycle) setModels(m *models, threads int) {
 	l.mu.Unlock()
 	for _, x := range []*model{m.int8, m.fp32} {
 		if x == m.int8 && m.fp32Serving() {
-			l.m.ModelInfo.Reset()
 			l.log.Info("FP32 serves until the int8 model is ready")
 			continue
 		}
-		l.m.SetModelInfo(x.precision, x.file.Path, x.file.SHA256, x.info.provider)
 		l.log.Info("model ready", "precision", x.precision, "model", x.file.Path, "provider", x.info.provider,
 			"threads", threads, "batch", x.info.batch)
 	}
@@ -770,4 +758,34 @@ func (l *lifecycle) shadowed(ctx context.Context, p Plan, st *stream, img gocv.M
 		serving = &a
 	}
 	return l.runCanary(ctx, c, img, fp32, serving)
+}
+
+// decided counts a canary decision.
+func (l *lifecycle) decided(result string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.decisions == nil {
+		l.decisions = map[string]int64{}
+	}
+	l.decisions[result]++
+}
+
+// stats fills the lifecycle's part of the daemon's figures, at scrape
+// time.
+func (l *lifecycle) stats(d *metrics.DaemonStats) {
+	mods := l.models()
+	for _, x := range []*model{mods.int8, mods.fp32} {
+		if x == mods.int8 && mods.fp32Serving() {
+			continue
+		}
+		d.Models = append(d.Models, metrics.ModelInfo{Precision: x.precision, Model: x.file.Path, SHA256: x.file.SHA256, Provider: x.info.provider})
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d.Phase, d.CalibDone, d.CalibTotal, d.BuildSeconds = l.phase, l.calibDone, l.calibTotal, l.buildSeconds
+	if !l.buildStart.IsZero() {
+		d.BuildSeconds = time.Since(l.buildStart).Seconds()
+	}
+	d.CanaryFrames, d.CanaryRecall, d.CanaryPrecision = l.canaryFig.frames, l.canaryFig.recall, l.canaryFig.precision
+	d.Canaries = maps.Clone(l.decisions)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/yedge/yedge/internal/testkit/fixtures"
 	"github.com/yedge/yedge/internal/testkit/testdaemon"
 	"github.com/yedge/yedge/internal/testkit/testmodels"
+	"github.com/yedge/yedge/metrics"
 	"github.com/yedge/yedge/onnx"
 	"github.com/yedge/yedge/onnxrt"
 	"github.com/yedge/yedge/plan"
@@ -134,12 +135,27 @@ func (d *lcDaemon) status(t *testing.T) lcStatus {
 	return st
 }
 
+// inferred is yedge_frames_inferred_total of a precision, summed over the
+// streams, as a scrape reads it.
 func (d *lcDaemon) inferred(precision string) int64 {
-	var n int64
-	for _, s := range d.srv.StreamStats() {
-		n += s.Inferred[precision]
+	fams, err := d.srv.Metrics().Registry.Gather()
+	if err != nil {
+		panic(err)
 	}
-	return n
+	var n float64
+	for _, f := range fams {
+		if f.GetName() != metrics.NameFramesInferred {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "precision" && l.GetValue() == precision {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int64(n)
 }
 
 // lcWait polls cond every 100ms until it holds, failing after timeout.

@@ -83,6 +83,8 @@ type frameLoop struct {
 	shadowTime atomic.Int64 // nanoseconds spent in the shadow
 	workTime   atomic.Int64 // nanoseconds spent processing
 	lat        latencyPair
+	busyNs     [len(loopStages)]atomic.Int64 // busy time by stage
+	dropped    atomic.Int64                  // shadow samples dropped
 
 	// The state of a run: the recycled frame buffers and the jobs taken
 	// but not yet handed to the stages.
@@ -95,9 +97,8 @@ type frameLoop struct {
 	lastPing time.Time
 	rr       int
 	shadow   chan shadowWork
-	// busy and wait are the pipeline metrics' series by stage, looked up
-	// once rather than on every frame.
-	busy map[string]prometheus.Counter
+	// wait are the queue-wait histograms by stage, looked up once rather
+	// than on every frame.
 	wait map[string]prometheus.Observer
 }
 
@@ -156,12 +157,37 @@ func (l *frameLoop) newJob(p Plan, mods *models, m *model, d *pipeline.Detector,
 	return &t.job
 }
 
-// stageMetrics looks the pipeline metrics' series up once per stage.
-func (l *frameLoop) stageMetrics(m *metrics.Metrics) {
-	l.busy, l.wait = map[string]prometheus.Counter{}, map[string]prometheus.Observer{}
-	for _, st := range []string{pipeline.StagePreprocess, pipeline.StageInfer, pipeline.StagePostprocess, pipeline.StageSink, pipeline.StageShadow} {
-		l.busy[st] = m.PipelineBusy.WithLabelValues(st)
-		l.wait[st] = m.PipelineWait.WithLabelValues(st)
+// loopStages are the stages whose busy time the loop counts
+// (yedge_pipeline_busy_seconds_total).
+var loopStages = [...]string{pipeline.StagePreprocess, pipeline.StageInfer, pipeline.StagePostprocess, pipeline.StageSink, pipeline.StageShadow}
+
+// addBusy counts d of busy time of a stage.
+func (l *frameLoop) addBusy(stage string, d time.Duration) {
+	if i := slices.Index(loopStages[:], stage); i >= 0 {
+		l.busyNs[i].Add(int64(d))
+	}
+}
+
+// stats fills the frame loop's part of the daemon's figures, at scrape
+// time.
+func (l *frameLoop) stats(d *metrics.DaemonStats) {
+	d.Busy = map[string]float64{}
+	for i, st := range loopStages {
+		if ns := l.busyNs[i].Load(); ns > 0 {
+			d.Busy[st] = time.Duration(ns).Seconds()
+		}
+	}
+	if n := l.dropped.Load(); n > 0 {
+		d.Dropped = map[string]int64{pipeline.StageShadow: n}
+	}
+	d.LatencyRatio, _ = l.lat.ratio()
+}
+
+// waitHistograms looks the queue-wait histograms up once per stage.
+func (l *frameLoop) waitHistograms() {
+	l.wait = map[string]prometheus.Observer{}
+	for _, st := range loopStages {
+		l.wait[st] = l.m.PipelineWait.WithLabelValues(st)
 	}
 }
 
@@ -178,10 +204,10 @@ func (l *frameLoop) run(ctx context.Context) error {
 			it.img.Close()
 		}
 	}()
-	l.stageMetrics(l.m)
+	l.waitHistograms()
 	stats := pipeline.NewStageStats()
 	stats.OnObserve = func(stage string, busy, wait time.Duration) {
-		l.busy[stage].Add(busy.Seconds())
+		l.addBusy(stage, busy)
 		l.wait[stage].Observe(wait.Seconds())
 	}
 	var shadowDone sync.WaitGroup
@@ -191,7 +217,7 @@ func (l *frameLoop) run(ctx context.Context) error {
 		for w := range l.shadow {
 			t0 := time.Now()
 			l.shadowFrame(w)
-			l.busy[pipeline.StageShadow].Add(time.Since(t0).Seconds())
+			l.addBusy(pipeline.StageShadow, time.Since(t0))
 			l.put(w.it)
 		}
 	}()
@@ -306,7 +332,7 @@ func (l *frameLoop) deliver(j *pipeline.Job, i int, dets []postprocess.Detection
 	case l.shadow <- shadowWork{p: tag.p, mods: tag.mods, fallback: tag.fallback, it: it}:
 		tag.shadowed[i] = true // from here on the shadow worker owns it
 	default:
-		l.m.PipelineDropped.WithLabelValues(pipeline.StageShadow).Inc()
+		l.dropped.Add(1) // yedge_pipeline_dropped_total{stage="shadow"}
 	}
 	return nil
 }
@@ -440,9 +466,6 @@ func (l *frameLoop) shadowFrame(w shadowWork) {
 	}
 	l.shadowTime.Add(int64(time.Since(t0)))
 	l.lat.add(it.infer, tm.Infer)
-	if r, ok := l.lat.ratio(); ok {
-		l.m.LatencyRatio.Set(r)
-	}
 }
 
 // latencyPair keeps the last inference latencies of both precisions on

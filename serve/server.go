@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"reflect"
@@ -89,7 +88,8 @@ type Server struct {
 	streams map[string]*stream
 	runCtx  context.Context
 	reload  *reloadStatus
-	pending []string // settings that take effect at the next restart
+	reloads map[string]int64 // by result: yedge_reload_total
+	pending []string         // settings that take effect at the next restart
 	// startPlan is the plan the daemon started with: the settings that
 	// only a restart applies (RestartKeys) keep its values.
 	startPlan Plan
@@ -126,16 +126,16 @@ func New(ctx context.Context, p Plan, o Options) (*Server, error) {
 		log = slog.Default()
 	}
 	m := metrics.New(o.Version, o.Revision)
-	s := &Server{opts: o, log: log, m: m, errs: &errorLog{m: m}, plan: p, streams: map[string]*stream{},
+	s := &Server{opts: o, log: log, m: m, errs: &errorLog{}, plan: p, streams: map[string]*stream{}, reloads: map[string]int64{},
 		started: time.Now(), startPlan: p}
 	s.evals.s = s
-	s.life = &lifecycle{log: log, m: m, errs: s.errs, gate: &s.gate, prepare: o.Prepare, streams: s.streamList,
+	s.life = &lifecycle{log: log, errs: s.errs, gate: &s.gate, prepare: o.Prepare, streams: s.streamList,
 		plan: func() Plan { p, _ := s.current(); return p }}
 	s.frames = &frameLoop{log: log, m: m, errs: s.errs, gate: &s.gate, life: s.life, current: s.current, streams: s.streamList,
 		sinks: func() *sinkSet { s.mu.Lock(); defer s.mu.Unlock(); return s.sinks },
 		ping:  func() { s.notify("WATCHDOG=1") }, pingEvery: o.WatchdogEvery, wake: make(chan struct{}, 1)}
 	s.viewCtx, s.stopViews = context.WithCancel(context.Background())
-	m.Watch(s)
+	m.Watch(scrapeStats{s})
 	if err := m.SetDevice(p.Device.ID, p.Device.Labels); err != nil {
 		return nil, err
 	}
@@ -197,30 +197,6 @@ func (s *Server) current() (Plan, *models) {
 	return p, s.life.models()
 }
 
-// StreamStats implements metrics.Stats.
-func (s *Server) StreamStats() []metrics.StreamStats {
-	var out []metrics.StreamStats
-	_, mods := s.current()
-	for _, st := range s.streamList() {
-		x := st.stats()
-		x.Precision, x.Model = servingOf(st, mods)
-		x.Fallback = st.guard.fallback.Load()
-		st.cmu.Lock()
-		x.Transitions = maps.Clone(st.guard.trans)
-		st.cmu.Unlock()
-		out = append(out, x)
-	}
-	return out
-}
-
-// SinkStats implements metrics.Stats.
-func (s *Server) SinkStats() []metrics.SinkStats {
-	s.mu.Lock()
-	k := s.sinks
-	s.mu.Unlock()
-	return k.stats()
-}
-
 // streamList returns the running streams sorted by name.
 func (s *Server) streamList() []*stream {
 	s.mu.Lock()
@@ -259,7 +235,6 @@ func (s *Server) ReloadFailed(err error) {
 
 func (s *Server) recordReload(result string, err error, changed []string) {
 	st := &reloadStatus{At: time.Now(), Result: result, Changed: changed}
-	s.m.Reloads.WithLabelValues(result).Inc()
 	if err != nil {
 		st.Error = err.Error()
 		s.errs.add(errReload, "", err)
@@ -269,6 +244,7 @@ func (s *Server) recordReload(result string, err error, changed []string) {
 	}
 	s.mu.Lock()
 	s.reload = st
+	s.reloads[result]++
 	s.mu.Unlock()
 }
 
@@ -493,7 +469,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.reloadMu.Unlock()
 	s.ready.Store(true)
-	s.m.Ready.Set(1)
 	s.notify("READY=1")
 	s.log.Info("serving", "listen", s.Addr(), "streams", len(p.Streams), "provider", p.Runtime.Provider, "threads", p.Runtime.Threads)
 	if p.Eval.Data != "" && p.Eval.OnStart {
@@ -504,7 +479,6 @@ func (s *Server) Run(ctx context.Context) error {
 	// Shutdown: readers first, then the sinks and HTTP.
 	s.notify("STOPPING=1")
 	s.ready.Store(false)
-	s.m.Ready.Set(0)
 	stopReaders()
 	// A reload in progress finishes first (later ones are refused: the
 	// readers' context is done), so that every stream it started is
