@@ -314,6 +314,10 @@ type GuardConfig struct {
 	// For is how long the agreement must stay low before the stream falls
 	// back (default 30s).
 	For Duration `yaml:"for" json:"for"`
+	// MinFrames is the least number of shadowed frames in the stream's
+	// window before the guard judges it (default 5, or shadow.window if
+	// smaller).
+	MinFrames int `yaml:"min_frames" json:"min_frames"`
 }
 
 // StoreConfig configures the model store.

@@ -77,6 +77,7 @@ var ranges = []Range{
 	{Key: "guard.min_recall", Default: 0.5, Min: 0, Max: 1, Note: "0: the guard never falls back on recall"},
 	{Key: "guard.min_precision", Default: 0.5, Min: 0, Max: 1, Note: "0: the guard never falls back on precision"},
 	{Key: "guard.for", Default: 30, Min: 0, MinOpen: true, Max: day, Duration: true},
+	{Key: "guard.min_frames", Default: 5, Min: 1, Max: 100000, Note: "or shadow.window, if smaller"},
 	{Key: "store.keep", Default: 5, Min: 1, Max: 1000, Note: "the serving, promoted and rollback models are kept beyond it"},
 	{Key: "store.max_size_mb", Default: 1024, Min: 1, Max: 1048576, Note: "the serving, promoted and rollback models are kept beyond it"},
 }

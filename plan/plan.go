@@ -134,7 +134,8 @@ func Build(cfg *config.Config, o Overrides) (*Daemon, error) {
 	p.Lifecycle = serve.LifecyclePlan{
 		Canary: serve.CanaryPlan{Frames: cfg.Canary.Frames, MinRecall: cfg.Canary.MinRecall, MinPrecision: cfg.Canary.MinPrecision,
 			Tolerance: cfg.Canary.Tolerance},
-		Guard:    serve.GuardPlan{MinRecall: cfg.Guard.MinRecall, MinPrecision: cfg.Guard.MinPrecision, For: cfg.Guard.For.Std()},
+		Guard: serve.GuardPlan{MinRecall: cfg.Guard.MinRecall, MinPrecision: cfg.Guard.MinPrecision, For: cfg.Guard.For.Std(),
+			MinFrames: cfg.Guard.MinFrames},
 		StateDir: StateDir(cfg.StateDir), Keep: cfg.Store.Keep,
 		MaxBytes: int64(cfg.Store.MaxSizeMB) << 20}
 	var lvl slog.Level

@@ -34,10 +34,6 @@ import (
 // canaryIoU matches a canary detection to an FP32 one (same class).
 const canaryIoU = 0.5
 
-// guardMinFrames is the least number of shadowed frames in a stream's
-// window before the guard judges it.
-const guardMinFrames = 5
-
 // errBusy refuses a new model while another is prepared or in canary.
 var errBusy = errors.New("another int8 model is being prepared or runs as a canary")
 
@@ -471,14 +467,14 @@ func (st *stream) guardTransitions() map[string]int64 {
 
 // checkGuard moves a stream to FP32 when the serving int8 model's rolling
 // agreement has stayed below the guard for Guard.For, over at least
-// guardMinFrames shadowed frames.
+// Guard.MinFrames shadowed frames (or the whole window, if smaller).
 func (l *lifecycle) checkGuard(p Plan, st *stream) {
 	g := p.Lifecycle.Guard
 	if g.For <= 0 {
 		return
 	}
 	f := st.agree.Figures()
-	low := f.Frames >= min(guardMinFrames, max(p.Shadow.Window, 1)) && (f.Recall < g.MinRecall || f.Precision < g.MinPrecision)
+	low := f.Frames >= min(max(g.MinFrames, 1), max(p.Shadow.Window, 1)) && (f.Recall < g.MinRecall || f.Precision < g.MinPrecision)
 	now := time.Now()
 	st.guard.mu.Lock()
 	defer st.guard.mu.Unlock()

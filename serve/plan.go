@@ -94,6 +94,9 @@ type GuardPlan struct {
 	MinRecall, MinPrecision float64
 	// For is how long the agreement must stay low.
 	For time.Duration
+	// MinFrames is the least number of shadowed frames in a stream's
+	// window before the guard judges it (at most the window).
+	MinFrames int
 }
 
 // DevicePlan is the device's identity: an id and labels such as site and

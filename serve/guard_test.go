@@ -1,0 +1,47 @@
+package serve
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/yedge/yedge/agreement"
+)
+
+// TestGuardMinFrames: the guard judges a stream's window only once it
+// holds guard.min_frames shadowed frames, or the whole window when that
+// is smaller.
+func TestGuardMinFrames(t *testing.T) {
+	bad := agreement.Frame{Int8: 4, FP32: 4, Matched: 0} // recall and precision 0
+	tests := []struct {
+		name              string
+		minFrames, window int
+		judgedAt          int // the frame at which the guard starts counting
+	}{
+		{"min_frames within the window", 3, 10, 3},
+		{"the default", 5, 200, 5},
+		{"min_frames beyond the window", 20, 10, 10},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &lifecycle{log: slog.New(slog.DiscardHandler), errs: &errorLog{}}
+			st := &stream{plan: StreamPlan{Name: "cam"}, agree: agreement.NewWindow(tc.window)}
+			var p Plan
+			p.Shadow.Window = tc.window
+			p.Lifecycle.Guard = GuardPlan{MinRecall: 0.5, MinPrecision: 0.5, For: time.Nanosecond, MinFrames: tc.minFrames}
+			for i := 1; i <= tc.judgedAt; i++ {
+				st.agree.Add(bad)
+				l.checkGuard(p, st)
+				if counting := !st.guard.lowSince.IsZero(); counting != (i == tc.judgedAt) {
+					t.Fatalf("frame %d: counting %v, want from frame %d", i, counting, tc.judgedAt)
+				}
+			}
+			time.Sleep(time.Millisecond)
+			st.agree.Add(bad)
+			l.checkGuard(p, st)
+			if !st.guard.fallback.Load() {
+				t.Errorf("no fallback after %d low frames held past guard.for", tc.judgedAt+1)
+			}
+		})
+	}
+}
