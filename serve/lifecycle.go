@@ -736,10 +736,11 @@ func (l *lifecycle) canaryRunning() bool { return l.currentCanary() != nil }
 
 // shadowed is the frame loop's hook for a shadowed frame of st: a running
 // canary runs on img and is scored against the FP32 detections, beside the
-// serving int8 model's (int8, nil when FP32 served the frame), and the
-// guard judges the stream's rolling window. The error is the canary's.
-func (l *lifecycle) shadowed(ctx context.Context, p Plan, st *stream, img gocv.Mat, int8, fp32 []postprocess.Detection) error {
-	if int8 != nil {
+// serving int8 model's (int8, when servedInt8: FP32 may have served the
+// frame), and the guard judges the stream's rolling window. The error is
+// the canary's.
+func (l *lifecycle) shadowed(ctx context.Context, p Plan, st *stream, img gocv.Mat, servedInt8 bool, int8, fp32 []postprocess.Detection) error {
+	if servedInt8 {
 		defer l.checkGuard(p, st)
 	}
 	c := l.currentCanary()
@@ -747,7 +748,7 @@ func (l *lifecycle) shadowed(ctx context.Context, p Plan, st *stream, img gocv.M
 		return nil
 	}
 	var serving *agreement.Frame
-	if int8 != nil {
+	if servedInt8 {
 		// The serving model's agreement on the canary's frames, at the
 		// canary's IoU.
 		a := agreement.Match(int8, fp32, canaryIoU)

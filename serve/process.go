@@ -432,7 +432,7 @@ func (l *frameLoop) shadowFrame(w shadowWork) {
 	p, mods, it := w.p, w.mods, w.it
 	if w.fallback || mods.fp32Serving() {
 		// FP32 served the frame: its detections are the reference.
-		if err := l.life.shadowed(ctx, p, it.st, it.img, nil, it.dets); err != nil {
+		if err := l.life.shadowed(ctx, p, it.st, it.img, false, nil, it.dets); err != nil {
 			l.frameFailed(it.st, "canary", err)
 		}
 		return
@@ -461,7 +461,7 @@ func (l *frameLoop) shadowFrame(w shadowWork) {
 			l.log.Warn("web view", "stream", it.st.plan.Name, "err", err)
 		}
 	}
-	if err := l.life.shadowed(ctx, p, it.st, it.img, int8Dets, fp32Dets); err != nil {
+	if err := l.life.shadowed(ctx, p, it.st, it.img, true, int8Dets, fp32Dets); err != nil {
 		l.frameFailed(it.st, "canary", err)
 	}
 	l.shadowTime.Add(int64(time.Since(t0)))
