@@ -55,8 +55,8 @@ func (f *fakeStats) remove(name string) {
 func touchAll(m *Metrics) *fakeStats {
 	fs := &fakeStats{sinks: []SinkStats{{Name: "jsonl", Written: 1, Errors: 1}}}
 	fs.daemon = DaemonStats{Ready: true, Phase: PhaseServing, CalibDone: 8, CalibTotal: 8, LatencyRatio: 0.5,
-		Models: []ModelInfo{{PrecisionInt8, "yolov5n-int8.onnx", "abc", "tensorrt"}, {PrecisionFP32, "yolov5n.onnx", "def", "cuda"}},
-		Eval:   []EvalStats{{Precision: PrecisionInt8, MAP50: 0.45, MAP50_95: 0.27, At: time.Unix(1.7e9, 0)}},
+		Models:  []ModelInfo{{PrecisionInt8, "yolov5n-int8.onnx", "abc", "tensorrt"}, {PrecisionFP32, "yolov5n.onnx", "def", "cuda"}},
+		Eval:    []EvalStats{{Precision: PrecisionInt8, MAP50: 0.45, MAP50_95: 0.27, At: time.Unix(1.7e9, 0)}},
 		Reloads: map[string]int64{"applied": 1}, Errors: map[string]int64{"stream": 1}, Canaries: map[string]int64{"promoted": 1},
 		Busy: map[string]float64{StageInfer: 0.02}, Dropped: map[string]int64{"shadow": 1}}
 	for _, s := range []string{"cam1", "cam2"} {
